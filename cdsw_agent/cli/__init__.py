@@ -1,0 +1,1 @@
+"""The `cdsw` command line. Entry point: cdsw_agent.cli.main:main."""

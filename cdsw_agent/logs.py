@@ -1,0 +1,69 @@
+"""Logging to stdout/stderr (the cluster managers capture it) with secrets redacted."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Iterable, List
+
+# key=value, "key": "value" and URL passwords, whatever the secret
+_PATTERNS = [
+    re.compile(r"(?i)((?:password|passwd|secret|token|api[_-]?key|access[_-]?key)[\"']?\s*[:=]\s*[\"']?)"
+               r"([^\s\"',&]+)"),
+    re.compile(r"(://[^:/@\s]+:)([^@\s]+)(@)"),
+    re.compile(r"(?i)(authorization:\s*bearer\s+)(\S+)"),
+]
+
+
+class RedactingFilter(logging.Filter):
+    """Masks known secret values and anything shaped like a credential."""
+
+    def __init__(self, secrets: Iterable[str] = ()):
+        super().__init__()
+        self.secrets: List[str] = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def add(self, secret: str) -> None:
+        if secret and len(secret) >= 4 and secret not in self.secrets:
+            self.secrets.append(secret)
+            self.secrets.sort(key=len, reverse=True)
+
+    def redact(self, text: str) -> str:
+        for s in self.secrets:
+            text = text.replace(s, "****")
+        for pattern in _PATTERNS:
+            text = pattern.sub(lambda m: m.group(1) + "****" + (m.group(3) if m.lastindex == 3 else ""),
+                               text)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = self.redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
+        elif record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        return True
+
+
+REDACTOR = RedactingFilter()
+
+
+def setup_logging(level: str = "info", secrets: Iterable[str] = ()) -> None:
+    for s in secrets:
+        REDACTOR.add(s)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(REDACTOR)
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # uvicorn's loggers propagate to the root handler so they are redacted too
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        lg = logging.getLogger(name)
+        lg.handlers = []
+        lg.propagate = True

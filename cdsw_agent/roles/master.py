@@ -1,0 +1,92 @@
+"""CDSW_MASTER: upgrades the database (after a backup) and serves the web app and API."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Optional
+
+import requests
+
+from ..errors import UserError
+from ..logs import setup_logging
+from ..settings import Settings
+from ..store.db import Database
+
+log = logging.getLogger(__name__)
+
+
+def prepare(settings: Settings) -> list:
+    """Host pre-flight for the master: one line per problem, empty when ready."""
+    problems = []
+    data = Path(settings.data_dir)
+    try:
+        for sub in (data, settings.projects_dir, settings.backups_dir):
+            sub.mkdir(parents=True, exist_ok=True)
+        probe = data / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        problems.append("data directory %s is not writable: %s" % (data, e.strerror or e))
+    if settings.tls_enable:
+        for name in ("tls_cert", "tls_key"):
+            path = getattr(settings, name)
+            if not os.access(path, os.R_OK):
+                problems.append("%s %s is not readable" % (name, path))
+    if not port_free(settings.bind_address, settings.http_port):
+        problems.append("port %d on %s is already in use; stop what uses it or set cdsw.http.port"
+                        % (settings.http_port, settings.bind_address))
+    return problems
+
+
+def port_free(address: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
+def prepare_database(settings: Settings) -> Database:
+    db = Database(settings.database_url)
+    backup = db.upgrade_with_backup(settings.backups_dir)
+    if backup is not None:
+        log.info("backup before schema upgrade: %s", backup)
+    return db
+
+
+def start(settings: Settings, db: Optional[Database] = None) -> None:
+    """Run the master in the foreground until SIGTERM/SIGINT."""
+    import uvicorn
+
+    from ..server.app import create_app
+
+    setup_logging(settings.log_level, settings.secret_values())
+    problems = prepare(settings)
+    if problems:
+        raise UserError("; ".join(problems))
+    db = db or prepare_database(settings)
+    app = create_app(settings, db)
+    ssl = {}
+    if settings.tls_enable:
+        ssl = {"ssl_certfile": settings.tls_cert, "ssl_keyfile": settings.tls_key}
+    log.info("CDSW master listening on %s:%d (%s)", settings.bind_address, settings.http_port,
+             settings.base_url)
+    uvicorn.run(app, host=settings.bind_address, port=settings.http_port, log_config=None,
+                proxy_headers=False, ws="auto", **ssl)
+
+
+def status(settings: Settings, timeout: float = 3.0) -> bool:
+    """True when the master answers /healthz on this host."""
+    scheme = "https" if settings.tls_enable else "http"
+    host = "127.0.0.1" if settings.bind_address in ("0.0.0.0", "") else settings.bind_address
+    try:
+        r = requests.get("%s://%s:%d/healthz" % (scheme, host, settings.http_port),
+                         timeout=timeout, verify=False)
+    except requests.RequestException:
+        return False
+    return r.status_code in (200, 503)

@@ -1,0 +1,37 @@
+"""The master's web application: REST API under /api/v1, health, and (later) pages."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Optional
+
+from fastapi import FastAPI
+
+from .. import __version__
+from ..settings import Settings
+from ..store.db import Database
+from . import errors
+from .state import ServerState
+
+API_PREFIX = "/api/v1"
+# route modules under cdsw_agent/server/routes, each exposing `router`
+API_ROUTERS = ("auth", "account", "users", "teams", "projects", "files", "admin")
+ROOT_ROUTERS = ("health",)
+
+
+def create_app(settings: Settings, db: Optional[Database] = None) -> FastAPI:
+    app = FastAPI(
+        title="CDSW workbench API",
+        version=__version__,
+        openapi_url=API_PREFIX + "/openapi.json",
+        docs_url=API_PREFIX + "/docs",
+        redoc_url=None,
+    )
+    app.state.server = ServerState.create(settings, db)
+    errors.install(app)
+    for name in API_ROUTERS:
+        app.include_router(importlib.import_module("cdsw_agent.server.routes." + name).router,
+                           prefix=API_PREFIX)
+    for name in ROOT_ROUTERS:
+        app.include_router(importlib.import_module("cdsw_agent.server.routes." + name).router)
+    return app

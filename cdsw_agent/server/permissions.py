@@ -1,0 +1,174 @@
+"""Every permission decision, in one place.
+
+Routes never check roles themselves: they declare an action with
+``access: Access = require("project.files.write")`` and receive the loaded
+project (or team) once the caller is allowed. The rules:
+
+- site roles: ``admin`` may do everything except act inside someone else's
+  engine session (that rule lives with sessions);
+- project roles, weakest first: viewer < operator < contributor < admin;
+  the owning user, and the owning team's admins, are project admins; the
+  owning team's members are contributors; collaborators have their role;
+  public projects give every signed-in user viewer;
+- a project the caller cannot see answers 404, never 403, so private
+  projects are not revealed; one the caller can see but not change answers 403;
+- API keys with the ``read`` scope may only read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional
+
+from fastapi import Depends, Request
+from sqlalchemy import and_, exists, false, or_, select
+from sqlalchemy.orm import Session
+from sqlalchemy.sql import Select
+
+from ..store.models import PROJECT_ROLES, Collaborator, Project, Team, TeamMember, User
+from .auth import SAFE_METHODS, Caller, current_caller
+from .deps import get_db
+from .errors import ApiError
+
+
+@dataclass(frozen=True)
+class Rule:
+    kind: str  # public | signed_in | site_admin | project | team
+    min_role: str = ""  # project: one of PROJECT_ROLES; team: member | admin
+
+
+# action -> rule. Adding a route means adding (or reusing) an action here.
+RULES: Dict[str, Rule] = {
+    "public": Rule("public"),
+    "signed_in": Rule("signed_in"),
+    "site.admin": Rule("site_admin"),
+    "project.read": Rule("project", "viewer"),
+    "project.files.read": Rule("project", "viewer"),
+    "project.files.write": Rule("project", "contributor"),
+    "project.env.read": Rule("project", "contributor"),
+    "project.run": Rule("project", "operator"),
+    "project.admin": Rule("project", "admin"),
+    "team.read": Rule("team", "none"),
+    "team.admin": Rule("team", "admin"),
+}
+
+
+@dataclass
+class Access:
+    caller: Caller
+    project: Optional[Project] = None
+    project_role: Optional[str] = None
+    team: Optional[Team] = None
+
+    @property
+    def user(self) -> User:
+        assert self.caller.user is not None
+        return self.caller.user
+
+
+def role_rank(role: Optional[str]) -> int:
+    return PROJECT_ROLES.index(role) + 1 if role in PROJECT_ROLES else 0
+
+
+def team_role(db: Session, user: User, team_id: int) -> Optional[str]:
+    member = db.get(TeamMember, (team_id, user.id))
+    return member.role if member else None
+
+
+def project_role(db: Session, user: Optional[User], project: Project) -> Optional[str]:
+    """The caller's effective role on a project, or None when it may not even see it."""
+    if user is None:
+        return None
+    if user.is_admin or project.owner_user_id == user.id:
+        return "admin"
+    best: Optional[str] = None
+
+    def better(role: Optional[str]) -> None:
+        nonlocal best
+        if role_rank(role) > role_rank(best):
+            best = role
+
+    if project.owner_team_id is not None:
+        t_role = team_role(db, user, project.owner_team_id)
+        better({"admin": "admin", "member": "contributor"}.get(t_role or ""))
+    collab = db.get(Collaborator, (project.id, user.id))
+    if collab is not None:
+        better(collab.role)
+    if project.visibility == "public":
+        better("viewer")
+    return best
+
+
+def visible_projects(user: User) -> Select:
+    """The projects a user can see, as one query (the same rule as project_role)."""
+    q = select(Project)
+    if user.is_admin:
+        return q
+    in_owner_team = exists().where(and_(TeamMember.team_id == Project.owner_team_id,
+                                        TeamMember.user_id == user.id))
+    is_collaborator = exists().where(and_(Collaborator.project_id == Project.id,
+                                          Collaborator.user_id == user.id))
+    return q.where(or_(Project.owner_user_id == user.id, in_owner_team, is_collaborator,
+                       Project.visibility == "public", false()))
+
+
+def _path_int(request: Request, name: str, what: str) -> int:
+    raw = request.path_params.get(name)
+    try:
+        value = int(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ApiError(404, "%s not found" % what)
+    if value < 1 or value > 2**62:
+        raise ApiError(404, "%s not found" % what)
+    return value
+
+
+def decide(action: str, caller: Caller, request: Request, db: Session) -> Access:
+    rule = RULES[action]
+    if rule.kind == "public":
+        return Access(caller)
+    if not caller.signed_in:
+        raise ApiError(401, "sign in first, or send an API key as 'Authorization: Bearer <key>'")
+    if caller.scope == "read" and request.method not in SAFE_METHODS:
+        raise ApiError(403, "this API key has the read scope; create a key with the write scope")
+    user = caller.user
+    assert user is not None
+    if rule.kind == "signed_in":
+        return Access(caller)
+    if rule.kind == "site_admin":
+        if not user.is_admin:
+            raise ApiError(403, "only site administrators may do this")
+        return Access(caller)
+    if rule.kind == "project":
+        project = db.get(Project, _path_int(request, "project_id", "project"))
+        role = project_role(db, user, project) if project is not None else None
+        if project is None or role is None:
+            raise ApiError(404, "project not found")
+        if role_rank(role) < role_rank(rule.min_role):
+            raise ApiError(403, "this needs the %s role on the project; you are %s"
+                           % (rule.min_role, role))
+        return Access(caller, project=project, project_role=role)
+    if rule.kind == "team":
+        team = db.get(Team, _path_int(request, "team_id", "team"))
+        if team is None:
+            raise ApiError(404, "team not found")
+        if rule.min_role == "admin" and not user.is_admin \
+                and team_role(db, user, team.id) != "admin":
+            raise ApiError(403, "only the team's administrators may do this")
+        return Access(caller, team=team)
+    raise AssertionError("unknown rule kind %s" % rule.kind)
+
+
+def require(action: str) -> Callable[..., Access]:
+    """A dependency that lets the request through only when `action` is allowed."""
+    if action not in RULES:
+        raise KeyError("no permission rule named %r" % action)
+
+    def dependency(request: Request, caller: Caller = Depends(current_caller),
+                   db: Session = Depends(get_db)) -> Access:
+        access = decide(action, caller, request, db)
+        request.state.permission = action
+        return access
+
+    dependency.permission_action = action  # type: ignore[attr-defined]
+    return Depends(dependency)

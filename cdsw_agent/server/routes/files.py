@@ -1,0 +1,232 @@
+"""Project files: list, read, write, upload, download, mkdir, move, delete."""
+
+from __future__ import annotations
+
+import os
+from typing import List, Optional
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from ...projects.storage import FileError, ProjectFiles, clean_relative
+from ..deps import get_state
+from ..errors import ApiError
+from ..permissions import Access, require
+from ..schemas import Id, Strict
+from ..state import ServerState
+from .projects import project_dir
+from .uploads import is_file, read_multipart
+
+router = APIRouter(prefix="/projects/{project_id}/files", tags=["files"])
+PathQuery = Query(default="", max_length=4096, description="path relative to the project root")
+
+
+class EntryOut(BaseModel):
+    name: str
+    path: str
+    type: str
+    size: int
+    modified: float
+
+
+class Listing(BaseModel):
+    path: str
+    entries: List[EntryOut]
+
+
+class FileContent(BaseModel):
+    path: str
+    content: str
+    size: int
+    modified: float
+
+
+class FileWrite(Strict):
+    path: str = Field(min_length=1, max_length=4096)
+    content: str = Field(max_length=10 * 1024 * 1024)
+    expected_modified: Optional[float] = Field(
+        default=None, description="modification time the client read; 409 if the file changed since")
+
+
+class PathBody(Strict):
+    path: str = Field(min_length=1, max_length=4096)
+
+
+class MoveBody(Strict):
+    source: str = Field(min_length=1, max_length=4096)
+    destination: str = Field(min_length=1, max_length=4096)
+
+
+class Uploaded(BaseModel):
+    files: List[EntryOut]
+
+
+def files_of(state: ServerState, access: Access) -> ProjectFiles:
+    assert access.project is not None
+    root = project_dir(state, access.project.id)
+    if not root.is_dir():
+        raise ApiError(409, "the project's files are missing on the master (%s); restore them from "
+                       "a backup" % root)
+    return ProjectFiles(root)
+
+
+def _entry(files: ProjectFiles, rel: str) -> EntryOut:
+    path = files.resolve(rel, must_exist=True)
+    st = path.lstat()
+    kind = "symlink" if path.is_symlink() else ("directory" if path.is_dir() else "file")
+    return EntryOut(name=path.name, path=files.relative(path), type=kind,
+                    size=st.st_size if kind == "file" else 0, modified=st.st_mtime)
+
+
+def _fail(e: FileError) -> ApiError:
+    return ApiError(e.status, str(e))
+
+
+@router.get("", response_model=Listing)
+def list_files(project_id: Id, path: str = PathQuery, access: Access = require("project.files.read"),
+               state: ServerState = Depends(get_state)) -> Listing:
+    files = files_of(state, access)
+    try:
+        entries = files.list(path)
+        return Listing(path=str(clean_relative(path)) if clean_relative(path).parts else "",
+                       entries=[EntryOut(**e.__dict__) for e in entries])
+    except FileError as e:
+        raise _fail(e)
+
+
+@router.get("/content", response_model=FileContent)
+def read_file(project_id: Id, path: str = PathQuery, access: Access = require("project.files.read"),
+              state: ServerState = Depends(get_state)) -> FileContent:
+    files = files_of(state, access)
+    try:
+        text = files.read_text(path)
+        entry = _entry(files, path)
+    except FileError as e:
+        raise _fail(e)
+    return FileContent(path=entry.path, content=text, size=entry.size, modified=entry.modified)
+
+
+@router.put("/content", response_model=EntryOut)
+def write_file(project_id: Id, body: FileWrite, access: Access = require("project.files.write"),
+               state: ServerState = Depends(get_state)) -> EntryOut:
+    files = files_of(state, access)
+    try:
+        if body.expected_modified is not None:
+            current = files.resolve(body.path)
+            if current.exists() and abs(current.stat().st_mtime - body.expected_modified) > 1e-6:
+                raise ApiError(409, "%s changed since you opened it; reload it before saving"
+                               % body.path)
+        files.write_text(body.path, body.content)
+        return _entry(files, body.path)
+    except FileError as e:
+        raise _fail(e)
+
+
+UPLOAD_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["files"],
+    "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}}
+
+
+@router.post("/upload", response_model=Uploaded, status_code=201, openapi_extra=UPLOAD_DOC)
+async def upload_files(project_id: Id, request: Request, path: str = PathQuery,
+                       access: Access = require("project.files.write"),
+                       state: ServerState = Depends(get_state)) -> Uploaded:
+    """Upload one or more files (multipart field `files`) into the folder `path`."""
+    files = files_of(state, access)
+    max_bytes = state.settings.max_upload_mb * 1024 * 1024
+    try:
+        folder = files.resolve(path, must_exist=True)
+        if not folder.is_dir():
+            raise FileError(400, "%r is a file, not a folder" % path)
+    except FileError as e:
+        raise _fail(e)
+    form = await read_multipart(request, max_bytes)
+    try:
+        uploads = [v for k, v in form.multi_items() if k == "files" and is_file(v)]
+        if not uploads:
+            raise ApiError(422, "files: attach at least one file in the field 'files'",
+                           [{"field": "files", "message": "missing"}])
+        written = []
+        for up in uploads:
+            name = os.path.basename((up.filename or "").replace("\\", "/"))
+            if not name or name in (".", ".."):
+                raise ApiError(422, "files: every file needs a name", [{"field": "files",
+                                                                        "message": "no file name"}])
+            rel = str(clean_relative(path) / name)
+
+            def chunks(u=up):  # type: ignore[no-untyped-def]
+                while True:
+                    data = u.file.read(1024 * 1024)
+                    if not data:
+                        return
+                    yield data
+            try:
+                await run_in_threadpool(files.write_stream, rel, chunks(), max_bytes)
+                written.append(_entry(files, rel))
+            except FileError as e:
+                raise _fail(e)
+        return Uploaded(files=written)
+    finally:
+        await form.close()
+
+
+@router.get("/download")
+def download(project_id: Id, path: str = PathQuery, access: Access = require("project.files.read"),
+             state: ServerState = Depends(get_state)) -> Response:
+    """A file as it is, or a folder as a .tar.gz archive."""
+    files = files_of(state, access)
+    try:
+        target = files.resolve(path, must_exist=True)
+        if target.is_dir():
+            archive = files.archive_folder(path)
+            name = (target.name if clean_relative(path).parts else access.project.slug) + ".tar.gz"
+
+            def stream():  # type: ignore[no-untyped-def]
+                with archive:
+                    while True:
+                        chunk = archive.read(1024 * 1024)
+                        if not chunk:
+                            return
+                        yield chunk
+            return StreamingResponse(stream(), media_type="application/gzip", headers={
+                "Content-Disposition": 'attachment; filename="%s"' % name.replace('"', "")})
+        real = files.open_file(path)
+        return FileResponse(str(real), filename=real.name, media_type="application/octet-stream")
+    except FileError as e:
+        raise _fail(e)
+
+
+@router.post("/mkdir", response_model=EntryOut, status_code=201)
+def make_dir(project_id: Id, body: PathBody, access: Access = require("project.files.write"),
+             state: ServerState = Depends(get_state)) -> EntryOut:
+    files = files_of(state, access)
+    try:
+        files.mkdir(body.path)
+        return _entry(files, body.path)
+    except FileError as e:
+        raise _fail(e)
+
+
+@router.post("/move", response_model=EntryOut)
+def move(project_id: Id, body: MoveBody, access: Access = require("project.files.write"),
+         state: ServerState = Depends(get_state)) -> EntryOut:
+    files = files_of(state, access)
+    try:
+        files.move(body.source, body.destination)
+        return _entry(files, body.destination)
+    except FileError as e:
+        raise _fail(e)
+
+
+@router.delete("", status_code=204)
+def delete(project_id: Id, path: str = Query(min_length=1, max_length=4096),
+           access: Access = require("project.files.write"),
+           state: ServerState = Depends(get_state)) -> Response:
+    files = files_of(state, access)
+    try:
+        files.delete(path)
+    except FileError as e:
+        raise _fail(e)
+    return Response(status_code=204)

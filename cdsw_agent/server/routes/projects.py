@@ -1,0 +1,475 @@
+"""Projects: create (blank, template, git, upload), read, rename, delete, transfer,
+collaborators and project environment variables."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import shutil
+import tempfile
+import unicodedata
+from pathlib import Path
+from typing import Callable, List, Optional
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field, model_validator
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ...projects import create as populate
+from ...projects.storage import FileError
+from ...store.models import Collaborator, EnvVar, Project, Team, User
+from .. import audit
+from ..deps import get_db, get_state
+from ..errors import ApiError
+from ..permissions import Access, project_role, require, team_role, visible_projects
+from ..schemas import contains_pattern, Id, Strict
+from ..state import ServerState
+from .uploads import read_multipart, save_upload
+
+router = APIRouter(prefix="/projects", tags=["projects"])
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+
+
+class ProjectCreate(Strict):
+    name: str = Field(min_length=1, max_length=100)
+    description: str = Field(default="", max_length=5000)
+    visibility: str = Field(default="private", pattern=r"^(private|team|public)$")
+    owner_team_id: Optional[int] = Field(default=None, ge=1, le=2**53)
+    template: Optional[str] = Field(default=None, max_length=64)
+    git_url: Optional[str] = Field(default=None, min_length=1, max_length=2048)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ProjectCreate":
+        if self.template is not None and self.git_url is not None:
+            raise ValueError("give either template or git_url, not both")
+        return self
+
+
+class ProjectUpdate(Strict):
+    name: Optional[str] = Field(default=None, min_length=1, max_length=100)
+    description: Optional[str] = Field(default=None, max_length=5000)
+    visibility: Optional[str] = Field(default=None, pattern=r"^(private|team|public)$")
+    default_engine_image_id: Optional[int] = Field(default=None, ge=0, le=2**53)
+
+
+class Transfer(Strict):
+    owner_user_id: Optional[int] = Field(default=None, ge=1, le=2**53)
+    owner_team_id: Optional[int] = Field(default=None, ge=1, le=2**53)
+
+    @model_validator(mode="after")
+    def _one_owner(self) -> "Transfer":
+        if (self.owner_user_id is None) == (self.owner_team_id is None):
+            raise ValueError("give exactly one of owner_user_id and owner_team_id")
+        return self
+
+
+class CollaboratorSet(Strict):
+    role: str = Field(pattern=r"^(viewer|operator|contributor|admin)$")
+
+
+class EnvSet(Strict):
+    value: str = Field(max_length=65536)
+    secret: bool = False
+
+
+class Owner(BaseModel):
+    type: str  # user | team
+    id: int
+    name: str
+
+
+class ProjectOut(BaseModel):
+    id: int
+    name: str
+    slug: str
+    description: str
+    owner: Owner
+    visibility: str
+    default_engine_image_id: Optional[int]
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    your_role: Optional[str] = None
+
+
+class CollaboratorOut(BaseModel):
+    user_id: int
+    username: str
+    role: str
+
+
+class EnvOut(BaseModel):
+    name: str
+    value: str
+    secret: bool
+
+
+class TemplateOut(BaseModel):
+    name: str
+    description: str
+
+
+def slugify(name: str) -> str:
+    text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii").lower()
+    return re.sub(r"[^a-z0-9]+", "-", text).strip("-")[:100]
+
+
+def project_out(p: Project, role: Optional[str] = None) -> ProjectOut:
+    if p.owner_team_id is not None:
+        owner = Owner(type="team", id=p.owner_team_id, name=p.owner_team.name if p.owner_team else "")
+    else:
+        owner = Owner(type="user", id=p.owner_user_id or 0, name=p.owner_user.username if p.owner_user else "")
+    return ProjectOut(id=p.id, name=p.name, slug=p.slug, description=p.description, owner=owner,
+                      visibility=p.visibility, default_engine_image_id=p.default_engine_image_id,
+                      created_at=p.created_at, updated_at=p.updated_at, your_role=role)
+
+
+def project_dir(state: ServerState, project_id: int) -> Path:
+    return state.settings.projects_dir / str(project_id)
+
+
+def _namespace(user_id: Optional[int], team_id: Optional[int]) -> str:
+    return "t:%d" % team_id if team_id is not None else "u:%d" % user_id
+
+
+def _check_owner_team(db: Session, access: Access, team_id: int) -> Team:
+    team = db.get(Team, team_id)
+    if team is None:
+        raise ApiError(404, "team not found")
+    if not access.user.is_admin and team_role(db, access.user, team.id) is None:
+        raise ApiError(403, "only members of team %s may create or move projects into it" % team.name)
+    return team
+
+
+def _check_visibility(visibility: str, team_owned: bool) -> None:
+    if visibility == "team" and not team_owned:
+        raise ApiError(422, "visibility: 'team' is only for projects owned by a team",
+                       [{"field": "visibility", "message": "team visibility needs a team owner"}])
+
+
+def _create(db: Session, state: ServerState, access: Access, request: Request, *, name: str,
+            description: str, visibility: str, owner_team_id: Optional[int], source: str,
+            fill: Callable[[Path], None]) -> ProjectOut:
+    """One path for every kind of creation: row and folder appear together or not at all."""
+    slug = slugify(name)
+    if not slug:
+        raise ApiError(422, "name: use at least one letter or digit",
+                       [{"field": "name", "message": "no letters or digits"}])
+    if owner_team_id is not None:
+        _check_owner_team(db, access, owner_team_id)
+    _check_visibility(visibility, owner_team_id is not None)
+    owner_user_id = None if owner_team_id is not None else access.user.id
+    namespace = _namespace(owner_user_id, owner_team_id)
+    if db.scalar(select(Project.id).where(Project.namespace == namespace, Project.slug == slug)):
+        raise ApiError(409, "this owner already has a project called %r" % slug)
+    staging = populate.staging_dir(state.settings.projects_dir)
+    final: Optional[Path] = None
+    try:
+        try:
+            fill(staging)
+        except FileError as e:
+            raise ApiError(e.status, str(e))
+        project = Project(name=name, slug=slug, description=description, visibility=visibility,
+                          owner_user_id=owner_user_id, owner_team_id=owner_team_id,
+                          namespace=namespace)
+        db.add(project)
+        db.flush()
+        final = project_dir(state, project.id)
+        if final.exists():  # left by a crash after a delete; keep it aside, never overwrite
+            os.rename(final, final.with_name(".orphan-%d-%s" % (project.id, os.urandom(4).hex())))
+        os.rename(staging, final)
+        audit.record(db, "project.create", access.user, target="%s/%s" % (namespace, slug),
+                     request=request, source=source, project_id=project.id)
+        db.commit()
+    except BaseException:
+        db.rollback()
+        shutil.rmtree(staging, ignore_errors=True)
+        if final is not None and final.exists():
+            shutil.rmtree(final, ignore_errors=True)
+        raise
+    db.refresh(project)
+    return project_out(project, "admin")
+
+
+@router.get("", response_model=List[ProjectOut])
+def list_projects(q: str = Query(default="", max_length=100),
+                  owner: str = Query(default="", max_length=64),
+                  visibility: str = Query(default="", pattern=r"^(|private|team|public)$"),
+                  limit: int = Query(default=100, ge=1, le=1000), offset: int = Query(default=0, ge=0, le=10**9),
+                  access: Access = require("signed_in"), db: Session = Depends(get_db)) -> list:
+    stmt = visible_projects(access.user).order_by(Project.updated_at.desc(), Project.id.desc())
+    if q:
+        like = contains_pattern(q)
+        stmt = stmt.where(func.lower(Project.name).like(like, escape="\\"))
+    if visibility:
+        stmt = stmt.where(Project.visibility == visibility)
+    if owner:
+        user_ids = select(User.id).where(User.username == owner)
+        team_ids = select(Team.id).where(Team.name == owner)
+        stmt = stmt.where(Project.owner_user_id.in_(user_ids) | Project.owner_team_id.in_(team_ids))
+    rows = db.scalars(stmt.limit(limit).offset(offset)).all()
+    return [project_out(p, project_role(db, access.user, p)) for p in rows]
+
+
+@router.get("/templates", response_model=List[TemplateOut])
+def list_templates(access: Access = require("signed_in")) -> list:
+    return [TemplateOut(name=k, description=v) for k, v in populate.templates().items()]
+
+
+@router.post("", response_model=ProjectOut, status_code=201)
+def create_project(body: ProjectCreate, request: Request, access: Access = require("signed_in"),
+                   db: Session = Depends(get_db), state: ServerState = Depends(get_state)) -> ProjectOut:
+    if body.git_url is not None:
+        url = body.git_url
+        source = "git"
+
+        def fill(dest: Path) -> None:
+            populate.from_git(dest, url, state.settings.allowed_git_schemes)
+    elif body.template is not None:
+        template = body.template
+        source = "template:" + template
+
+        def fill(dest: Path) -> None:
+            populate.from_template(dest, template)
+    else:
+        source = "blank"
+
+        def fill(dest: Path) -> None:
+            (dest / "README.md").write_text("# %s\n\n%s\n" % (body.name, body.description),
+                                            encoding="utf-8")
+    return _create(db, state, access, request, name=body.name, description=body.description,
+                   visibility=body.visibility, owner_team_id=body.owner_team_id, source=source,
+                   fill=fill)
+
+
+UPLOAD_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["name", "archive"],
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 100},
+        "description": {"type": "string", "maxLength": 5000},
+        "visibility": {"type": "string", "enum": ["private", "team", "public"]},
+        "owner_team_id": {"type": "integer", "minimum": 1},
+        "archive": {"type": "string", "format": "binary",
+                    "description": "zip, tar, tar.gz, tar.bz2 or tar.xz"},
+    }}}}}}
+
+
+@router.post("/upload", response_model=ProjectOut, status_code=201, openapi_extra=UPLOAD_DOC)
+async def create_project_from_archive(request: Request, access: Access = require("signed_in"),
+                                      db: Session = Depends(get_db),
+                                      state: ServerState = Depends(get_state)) -> ProjectOut:
+    max_bytes = state.settings.max_upload_mb * 1024 * 1024
+    form = await read_multipart(request, max_bytes)
+    try:
+        fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+        archive = form.get("archive")
+        if archive is None or isinstance(archive, str):
+            raise ApiError(422, "archive: attach the project as a file field named 'archive'",
+                           [{"field": "archive", "message": "missing"}])
+        try:
+            meta = ProjectCreate(name=fields.get("name", ""),
+                                 description=fields.get("description", ""),
+                                 visibility=fields.get("visibility", "private"),
+                                 owner_team_id=fields.get("owner_team_id") or None)
+        except Exception as e:  # pydantic ValidationError: report the first field
+            errors = getattr(e, "errors", lambda: [])()
+            field = ".".join(str(x) for x in errors[0]["loc"]) if errors else "form"
+            msg = errors[0]["msg"] if errors else str(e)
+            raise ApiError(422, "invalid request: %s: %s" % (field, msg),
+                           [{"field": field, "message": msg}])
+        state.settings.projects_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".upload-", dir=str(state.settings.projects_dir)) as tmp:
+            saved = Path(tmp) / "upload"
+            await save_upload(archive, saved, max_bytes)
+
+            def fill(dest: Path) -> None:
+                populate.from_archive(dest, saved, max_bytes)
+            return await run_in_threadpool(
+                _create, db, state, access, request, name=meta.name, description=meta.description,
+                visibility=meta.visibility, owner_team_id=meta.owner_team_id, source="upload",
+                fill=fill)
+    finally:
+        await form.close()
+
+
+@router.get("/{project_id}", response_model=ProjectOut)
+def get_project(project_id: Id, access: Access = require("project.read")) -> ProjectOut:
+    assert access.project is not None
+    return project_out(access.project, access.project_role)
+
+
+@router.patch("/{project_id}", response_model=ProjectOut)
+def update_project(project_id: Id, body: ProjectUpdate, request: Request,
+                   access: Access = require("project.admin"), db: Session = Depends(get_db)) -> ProjectOut:
+    p = access.project
+    assert p is not None
+    changes = body.model_dump(exclude_none=True)
+    if body.name is not None and body.name != p.name:
+        slug = slugify(body.name)
+        if not slug:
+            raise ApiError(422, "name: use at least one letter or digit",
+                           [{"field": "name", "message": "no letters or digits"}])
+        if slug != p.slug and db.scalar(select(Project.id).where(
+                Project.namespace == p.namespace, Project.slug == slug)):
+            raise ApiError(409, "this owner already has a project called %r" % slug)
+        p.name, p.slug = body.name, slug
+    if body.description is not None:
+        p.description = body.description
+    if body.visibility is not None:
+        _check_visibility(body.visibility, p.owner_team_id is not None)
+        p.visibility = body.visibility
+    if body.default_engine_image_id is not None:
+        from ...store.models import EngineImage
+
+        if body.default_engine_image_id and db.get(EngineImage, body.default_engine_image_id) is None:
+            raise ApiError(422, "default_engine_image_id: no such engine image",
+                           [{"field": "default_engine_image_id", "message": "unknown"}])
+        p.default_engine_image_id = body.default_engine_image_id or None
+    audit.record(db, "project.update", access.user, target=str(p.id), request=request, **changes)
+    db.commit()
+    db.refresh(p)
+    return project_out(p, access.project_role)
+
+
+@router.delete("/{project_id}", status_code=204)
+def delete_project(project_id: Id, request: Request, access: Access = require("project.admin"),
+                   db: Session = Depends(get_db), state: ServerState = Depends(get_state)) -> Response:
+    p = access.project
+    assert p is not None
+    folder = project_dir(state, p.id)
+    audit.record(db, "project.delete", access.user, target="%s/%s" % (p.namespace, p.slug),
+                 request=request, project_id=p.id)
+    db.delete(p)
+    db.commit()
+    # files go only once the row is gone: a failure here leaves files, never a row without files
+    if folder.exists():
+        trash = folder.with_name(".deleted-%d-%s" % (project_id, os.urandom(4).hex()))
+        os.rename(folder, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    return Response(status_code=204)
+
+
+@router.post("/{project_id}/transfer", response_model=ProjectOut)
+def transfer_project(project_id: Id, body: Transfer, request: Request,
+                     access: Access = require("project.admin"), db: Session = Depends(get_db)) -> ProjectOut:
+    p = access.project
+    assert p is not None
+    if body.owner_team_id is not None:
+        team = _check_owner_team(db, access, body.owner_team_id)
+        new_ns, target = _namespace(None, team.id), "team " + team.name
+    else:
+        user = db.get(User, body.owner_user_id)
+        if user is None or not user.is_active:
+            raise ApiError(404, "user not found")
+        new_ns, target = _namespace(user.id, None), "user " + user.username
+    if new_ns == p.namespace:
+        raise ApiError(409, "the project already belongs to %s" % target)
+    if db.scalar(select(Project.id).where(Project.namespace == new_ns, Project.slug == p.slug)):
+        raise ApiError(409, "%s already has a project called %r; rename one first" % (target, p.slug))
+    if p.visibility == "team" and body.owner_team_id is None:
+        p.visibility = "private"
+    p.owner_team_id = body.owner_team_id
+    p.owner_user_id = body.owner_user_id
+    p.namespace = new_ns
+    audit.record(db, "project.transfer", access.user, target=str(p.id), request=request, to=target)
+    db.commit()
+    db.refresh(p)
+    return project_out(p, project_role(db, access.user, p))
+
+
+# --- collaborators ------------------------------------------------------------------------
+
+def _collaborators(p: Project) -> List[CollaboratorOut]:
+    return [CollaboratorOut(user_id=c.user_id, username=c.user.username, role=c.role)
+            for c in sorted(p.collaborators, key=lambda c: c.user.username)]
+
+
+@router.get("/{project_id}/collaborators", response_model=List[CollaboratorOut])
+def list_collaborators(project_id: Id, access: Access = require("project.read")) -> list:
+    assert access.project is not None
+    return _collaborators(access.project)
+
+
+@router.put("/{project_id}/collaborators/{user_id}", response_model=List[CollaboratorOut])
+def set_collaborator(project_id: Id, user_id: Id, body: CollaboratorSet, request: Request,
+                     access: Access = require("project.admin"), db: Session = Depends(get_db)) -> list:
+    p = access.project
+    assert p is not None
+    user = db.get(User, user_id)
+    if user is None or not user.is_active:
+        raise ApiError(404, "user not found")
+    if p.owner_user_id == user.id:
+        raise ApiError(409, "%s owns the project already" % user.username)
+    c = db.get(Collaborator, (p.id, user.id))
+    if c is None:
+        p.collaborators.append(Collaborator(user_id=user.id, role=body.role))
+    else:
+        c.role = body.role
+    audit.record(db, "project.collaborator.set", access.user, target="%d/%s" % (p.id, user.username),
+                 request=request, role=body.role)
+    db.commit()
+    db.refresh(p)
+    return _collaborators(p)
+
+
+@router.delete("/{project_id}/collaborators/{user_id}", response_model=List[CollaboratorOut])
+def remove_collaborator(project_id: Id, user_id: Id, request: Request,
+                        access: Access = require("project.admin"), db: Session = Depends(get_db)) -> list:
+    p = access.project
+    assert p is not None
+    c = db.get(Collaborator, (p.id, user_id))
+    if c is None:
+        raise ApiError(404, "not a collaborator of this project")
+    audit.record(db, "project.collaborator.remove", access.user,
+                 target="%d/%s" % (p.id, c.user.username), request=request)
+    p.collaborators.remove(c)
+    db.commit()
+    db.refresh(p)
+    return _collaborators(p)
+
+
+# --- project environment variables ---------------------------------------------------------
+
+def env_out(v: EnvVar) -> EnvOut:
+    return EnvOut(name=v.name, value="****" if v.secret else v.value, secret=v.secret)
+
+
+@router.get("/{project_id}/env", response_model=List[EnvOut])
+def list_env(project_id: Id, access: Access = require("project.env.read"),
+             db: Session = Depends(get_db)) -> list:
+    rows = db.scalars(select(EnvVar).where(EnvVar.scope == "p:%d" % project_id).order_by(EnvVar.name))
+    return [env_out(v) for v in rows]
+
+
+@router.put("/{project_id}/env/{name}", response_model=EnvOut)
+def set_env(project_id: Id, name: str, body: EnvSet, request: Request,
+            access: Access = require("project.admin"), db: Session = Depends(get_db)) -> EnvOut:
+    if not re.match(ENV_NAME, name):
+        raise ApiError(422, "name: use letters, digits and '_', not starting with a digit",
+                       [{"field": "name", "message": "not a valid variable name"}])
+    scope = "p:%d" % project_id
+    row = db.scalar(select(EnvVar).where(EnvVar.scope == scope, EnvVar.name == name))
+    if row is None:
+        row = EnvVar(scope=scope, project_id=project_id, name=name, value=body.value, secret=body.secret)
+        db.add(row)
+    else:
+        row.value, row.secret = body.value, body.secret
+    audit.record(db, "project.env.set", access.user, target="%d/%s" % (project_id, name),
+                 request=request, secret=body.secret)
+    db.commit()
+    return env_out(row)
+
+
+@router.delete("/{project_id}/env/{name}", status_code=204)
+def delete_env(project_id: Id, name: str, request: Request, access: Access = require("project.admin"),
+               db: Session = Depends(get_db)) -> Response:
+    row = db.scalar(select(EnvVar).where(EnvVar.scope == "p:%d" % project_id, EnvVar.name == name))
+    if row is None:
+        raise ApiError(404, "no variable %r in this project" % name[:128])
+    audit.record(db, "project.env.delete", access.user, target="%d/%s" % (project_id, name),
+                 request=request)
+    db.delete(row)
+    db.commit()
+    return Response(status_code=204)

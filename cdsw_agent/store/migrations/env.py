@@ -1,0 +1,18 @@
+"""Alembic environment: the engine is handed over by cdsw_agent.store.db.Database."""
+
+from alembic import context
+
+from cdsw_agent.store.models import Base
+
+config = context.config
+engine = config.attributes["engine"]
+
+with engine.begin() as connection:
+    context.configure(
+        connection=connection,
+        target_metadata=Base.metadata,
+        render_as_batch=connection.dialect.name == "sqlite",  # SQLite needs table rebuilds
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()

@@ -1,0 +1,49 @@
+"""Package metadata for cdsw_agent. The version lives in cdsw_agent/__init__.py only."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "cdsw_agent" / "__init__.py").read_text()).group(1)
+
+setup(
+    name="cdsw-agent",
+    version=VERSION,
+    description="An open data-science workbench operated as a Hadoop cluster service",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    packages=find_packages(include=["cdsw_agent", "cdsw_agent.*"]),
+    include_package_data=True,
+    package_data={"cdsw_agent": ["templates/*", "templates/**/*", "store/migrations/*",
+                                 "store/migrations/versions/*", "project_templates/**/*",
+                                 "project_templates/*/*", "project_templates/*/.*"]},
+    install_requires=[
+        "click>=8.1",
+        "jinja2>=3.1",
+        "requests>=2.28",
+        "fastapi>=0.110",
+        "uvicorn>=0.23",
+        "python-multipart>=0.0.9",
+        "sqlalchemy>=2.0",
+        "alembic>=1.12",
+        "psycopg[binary]>=3.1",
+        "argon2-cffi>=23.1",
+        "ldap3>=2.9",
+        "docker>=7.0",
+        "croniter>=2.0",
+        "cryptography>=41",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pytest-timeout>=2.2", "httpx>=0.25", "schemathesis>=3.30"],
+        "dev": ["pytest>=7", "pytest-timeout>=2.2", "httpx>=0.25", "schemathesis>=3.30", "ruff"],
+    },
+    entry_points={"console_scripts": ["cdsw = cdsw_agent.cli.main:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Operating System :: POSIX :: Linux",
+    ],
+)
