@@ -43,10 +43,12 @@ def cli(ctx: click.Context, conf: Optional[str], properties: Optional[str]) -> N
 
 
 def _register() -> None:
-    from . import admin, config, db, role, standalone
+    from . import admin, config, db, diagnostics, health, role, standalone
 
-    for module in (config, db, admin, role, standalone):
+    for module in (config, db, admin, role, standalone, health):
         cli.add_command(module.command)
+    for command in diagnostics.commands:  # validate, logs
+        cli.add_command(command)
 
 
 _register()

@@ -16,7 +16,7 @@ from .state import ServerState
 API_PREFIX = "/api/v1"
 # route modules under cdsw_agent/server/routes, each exposing `router`
 API_ROUTERS = ("auth", "account", "users", "teams", "projects", "files", "admin")
-ROOT_ROUTERS = ("health",)
+ROOT_ROUTERS = ("health", "metrics")
 
 
 def create_app(settings: Settings, db: Optional[Database] = None) -> FastAPI:

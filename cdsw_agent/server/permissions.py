@@ -12,11 +12,13 @@ project (or team) once the caller is allowed. The rules:
   public projects give every signed-in user viewer;
 - a project the caller cannot see answers 404, never 403, so private
   projects are not revealed; one the caller can see but not change answers 403;
-- API keys with the ``read`` scope may only read.
+- API keys with the ``read`` scope may only read;
+- Prometheus may scrape /metrics anonymously from loopback only.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional
 
@@ -33,7 +35,7 @@ from .errors import ApiError
 
 @dataclass(frozen=True)
 class Rule:
-    kind: str  # public | signed_in | site_admin | project | team
+    kind: str  # public | signed_in | site_admin | site_admin_or_loopback | project | team
     min_role: str = ""  # project: one of PROJECT_ROLES; team: member | admin
 
 
@@ -42,6 +44,7 @@ RULES: Dict[str, Rule] = {
     "public": Rule("public"),
     "signed_in": Rule("signed_in"),
     "site.admin": Rule("site_admin"),
+    "metrics.read": Rule("site_admin_or_loopback"),
     "project.read": Rule("project", "viewer"),
     "project.files.read": Rule("project", "viewer"),
     "project.files.write": Rule("project", "contributor"),
@@ -112,6 +115,14 @@ def visible_projects(user: User) -> Select:
                        Project.visibility == "public", false()))
 
 
+def _from_loopback(request: Request) -> bool:
+    host = request.client.host if request.client else ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _path_int(request: Request, name: str, what: str) -> int:
     raw = request.path_params.get(name)
     try:
@@ -127,6 +138,12 @@ def decide(action: str, caller: Caller, request: Request, db: Session) -> Access
     rule = RULES[action]
     if rule.kind == "public":
         return Access(caller)
+    if rule.kind == "site_admin_or_loopback":
+        if _from_loopback(request):
+            return Access(caller)
+        if not caller.signed_in:
+            raise ApiError(401, "anonymous access is open to loopback only; send a site "
+                                "administrator's API key as 'Authorization: Bearer <key>'")
     if not caller.signed_in:
         raise ApiError(401, "sign in first, or send an API key as 'Authorization: Bearer <key>'")
     if caller.scope == "read" and request.method not in SAFE_METHODS:
@@ -135,7 +152,7 @@ def decide(action: str, caller: Caller, request: Request, db: Session) -> Access
     assert user is not None
     if rule.kind == "signed_in":
         return Access(caller)
-    if rule.kind == "site_admin":
+    if rule.kind in ("site_admin", "site_admin_or_loopback"):
         if not user.is_admin:
             raise ApiError(403, "only site administrators may do this")
         return Access(caller)
