@@ -62,6 +62,7 @@ def setup_logging(level: str = "info", secrets: Iterable[str] = ()) -> None:
         root.removeHandler(h)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))
     # uvicorn's loggers propagate to the root handler so they are redacted too
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         lg = logging.getLogger(name)

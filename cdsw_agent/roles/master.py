@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 from pathlib import Path
 from typing import Optional
@@ -16,6 +17,8 @@ from ..settings import Settings
 from ..store.db import Database
 
 log = logging.getLogger(__name__)
+# how long a stopping master waits for open requests (and idle TLS clients) before closing them
+GRACEFUL_SHUTDOWN_SECONDS = 10
 
 
 def prepare(settings: Settings) -> list:
@@ -76,8 +79,14 @@ def start(settings: Settings, db: Optional[Database] = None) -> None:
         ssl = {"ssl_certfile": settings.tls_cert, "ssl_keyfile": settings.tls_key}
     log.info("CDSW master listening on %s:%d (%s)", settings.bind_address, settings.http_port,
              settings.base_url)
+    # uvicorn re-raises SIGTERM/SIGINT after a graceful shutdown; a no-op handler turns that
+    # into a clean exit 0, which is what the cluster managers expect of a stopped role.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     uvicorn.run(app, host=settings.bind_address, port=settings.http_port, log_config=None,
-                proxy_headers=False, ws="auto", **ssl)
+                proxy_headers=False, ws="auto", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+                **ssl)
+    log.info("CDSW master stopped")
 
 
 def status(settings: Settings, timeout: float = 3.0) -> bool:

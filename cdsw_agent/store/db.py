@@ -55,8 +55,9 @@ def make_engine(url: str) -> Engine:
 
 
 class Database:
-    def __init__(self, url: str):
+    def __init__(self, url: str, migrations: Path = MIGRATIONS):
         self.url = url
+        self.migrations = migrations
         self.engine = make_engine(url)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
 
@@ -76,7 +77,7 @@ class Database:
     # --- migrations
     def _alembic_config(self) -> Config:
         cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.set_main_option("script_location", str(self.migrations))
         cfg.attributes["engine"] = self.engine
         return cfg
 
