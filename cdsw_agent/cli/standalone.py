@@ -19,6 +19,19 @@ def default_data_dir() -> str:
     return str(Path.home() / ".local" / "share" / "cdsw")
 
 
+def docker_answers(url: str) -> bool:
+    try:
+        import docker
+
+        client = docker.DockerClient(base_url=url, timeout=3)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:  # not installed, no socket, refused: all mean "no Docker here"
+        return False
+
+
 @click.command("standalone")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where state is kept.")
 @click.option("--port", type=int, help="HTTP port (default 8080).")
@@ -41,8 +54,15 @@ def command(ctx: CliContext, data_dir: Optional[str], port: Optional[int],
         overrides["bind_address"] = "127.0.0.1"
     if settings.source_of("domain").kind == "default":
         overrides["domain"] = "localhost"
+    if settings.source_of("orchestrator").kind == "default":
+        overrides["orchestrator"] = "swarm" if docker_answers(settings.docker_host) else "local"
     ctx.override(**overrides)
     settings = ctx.settings
+    if settings.orchestrator == "local":
+        click.echo("!!! No Docker engine answers on %s: engines will run as plain local processes "
+                   "(orchestrator=local), without container isolation. Start the CDSW_DOCKER role "
+                   "(`cdsw role docker start`) and restart to use containers." % settings.docker_host,
+                   err=True)
 
     click.echo("==> data directory %s" % settings.data_dir)
     problems = master.prepare(settings)

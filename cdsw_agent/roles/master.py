@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import socket
 from pathlib import Path
@@ -62,17 +63,41 @@ def prepare_database(settings: Settings) -> Database:
     return db
 
 
+def ensure_cluster_secret(settings: Settings) -> Settings:
+    """The secret workers present to join: the admin's, or one generated at the first start and
+    kept (mode 0600) in the data directory. Never logged."""
+    if settings.cluster_secret:
+        return settings
+    path = Path(settings.data_dir) / "cluster-secret"
+    if path.exists():
+        secret = path.read_text().strip()
+    else:
+        secret = secrets.token_urlsafe(32)
+        tmp = path.with_name(".cluster-secret.tmp")
+        fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secret + "\n")
+        os.replace(tmp, path)
+        log.info("generated the cluster secret in %s; give it to the workers (cdsw.cluster.secret)",
+                 path)
+    return settings.with_overrides(cluster_secret=secret)
+
+
 def start(settings: Settings, db: Optional[Database] = None) -> None:
     """Run the master in the foreground until SIGTERM/SIGINT."""
     import uvicorn
 
     from ..server.app import create_app
+    from .swarm import start_manager
 
     setup_logging(settings.log_level, settings.secret_values())
     problems = prepare(settings)
     if problems:
         raise UserError("; ".join(problems))
     db = db or prepare_database(settings)
+    settings = ensure_cluster_secret(settings)
+    setup_logging(settings.log_level, settings.secret_values())
+    start_manager(settings)  # swarm orchestrator: this host's Docker becomes the swarm manager
     app = create_app(settings, db)
     ssl = {}
     if settings.tls_enable:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Optional
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 from .. import __version__
 from ..settings import Settings
@@ -15,8 +15,24 @@ from .state import ServerState
 
 API_PREFIX = "/api/v1"
 # route modules under cdsw_agent/server/routes, each exposing `router`
-API_ROUTERS = ("auth", "account", "users", "teams", "projects", "files", "admin")
+API_ROUTERS = ("auth", "account", "users", "teams", "projects", "files", "admin", "cluster")
 ROOT_ROUTERS = ("health", "metrics")
+
+
+def _security_headers(app: FastAPI, hsts: bool) -> None:
+    headers = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
+               "Referrer-Policy": "same-origin"}
+    if hsts:
+        headers["Strict-Transport-Security"] = "max-age=31536000"
+
+    @app.middleware("http")
+    async def _add(request: Request, call_next):  # type: ignore[no-untyped-def]
+        response = await call_next(request)
+        for k, v in headers.items():
+            response.headers.setdefault(k, v)
+        if request.url.path.startswith(API_PREFIX) and request.url.path != API_PREFIX + "/docs":
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
 
 
 def create_app(settings: Settings, db: Optional[Database] = None) -> FastAPI:
@@ -29,6 +45,7 @@ def create_app(settings: Settings, db: Optional[Database] = None) -> FastAPI:
     )
     app.state.server = ServerState.create(settings, db)
     errors.install(app)
+    _security_headers(app, hsts=settings.tls_enable)
     for name in API_ROUTERS:
         app.include_router(importlib.import_module("cdsw_agent.server.routes." + name).router,
                            prefix=API_PREFIX)

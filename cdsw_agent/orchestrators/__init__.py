@@ -1,0 +1,43 @@
+"""Orchestrator backends behind one interface (see base.py); pick one with get_orchestrator()."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from .base import (
+    FAILED,
+    FINAL_STATES,
+    LOST,
+    PENDING,
+    RUNNING,
+    SUCCEEDED,
+    Mount,
+    Node,
+    Orchestrator,
+    OrchestratorError,
+    Port,
+    WorkloadNotFound,
+    WorkloadRef,
+    WorkloadSpec,
+    WorkloadStatus,
+)
+
+__all__ = ["get_orchestrator", "Orchestrator", "OrchestratorError", "WorkloadNotFound",
+           "WorkloadSpec", "WorkloadRef", "WorkloadStatus", "Mount", "Port", "Node",
+           "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "LOST", "FINAL_STATES"]
+
+
+def get_orchestrator(settings: Any, **options: Any) -> Orchestrator:
+    """The backend selected by settings.orchestrator; options go to its constructor."""
+    kind = settings.orchestrator
+    if kind == "local":
+        from .local import LocalOrchestrator
+        return LocalOrchestrator(options.pop("state_dir", Path(settings.data_dir) / "orchestrator"
+                                             / "local"))
+    if kind == "swarm":
+        from .swarm import SwarmOrchestrator
+        return SwarmOrchestrator.from_url(options.pop("docker_host", settings.docker_host),
+                                          **options)
+    raise UserError("unknown orchestrator %r; set cdsw.orchestrator to swarm or local" % kind)

@@ -1,0 +1,207 @@
+"""`local` backend: workloads are plain processes on this host (laptops and fast tests).
+
+No isolation: the image is ignored, mounts only choose the working directory (the mount whose
+target is the workload's workdir runs there), and limits are not enforced. Each workload has a
+directory under DATA_DIR/orchestrator/local/ID holding its spec, log, the runner's pid and, once
+it ended, its exit code, so a new instance (a restarted master) re-adopts running workloads.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+from .base import (
+    FAILED,
+    LOST,
+    PENDING,
+    RUNNING,
+    STOPPED_REASON,
+    SUCCEEDED,
+    Node,
+    Orchestrator,
+    WorkloadNotFound,
+    WorkloadRef,
+    WorkloadSpec,
+    WorkloadStatus,
+)
+
+
+def _read(path: Path) -> Optional[str]:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return None
+
+
+def _time(path: Path) -> Optional[dt.datetime]:
+    text = _read(path)
+    return dt.datetime.fromtimestamp(float(text), dt.timezone.utc) if text else None
+
+
+def _process_start(pid: int) -> Optional[str]:
+    """Start time of a live, non-zombie process (field 22 of /proc/PID/stat), else None."""
+    try:
+        stat = Path("/proc/%d/stat" % pid).read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] == "Z" else fields[19]
+
+
+def memory_total() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+class LocalOrchestrator(Orchestrator):
+    name = "local"
+
+    def __init__(self, state_dir: Path):
+        self.root = Path(state_dir)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._children: Dict[str, subprocess.Popen] = {}  # reaped here so they never linger as zombies
+
+    # --- helpers
+    def _dir(self, workload_id: str) -> Path:
+        d = self.root / workload_id
+        if not workload_id or "/" in workload_id or not (d / "spec.json").exists():
+            raise WorkloadNotFound("no workload %s" % workload_id)
+        return d
+
+    def _spec(self, d: Path) -> dict:
+        return json.loads((d / "spec.json").read_text())
+
+    def _alive(self, d: Path) -> bool:
+        child = self._children.get(d.name)
+        if child is not None:
+            child.poll()
+        pid, start = _read(d / "pid"), _read(d / "pid_start")
+        return pid is not None and pid.isdigit() and _process_start(int(pid)) == start  # pid reuse
+
+    # --- interface
+    def launch(self, spec: WorkloadSpec) -> WorkloadRef:
+        spec.validate()
+        workload_id = "%s-%s" % (spec.name, secrets.token_hex(4))
+        d = self.root / workload_id
+        d.mkdir(parents=True)
+        cwd = next((m.source for m in spec.mounts if m.target == spec.workdir), None) \
+            or (spec.workdir if spec.workdir and os.path.isdir(spec.workdir) else str(d))
+        record = dict(asdict(spec), cwd=cwd, labels=spec.all_labels())
+        (d / "spec.json").write_text(json.dumps(record))
+        (d / "output.log").touch()
+        # a new session: the runner outlives this process and is stopped as a process group
+        child = subprocess.Popen([sys.executable, "-m", "cdsw_agent.orchestrators.local_runner",
+                                  str(d)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+        self._children[workload_id] = child
+        (d / "pid").write_text(str(child.pid))
+        (d / "pid_start").write_text(_process_start(child.pid) or "")
+        return WorkloadRef(workload_id, spec.name)
+
+    def stop(self, workload_id: str, timeout: float = 10.0) -> None:
+        d = self._dir(workload_id)
+        if _read(d / "exit_code") is not None:
+            return
+        (d / "stopped").touch()
+        pid = int(_read(d / "pid") or 0)
+        if not self._alive(d):
+            return
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self._alive(d) and _read(d / "exit_code") is None:
+            time.sleep(0.05)
+        if self._alive(d) and _read(d / "exit_code") is None:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            for _ in range(100):
+                if not self._alive(d):
+                    break
+                time.sleep(0.02)
+
+    def remove(self, workload_id: str) -> None:
+        self.stop(workload_id, timeout=2.0)
+        shutil.rmtree(self.root / workload_id, ignore_errors=True)
+        self._children.pop(workload_id, None)
+
+    def status(self, workload_id: str) -> WorkloadStatus:
+        d = self._dir(workload_id)
+        stopped = (d / "stopped").exists()
+        started, finished = _time(d / "started_at"), _time(d / "finished_at")
+        base: Dict[str, Any] = dict(node=socket.gethostname(), started_at=started, finished_at=finished)
+        code = _read(d / "exit_code")
+        if code is not None:
+            exit_code = int(code)
+            if stopped:
+                return WorkloadStatus(FAILED, exit_code, STOPPED_REASON, **base)
+            if exit_code == 0:
+                return WorkloadStatus(SUCCEEDED, 0, **base)
+            return WorkloadStatus(FAILED, exit_code, "exit code %d" % exit_code, **base)
+        if self._alive(d) or _read(d / "pid") is None:  # no pid yet: launch() is under way
+            return WorkloadStatus(RUNNING if started else PENDING, **base)
+        if stopped:  # killed with SIGKILL before it could record anything
+            return WorkloadStatus(FAILED, None, STOPPED_REASON, **base)
+        return WorkloadStatus(LOST, None, "the workload's runner process disappeared "
+                                          "(host reboot or killed)", **base)
+
+    def logs(self, workload_id: str, follow: bool = False) -> Iterator[str]:
+        d = self._dir(workload_id)
+        with open(d / "output.log", "rb") as f:
+            pending = b""
+            while True:
+                chunk = f.read(65536)
+                if chunk:
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        yield line.decode("utf-8", "replace")
+                    continue
+                if not follow or self.status(workload_id).final:
+                    rest = f.read()
+                    pending += rest
+                    if rest:
+                        continue
+                    break
+                time.sleep(0.1)
+            if pending:
+                yield pending.decode("utf-8", "replace")
+
+    def list(self, labels: Optional[Dict[str, str]] = None) -> List[WorkloadRef]:
+        out = []
+        for d in sorted(self.root.iterdir()):
+            try:
+                spec = self._spec(d)
+            except (OSError, ValueError):
+                continue  # half-written by a concurrent launch, or removed meanwhile
+            if all(spec["labels"].get(k) == v for k, v in (labels or {}).items()):
+                out.append(WorkloadRef(d.name, spec["name"]))
+        return out
+
+    def nodes(self) -> List[Node]:
+        cpu, mem = 0.0, 0
+        for ref in self.list():
+            try:
+                if self.status(ref.id).state in (PENDING, RUNNING):
+                    spec = self._spec(self.root / ref.id)
+                    cpu += spec["cpu_reservation"]
+                    mem += spec["memory_reservation"]
+            except (WorkloadNotFound, OSError, ValueError):
+                continue
+        return [Node(name=socket.gethostname(), address="127.0.0.1", state="ready",
+                     cpu_capacity=float(os.cpu_count() or 1), memory_capacity=memory_total(),
+                     cpu_allocated=cpu, memory_allocated=mem, role="manager", id="local")]

@@ -1,0 +1,347 @@
+"""`swarm` backend: each workload is a Docker Swarm service with one replica.
+
+Mapping: one-shot work uses restart condition "none", long-running work "on-failure"/"any";
+endpoint_mode dnsrr and host-mode published ports, because the routing mesh needs IPVS (our own
+router balances instead); reservations place the work, limits cap it. State comes from the
+service's newest task. Stopping scales the service to 0 and labels it, so its status stays
+readable (as failed/"stopped") until remove().
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
+
+import docker
+from docker.errors import APIError, DockerException, NotFound
+from docker.types import (
+    ContainerSpec,
+    Placement,
+    Resources,
+    RestartPolicy,
+    ServiceMode,
+    TaskTemplate,
+)
+from docker.types import Mount as DockerMount
+
+from .base import (
+    FAILED,
+    LOST,
+    NAME_LABEL,
+    OOM_REASON,
+    PENDING,
+    RUNNING,
+    STOPPED_REASON,
+    SUCCEEDED,
+    WORKLOAD_LABEL,
+    Node,
+    Orchestrator,
+    OrchestratorError,
+    WorkloadNotFound,
+    WorkloadRef,
+    WorkloadSpec,
+    WorkloadStatus,
+    split_lines,
+)
+
+log = logging.getLogger(__name__)
+
+STOPPED_LABEL = "io.cdsw.stopped"
+NANO = 1_000_000_000
+STOP_GRACE_NS = 10 * NANO  # SIGTERM, then SIGKILL after this long
+RESTART_CONDITIONS = {"never": "none", "on-failure": "on-failure", "always": "any"}
+
+# swarm task states -> ours; terminal ones are refined in _task_status
+TASK_STATES = {
+    "new": PENDING, "allocated": PENDING, "pending": PENDING, "assigned": PENDING,
+    "accepted": PENDING, "preparing": PENDING, "ready": PENDING, "starting": PENDING,
+    "running": RUNNING, "complete": SUCCEEDED, "failed": FAILED, "rejected": FAILED,
+    "shutdown": FAILED, "remove": FAILED, "orphaned": LOST,
+}
+LIVE_TASK_STATES = {"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready",
+                    "starting", "running"}
+
+
+def parse_time(value: Optional[str]) -> Optional[dt.datetime]:
+    """Docker's RFC 3339 times carry nanoseconds; Python takes microseconds."""
+    if not value or value.startswith("0001-"):
+        return None
+    main, _, frac = value.rstrip("Z").partition(".")
+    frac = (frac + "000000")[:6]
+    return dt.datetime.strptime(main + "." + frac, "%Y-%m-%dT%H:%M:%S.%f").replace(
+        tzinfo=dt.timezone.utc)
+
+
+def _first_line(e: BaseException) -> str:
+    text = getattr(e, "explanation", None) or str(e)
+    return str(text).strip().splitlines()[0] if str(text).strip() else type(e).__name__
+
+
+class SwarmOrchestrator(Orchestrator):
+    name = "swarm"
+
+    def __init__(self, client: docker.DockerClient, network: Optional[str] = None):
+        self.client = client
+        self.default_network = network  # attached to every workload, e.g. "cdsw-engines"
+
+    @classmethod
+    def from_url(cls, url: str, network: Optional[str] = None,
+                 timeout: int = 60) -> "SwarmOrchestrator":
+        try:
+            return cls(docker.DockerClient(base_url=url, timeout=timeout), network)
+        except DockerException as e:
+            raise OrchestratorError("cannot reach Docker at %s: %s" % (url, _first_line(e)))
+
+    # --- mapping
+    def _service_kwargs(self, spec: WorkloadSpec) -> Dict[str, Any]:
+        labels = spec.all_labels()
+        mounts = [DockerMount(m.target, m.source, type="bind", read_only=m.read_only)
+                  for m in spec.mounts]
+        container = ContainerSpec(
+            spec.image, command=list(spec.command), env=dict(spec.env), workdir=spec.workdir,
+            user=spec.user, labels=labels, mounts=mounts,
+            stop_grace_period=STOP_GRACE_NS,
+            init=True)  # a real PID 1: forwards SIGTERM on stop, reaps zombies
+        generic = {"gpu": spec.gpus} if spec.gpus else None  # nodes must advertise "gpu"
+        resources = Resources(
+            cpu_limit=int(spec.cpu_limit * NANO) or None,
+            mem_limit=spec.memory_limit or None,
+            cpu_reservation=int(spec.cpu_reservation * NANO) or None,
+            mem_reservation=spec.memory_reservation or None,
+            generic_resources=generic)
+        constraints = ["node.hostname==%s" % spec.node] if spec.node else []
+        networks = list(dict.fromkeys(spec.networks + ([self.default_network]
+                                                       if self.default_network else [])))
+        task = TaskTemplate(
+            container, resources=resources,
+            restart_policy=RestartPolicy(condition=RESTART_CONDITIONS[spec.restart], delay=NANO),
+            placement=Placement(constraints=constraints),
+            networks=[{"Target": n} for n in networks] or None)
+        endpoint = {"Mode": "dnsrr", "Ports": [
+            {"Protocol": p.protocol, "TargetPort": p.container, "PublishedPort": p.host,
+             "PublishMode": "host"} for p in spec.ports]}
+        return dict(task_template=task, name=spec.name, labels=labels,
+                    mode=ServiceMode("replicated", replicas=1), endpoint_spec=endpoint)
+
+    def _service(self, workload_id: str) -> Any:
+        try:
+            service = self.client.services.get(workload_id)
+        except NotFound:
+            raise WorkloadNotFound("no workload %s" % workload_id)
+        except (APIError, DockerException) as e:
+            raise OrchestratorError("swarm: %s" % _first_line(e))
+        if service.attrs["Spec"].get("Labels", {}).get(WORKLOAD_LABEL) != "1":
+            raise WorkloadNotFound("no workload %s" % workload_id)  # not ours: never touch it
+        return service
+
+    # --- interface
+    def launch(self, spec: WorkloadSpec) -> WorkloadRef:
+        spec.validate()
+        try:
+            result = self.client.api.create_service(**self._service_kwargs(spec))
+        except APIError as e:
+            if e.status_code == 409:
+                raise OrchestratorError("a workload named %s already exists" % spec.name)
+            raise OrchestratorError("swarm refused workload %s: %s" % (spec.name, _first_line(e)))
+        except DockerException as e:
+            raise OrchestratorError("swarm: %s" % _first_line(e))
+        return WorkloadRef(result["ID"], spec.name)
+
+    def stop(self, workload_id: str, timeout: float = 10.0) -> None:
+        """Scale to 0. `timeout` is not used: the grace period is fixed at launch."""
+        service = self._service(workload_id)
+        if self._status(service).final:
+            return  # a finished workload keeps its status
+        labels = dict(service.attrs["Spec"].get("Labels", {}), **{STOPPED_LABEL: "1"})
+        # Only mode and labels change: a changed task template would roll out a new task,
+        # re-running a one-shot workload. SIGTERM-to-SIGKILL time is set at launch.
+        try:
+            self.client.api.update_service(service.id, service.version, labels=labels,
+                                           mode={"Replicated": {"Replicas": 0}},
+                                           fetch_current_spec=True)
+        except APIError as e:
+            raise OrchestratorError("cannot stop workload %s: %s" % (workload_id, _first_line(e)))
+
+    def remove(self, workload_id: str) -> None:
+        service = self._service(workload_id)
+        try:
+            service.remove()
+        except NotFound:
+            pass
+        except APIError as e:
+            raise OrchestratorError("cannot remove workload %s: %s"
+                                    % (workload_id, _first_line(e)))
+
+    def status(self, workload_id: str) -> WorkloadStatus:
+        return self._status(self._service(workload_id))
+
+    def _status(self, service: Any) -> WorkloadStatus:
+        try:
+            tasks = self.client.api.tasks(filters={"service": service.id})
+        except APIError as e:
+            raise OrchestratorError("swarm: %s" % _first_line(e))
+        stopped = service.attrs["Spec"].get("Labels", {}).get(STOPPED_LABEL) == "1"
+        if not tasks:
+            return WorkloadStatus(FAILED, None, STOPPED_REASON) if stopped \
+                else WorkloadStatus(PENDING, reason="waiting for the scheduler")
+        task = max(tasks, key=lambda t: (t.get("CreatedAt", ""), t["Version"]["Index"]))
+        return self._task_status(service, task, stopped)
+
+    def _started(self, task: Dict[str, Any], container: Dict[str, Any]) -> Optional[dt.datetime]:
+        """When the task's container started: exact when the container is on the daemon we
+        talk to, else the task's creation (swarm keeps no start time once a task ended)."""
+        if task["Status"].get("State") == "running":
+            return parse_time(task["Status"].get("Timestamp"))
+        try:
+            attrs = self.client.api.inspect_container(container.get("ContainerID", ""))
+            return parse_time(attrs["State"].get("StartedAt"))
+        except (APIError, DockerException, KeyError):
+            return parse_time(task.get("CreatedAt"))
+
+    def _task_status(self, service: Any, task: Dict[str, Any], stopped: bool) -> WorkloadStatus:
+        status = task["Status"]
+        state = status.get("State", "new")
+        container = status.get("ContainerStatus") or {}
+        exit_code = container.get("ExitCode") if state not in LIVE_TASK_STATES else None
+        node = self._node_name(task.get("NodeID"))
+        ours = TASK_STATES.get(state, PENDING)
+        times: Dict[str, Any] = dict(node=node, started_at=None if ours == PENDING or not container
+                     else self._started(task, container))
+        if state in LIVE_TASK_STATES:
+            down = self._node_down(task.get("NodeID"))
+            if down:
+                return WorkloadStatus(LOST, None, "node %s is %s" % (node or "?", down),
+                                      finished_at=parse_time(status.get("Timestamp")), **times)
+            if stopped:
+                return WorkloadStatus(RUNNING if state == "running" else PENDING,
+                                      reason="stopping", **times)
+            reason = (status.get("Err") or status.get("Message", "")) if ours == PENDING else ""
+            return WorkloadStatus(ours, None, reason, **times)
+        finished = parse_time(status.get("Timestamp"))
+        if stopped:
+            return WorkloadStatus(FAILED, exit_code, STOPPED_REASON, finished_at=finished, **times)
+        if ours == SUCCEEDED:
+            return WorkloadStatus(SUCCEEDED, exit_code or 0, finished_at=finished, **times)
+        if ours == LOST:
+            return WorkloadStatus(LOST, None, "node %s went away" % (node or "?"),
+                                  finished_at=finished, **times)
+        if state == "shutdown" and task.get("DesiredState") == "shutdown" and exit_code is None:
+            reason = "shut down by the swarm"
+        else:
+            reason = status.get("Err") or "exit code %s" % exit_code
+        if exit_code == 137 and self._oom(service, container):
+            reason = OOM_REASON
+        return WorkloadStatus(FAILED, exit_code, reason, finished_at=finished, **times)
+
+    def _oom(self, service: Any, container: Dict[str, Any]) -> bool:
+        """Swarm's task status has no OOMKilled flag. Ask the container when it is on the
+        daemon we talk to; otherwise exit 137 under a memory limit is taken as OOM (the kernel's
+        OOM killer sends SIGKILL; a manual SIGKILL reads the same: best effort)."""
+        try:
+            attrs = self.client.api.inspect_container(container.get("ContainerID", ""))
+            return bool(attrs["State"].get("OOMKilled"))
+        except (APIError, DockerException, KeyError):
+            limits = service.attrs["Spec"]["TaskTemplate"].get("Resources", {}).get("Limits", {})
+            return bool(limits.get("MemoryBytes"))
+
+    def _node(self, node_id: Optional[str]) -> Optional[Dict[str, Any]]:
+        if not node_id:
+            return None
+        try:
+            return self.client.api.inspect_node(node_id)
+        except (APIError, DockerException):
+            return None
+
+    def _node_name(self, node_id: Optional[str]) -> Optional[str]:
+        node = self._node(node_id)
+        return node["Description"]["Hostname"] if node else None
+
+    def _node_down(self, node_id: Optional[str]) -> str:
+        """Why a task's node cannot be running it any more ("" when it can)."""
+        if not node_id:
+            return ""
+        node = self._node(node_id)
+        if node is None:
+            return "gone from the swarm"
+        state = node.get("Status", {}).get("State", "unknown")
+        return "" if state == "ready" else state
+
+    def logs(self, workload_id: str, follow: bool = False) -> Iterator[str]:
+        service = self._service(workload_id)
+        if follow:
+            return self._follow(service)
+        try:
+            chunks = service.logs(stdout=True, stderr=True)
+        except APIError as e:
+            raise OrchestratorError("cannot read logs of %s: %s"
+                                    % (workload_id, _first_line(e))) from None
+        return split_lines(chunks)
+
+    def _follow(self, service: Any, interval: float = 1.0) -> Iterator[str]:
+        """Docker's own follow never ends (it waits for further tasks), so poll with
+        timestamps instead, and stop once the workload has ended and all is read."""
+        since = 0  # whole seconds: what the API takes
+        seen: Set[Tuple[str, str]] = set()  # lines yielded from second `since` on
+        while True:
+            final = self._status(service).final
+            try:
+                lines = list(split_lines(service.logs(stdout=True, stderr=True, timestamps=True,
+                                                      since=since)))
+            except APIError as e:
+                raise OrchestratorError("cannot read logs of %s: %s"
+                                        % (service.id, _first_line(e))) from None
+            for line in lines:
+                stamp, _, text = line.partition(" ")
+                at = parse_time(stamp)
+                if at is None or (stamp, text) in seen:
+                    continue
+                seen.add((stamp, text))
+                since = max(since, int(at.timestamp()))
+                yield text
+            seen = {k for k in seen if int(parse_time(k[0]).timestamp()) >= since}  # type: ignore[union-attr]
+            if final:
+                return
+            time.sleep(interval)
+
+    def list(self, labels: Optional[Dict[str, str]] = None) -> List[WorkloadRef]:
+        wanted = dict(labels or {}, **{WORKLOAD_LABEL: "1"})
+        try:
+            services = self.client.api.services(
+                filters={"label": ["%s=%s" % kv for kv in wanted.items()]})
+        except (APIError, DockerException) as e:
+            raise OrchestratorError("swarm: %s" % _first_line(e))
+        return [WorkloadRef(s["ID"], s["Spec"].get("Labels", {}).get(NAME_LABEL,
+                                                                       s["Spec"]["Name"]))
+                for s in services]
+
+    def nodes(self) -> List[Node]:
+        try:
+            nodes = self.client.api.nodes()
+            tasks = self.client.api.tasks(filters={"desired-state": "running"})
+        except (APIError, DockerException) as e:
+            raise OrchestratorError("swarm: %s" % _first_line(e))
+        used: Dict[str, List[int]] = {}
+        for t in tasks:
+            if t["Status"].get("State") not in LIVE_TASK_STATES:
+                continue
+            res = t["Spec"].get("Resources", {}).get("Reservations", {})
+            u = used.setdefault(t.get("NodeID", ""), [0, 0])
+            u[0] += res.get("NanoCPUs", 0)
+            u[1] += res.get("MemoryBytes", 0)
+        out = []
+        for n in nodes:
+            res = n["Description"].get("Resources", {})
+            cpu, mem = used.get(n["ID"], [0, 0])
+            out.append(Node(
+                name=n["Description"]["Hostname"], address=n["Status"].get("Addr", ""),
+                state="ready" if n["Status"].get("State") == "ready" else "down",
+                cpu_capacity=res.get("NanoCPUs", 0) / NANO, memory_capacity=res.get("MemoryBytes", 0),
+                cpu_allocated=cpu / NANO, memory_allocated=mem, role=n["Spec"].get("Role", "worker"),
+                availability=n["Spec"].get("Availability", "active"), id=n["ID"]))
+        return out
+
+    def close(self) -> None:
+        self.client.close()
+

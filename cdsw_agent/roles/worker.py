@@ -1,0 +1,218 @@
+"""CDSW_WORKER: joins this host's Docker to the master's swarm and reports on it.
+
+Start: wait for the local dockerd, ask the master for a join token (POST /api/v1/cluster/join
+with the cluster secret), join unless already a member (a restarted worker keeps its
+membership), then heartbeat until SIGTERM. On SIGTERM the master drains the node
+(POST /api/v1/cluster/leave: a worker may not update nodes itself) and the worker leaves.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from typing import Any, Dict, List, Optional
+
+import docker
+import requests
+from docker.errors import APIError, DockerException
+
+from ..errors import UserError
+from ..logs import setup_logging
+from ..settings import Settings
+
+log = logging.getLogger(__name__)
+
+# seconds; an environment override lets tests run faster without a public setting
+HEARTBEAT_SECONDS = float(os.environ.get("CDSW_WORKER_HEARTBEAT_SECONDS", "10"))
+DOCKER_WAIT_SECONDS = 300.0
+DRAIN_WAIT_SECONDS = 60.0
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(getattr(e, "explanation", None) or e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def master_url(settings: Settings) -> str:
+    scheme = "https" if settings.tls_enable else "http"
+    return "%s://%s:%d/api/v1/cluster" % (scheme, settings.master_host, settings.http_port)
+
+
+class MasterClient:
+    """Calls the master's cluster API; the secret goes in the body, never in a log line."""
+
+    def __init__(self, settings: Settings, timeout: float = 10.0):
+        self.base = master_url(settings)
+        self._secret = settings.cluster_secret
+        self.timeout = timeout
+        # With TLS, verify against the configured certificate when it is on this host too.
+        self.verify: Any = settings.tls_cert if settings.tls_enable and settings.tls_cert and \
+            os.path.exists(settings.tls_cert) else True
+
+    def post(self, path: str, **fields: Any) -> Dict[str, Any]:
+        body = dict(fields, secret=self._secret, hostname=socket.gethostname())
+        try:
+            r = requests.post(self.base + path, json=body, timeout=self.timeout, verify=self.verify)
+        except requests.RequestException as e:
+            raise MasterUnavailable("master %s does not answer: %s"
+                                    % (self.base, type(e).__name__))
+        if r.status_code == 403:
+            raise UserError("the master rejected this worker's cluster secret; set the same "
+                            "cdsw.cluster.secret on every host")
+        if r.status_code != 200:
+            try:
+                error = r.json().get("error", "")
+            except ValueError:
+                error = r.text[:200]
+            raise MasterUnavailable("master %s%s answered %d: %s" % (self.base, path,
+                                                                     r.status_code, error))
+        return r.json()
+
+
+class MasterUnavailable(Exception):
+    pass
+
+
+def connect_docker(settings: Settings, wait: float = DOCKER_WAIT_SECONDS,
+                   stop: Optional[threading.Event] = None) -> docker.DockerClient:
+    """The local dockerd, waiting for it (the CDSW_DOCKER role may still be starting)."""
+    deadline = time.monotonic() + wait
+    last = ""
+    while True:
+        try:
+            client = docker.DockerClient(base_url=settings.docker_host, timeout=60)
+            client.ping()
+            return client
+        except (DockerException, OSError) as e:
+            last = _first_line(e)
+        if time.monotonic() > deadline or (stop is not None and stop.is_set()):
+            raise UserError("Docker does not answer on %s (%s); start the CDSW_DOCKER role on "
+                            "this host" % (settings.docker_host, last))
+        (stop.wait if stop is not None else time.sleep)(2.0)
+
+
+def swarm_state(client: docker.DockerClient) -> Dict[str, Any]:
+    return client.info().get("Swarm", {})
+
+
+def ensure_joined(client: docker.DockerClient, master: MasterClient,
+                  stop: Optional[threading.Event] = None) -> str:
+    """Join the swarm unless this node is already in it; returns the node id."""
+    while True:
+        swarm = swarm_state(client)
+        state = swarm.get("LocalNodeState", "inactive")
+        if state == "active":
+            return swarm.get("NodeID", "")
+        if state == "pending":  # re-connecting after a restart: let it finish
+            time.sleep(1.0)
+            continue
+        if state in ("error", "locked"):
+            log.warning("swarm state %s (%s); leaving to join again", state, swarm.get("Error"))
+            client.api.leave_swarm(force=True)
+        answer = master.post("/join")
+        try:
+            client.api.join_swarm(remote_addrs=answer["manager_addresses"],
+                                  join_token=answer["join_token"],
+                                  listen_addr="0.0.0.0:2377")
+        except APIError as e:
+            if "already part of a swarm" in _first_line(e):
+                continue
+            raise UserError("cannot join the swarm at %s: %s"
+                            % (", ".join(answer["manager_addresses"]), _first_line(e)))
+        swarm = swarm_state(client)
+        log.info("joined the swarm at %s as node %s", ", ".join(answer["manager_addresses"]),
+                 swarm.get("NodeID"))
+        return swarm.get("NodeID", "")
+
+
+def report(client: docker.DockerClient) -> Dict[str, Any]:
+    info = client.info()
+    swarm = info.get("Swarm", {})
+    checks = {"docker": "ok", "swarm": swarm.get("LocalNodeState", "unknown")}
+    return dict(node_id=swarm.get("NodeID", ""), cpus=float(info.get("NCPU", 0)),
+                memory_bytes=int(info.get("MemTotal", 0)), checks=checks,
+                healthy=checks["swarm"] == "active")
+
+
+def run(settings: Settings, stop: threading.Event) -> None:
+    """The worker's life: join, heartbeat (re-joining when the membership is lost), leave."""
+    master = MasterClient(settings)
+    client = connect_docker(settings, stop=stop)
+    node_id = ""
+    while not stop.is_set():
+        try:
+            node_id = ensure_joined(client, master, stop)
+            break
+        except MasterUnavailable as e:
+            log.warning("%s; retrying", e)
+            stop.wait(5.0)
+    while not stop.is_set():
+        try:
+            if swarm_state(client).get("LocalNodeState") == "inactive":
+                log.warning("this node is no longer in the swarm; joining again")
+                node_id = ensure_joined(client, master, stop)
+            master.post("/heartbeat", **report(client))
+        except MasterUnavailable as e:
+            log.warning("heartbeat failed: %s", e)
+        except (DockerException, OSError) as e:
+            log.warning("heartbeat: Docker unavailable: %s", _first_line(e))
+        stop.wait(HEARTBEAT_SECONDS)
+    if node_id:
+        leave(client, master, node_id)
+
+
+def leave(client: docker.DockerClient, master: MasterClient, node_id: str) -> None:
+    """Drain through the master, wait for this node's containers to stop, then leave."""
+    try:
+        master.post("/leave", node_id=node_id)
+        deadline = time.monotonic() + DRAIN_WAIT_SECONDS
+        while time.monotonic() < deadline and client.api.containers(
+                filters={"label": "com.docker.swarm.service.id"}):
+            time.sleep(1.0)
+    except (MasterUnavailable, DockerException, OSError) as e:
+        log.warning("could not drain through the master (%s); leaving anyway", e)
+    try:
+        client.api.leave_swarm(force=False)
+        log.info("left the swarm")
+    except APIError as e:
+        log.warning("could not leave the swarm: %s", _first_line(e))
+
+
+def start(settings: Settings) -> None:
+    setup_logging(settings.log_level, settings.secret_values())
+    problems = prepare(settings)
+    if problems:
+        raise UserError("; ".join(problems))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    run(settings, stop)
+
+
+def prepare(settings: Settings) -> List[str]:
+    problems = []
+    if not settings.cluster_secret:
+        problems.append("cluster_secret is empty; copy the master's cdsw.cluster.secret to "
+                        "every worker")
+    try:
+        socket.gethostbyname(settings.master_host)
+    except OSError:
+        problems.append("cannot resolve master_host %s; set cdsw.master.host (MASTER_IP)"
+                        % settings.master_host)
+    return problems
+
+
+def status(settings: Settings) -> bool:
+    """True when the local Docker is an active member of a swarm."""
+    try:
+        client = docker.DockerClient(base_url=settings.docker_host, timeout=5)
+        try:
+            return swarm_state(client).get("LocalNodeState") == "active"
+        finally:
+            client.close()
+    except (DockerException, OSError):
+        return False

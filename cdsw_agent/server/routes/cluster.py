@@ -1,0 +1,137 @@
+"""Cluster membership for CDSW_WORKER hosts: join, heartbeat, leave.
+
+These routes are public at the permission layer because workers have no user account; each
+request proves itself with the cluster secret in its body (compared in constant time, never
+logged or echoed). Heartbeats are kept in memory (extras["nodes"]) until a table exists.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import logging
+import threading
+from typing import Any, Dict, Optional
+
+import docker
+from docker.errors import APIError, DockerException
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+
+from ...errors import UserError
+from ...roles import swarm as swarm_mgr
+from ..deps import get_state
+from ..errors import ApiError
+from ..permissions import Access, require
+from ..state import ServerState
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/cluster", tags=["cluster"])
+_client_lock = threading.Lock()
+
+
+class Authenticated(BaseModel):
+    secret: str = Field(repr=False)  # never in reprs, hence never in logged models
+    hostname: str = Field(min_length=1, max_length=253)
+
+
+class JoinRequest(Authenticated):
+    pass
+
+
+class HeartbeatRequest(Authenticated):
+    node_id: str = ""
+    cpus: float = 0
+    memory_bytes: int = 0
+    healthy: bool = True
+    checks: Dict[str, str] = Field(default_factory=dict)
+
+
+class LeaveRequest(Authenticated):
+    node_id: str = ""
+
+
+def _authenticate(state: ServerState, sent: str) -> None:
+    expected = state.settings.cluster_secret or ""
+    if not expected:
+        raise ApiError(503, "the master has no cluster secret yet; restart the master")
+    if not hmac.compare_digest(sent.encode("utf-8"), expected.encode("utf-8")):
+        raise ApiError(403, "wrong cluster secret")
+
+
+def _docker(state: ServerState) -> docker.DockerClient:
+    with _client_lock:
+        client = state.extras.get("docker")
+        if client is None:
+            try:
+                client = docker.DockerClient(base_url=state.settings.docker_host, timeout=30)
+            except DockerException as e:
+                raise ApiError(503, "the master's Docker is unavailable", str(e).splitlines()[0])
+            state.extras["docker"] = client
+        return client
+
+
+def _nodes(state: ServerState) -> Dict[str, Dict[str, Any]]:
+    return state.extras.setdefault("nodes", {})
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat()
+
+
+@router.post("/join")
+def join(body: JoinRequest, request: Request, access: Access = require("public"),
+         state: ServerState = Depends(get_state)) -> Dict[str, Any]:
+    """The swarm worker join token and the manager address(es) to join."""
+    _authenticate(state, body.secret)
+    client = _docker(state)
+    try:
+        info = swarm_mgr.ensure_manager(client, state.settings)
+        tokens = swarm_mgr.join_tokens(client)
+    except (APIError, DockerException) as e:
+        raise ApiError(503, "the master's swarm is unavailable", str(e).splitlines()[0])
+    except UserError as e:  # e.g. this Docker is a swarm worker: an admin's fix, say which
+        raise ApiError(503, "the master's swarm is unavailable", str(e)) from None
+    _nodes(state).setdefault(body.hostname, {})["joined_at"] = _now()
+    log.info("join token handed to %s (%s)", body.hostname,
+             request.client.host if request.client else "?")
+    return {"join_token": tokens["worker"], "manager_addresses": info.manager_addresses}
+
+
+@router.post("/heartbeat")
+def heartbeat(body: HeartbeatRequest, access: Access = require("public"),
+              state: ServerState = Depends(get_state)) -> Dict[str, Any]:
+    _authenticate(state, body.secret)
+    record = _nodes(state).setdefault(body.hostname, {})
+    record.update(node_id=body.node_id, cpus=body.cpus, memory_bytes=body.memory_bytes,
+                  healthy=body.healthy, checks=dict(body.checks), last_seen=_now())
+    return {"ok": True}
+
+
+@router.post("/leave")
+def leave(body: LeaveRequest, access: Access = require("public"),
+          state: ServerState = Depends(get_state)) -> Dict[str, Any]:
+    """Drain the worker's node so the swarm moves its tasks; the worker then leaves itself."""
+    _authenticate(state, body.secret)
+    client = _docker(state)
+    node: Optional[dict]
+    try:
+        node = swarm_mgr.find_node(client, body.node_id, body.hostname)
+        if node is None:
+            raise ApiError(404, "no swarm node %s" % (body.node_id or body.hostname))
+        if node["Spec"].get("Role") == "manager":
+            raise ApiError(409, "node %s is a manager; the master does not drain itself"
+                           % body.hostname)
+        swarm_mgr.set_availability(client, node, "drain")
+    except (APIError, DockerException) as e:
+        raise ApiError(503, "cannot drain node %s" % body.hostname, str(e).splitlines()[0])
+    _nodes(state).setdefault(body.hostname, {})["left_at"] = _now()
+    log.info("node %s (%s) drained on request of its worker", body.hostname, node["ID"])
+    return {"drained": True, "node_id": node["ID"]}
+
+
+@router.get("/nodes")
+def nodes(access: Access = require("site.admin"),
+          state: ServerState = Depends(get_state)) -> Dict[str, Any]:
+    """What the workers last reported (admins only)."""
+    return {"nodes": [dict(v, hostname=k) for k, v in sorted(_nodes(state).items())]}
