@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Sequence
 
 from fastapi import Depends, Request
 from sqlalchemy import and_, exists, false, or_, select
@@ -78,28 +78,38 @@ def team_role(db: Session, user: User, team_id: int) -> Optional[str]:
     return member.role if member else None
 
 
+def _combine(user: User, project: Project, team_role_: Optional[str],
+             collaborator_role: Optional[str]) -> Optional[str]:
+    """The role rule itself, from already-loaded facts."""
+    if user.is_admin or project.owner_user_id == user.id:
+        return "admin"
+    candidates = [collaborator_role]
+    if project.owner_team_id is not None:
+        candidates.append({"admin": "admin", "member": "contributor"}.get(team_role_ or ""))
+    if project.visibility == "public":
+        candidates.append("viewer")
+    best = max(candidates, key=role_rank)
+    return best if role_rank(best) else None
+
+
 def project_role(db: Session, user: Optional[User], project: Project) -> Optional[str]:
     """The caller's effective role on a project, or None when it may not even see it."""
     if user is None:
         return None
-    if user.is_admin or project.owner_user_id == user.id:
-        return "admin"
-    best: Optional[str] = None
-
-    def better(role: Optional[str]) -> None:
-        nonlocal best
-        if role_rank(role) > role_rank(best):
-            best = role
-
-    if project.owner_team_id is not None:
-        t_role = team_role(db, user, project.owner_team_id)
-        better({"admin": "admin", "member": "contributor"}.get(t_role or ""))
+    t_role = team_role(db, user, project.owner_team_id) if project.owner_team_id else None
     collab = db.get(Collaborator, (project.id, user.id))
-    if collab is not None:
-        better(collab.role)
-    if project.visibility == "public":
-        better("viewer")
-    return best
+    return _combine(user, project, t_role, collab.role if collab else None)
+
+
+def project_roles(db: Session, user: User, projects: Sequence[Project]) -> Dict[int, Optional[str]]:
+    """project_role for many projects in two queries (for listings)."""
+    ids = [p.id for p in projects]
+    teams = dict(db.execute(select(TeamMember.team_id, TeamMember.role)
+                            .where(TeamMember.user_id == user.id)).all())
+    collabs = dict(db.execute(select(Collaborator.project_id, Collaborator.role)
+                              .where(Collaborator.user_id == user.id,
+                                     Collaborator.project_id.in_(ids))).all()) if ids else {}
+    return {p.id: _combine(user, p, teams.get(p.owner_team_id), collabs.get(p.id)) for p in projects}
 
 
 def visible_projects(user: User) -> Select:

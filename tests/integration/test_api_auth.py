@@ -184,3 +184,10 @@ def test_malformed_requests_answer_422_with_field(api: Api) -> None:
     assert r.status_code == 422 and "color" in r.json()["error"]
     r = c.post("/api/v1/teams", json={"name": 5})
     assert r.status_code == 422 and "name" in r.json()["error"]
+
+
+def test_security_headers(api: Api) -> None:
+    r = api.client.get("/api/v1/auth/me")
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["x-frame-options"] == "DENY"
+    assert r.headers["cache-control"] == "no-store"

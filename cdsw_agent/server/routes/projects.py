@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from ...projects import create as populate
 from ...projects.storage import FileError
@@ -24,7 +24,8 @@ from ...store.models import Collaborator, EnvVar, Project, Team, User
 from .. import audit
 from ..deps import get_db, get_state
 from ..errors import ApiError
-from ..permissions import Access, project_role, require, team_role, visible_projects
+from ..permissions import (Access, project_role, project_roles, require, team_role,
+                           visible_projects)
 from ..schemas import contains_pattern, Id, Strict
 from ..state import ServerState
 from .uploads import read_multipart, save_upload
@@ -209,8 +210,10 @@ def list_projects(q: str = Query(default="", max_length=100),
         user_ids = select(User.id).where(User.username == owner)
         team_ids = select(Team.id).where(Team.name == owner)
         stmt = stmt.where(Project.owner_user_id.in_(user_ids) | Project.owner_team_id.in_(team_ids))
+    stmt = stmt.options(selectinload(Project.owner_user), selectinload(Project.owner_team))
     rows = db.scalars(stmt.limit(limit).offset(offset)).all()
-    return [project_out(p, project_role(db, access.user, p)) for p in rows]
+    roles = project_roles(db, access.user, rows)
+    return [project_out(p, roles[p.id]) for p in rows]
 
 
 @router.get("/templates", response_model=List[TemplateOut])
