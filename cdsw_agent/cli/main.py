@@ -30,7 +30,7 @@ class CdswGroup(click.Group):
             sys.exit(getattr(e, "exit_code", 1))
 
 
-@click.group(cls=CdswGroup, context_settings=CONTEXT)
+@click.group("cdsw", cls=CdswGroup, context_settings=CONTEXT)
 @click.version_option(__version__, "--version", prog_name="cdsw")
 @click.option("--conf", envvar="CDSW_CONF", metavar="PATH",
               help="CDSW-style cdsw.conf (default /etc/cdsw/config/cdsw.conf if present).")
