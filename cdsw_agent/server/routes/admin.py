@@ -11,15 +11,15 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from ...store.models import AuditEvent, EngineImage, EngineProfile, EnvVar, SiteSetting
-from .. import audit
+from ...store.models import AuditEvent, EngineImage, EngineProfile, SiteSetting
+from .. import audit, envvars
+from ..envvars import EnvOut, EnvSet
 from ..deps import get_db, get_state
 from ..errors import ApiError
 from ..permissions import Access, require
 from ..schemas import Id, Strict
 from ..state import ServerState
 from . import site_settings
-from .projects import ENV_NAME, EnvOut, EnvSet, env_out
 
 router = APIRouter(tags=["administration"])
 
@@ -213,35 +213,23 @@ def delete_profile(profile_id: Id, request: Request, access: Access = require("s
 
 @router.get("/admin/env", response_model=List[EnvOut])
 def list_site_env(access: Access = require("site.admin"), db: Session = Depends(get_db)) -> list:
-    return [env_out(v) for v in db.scalars(select(EnvVar).where(EnvVar.scope == "site")
-                                           .order_by(EnvVar.name))]
+    return envvars.listing(db, envvars.SITE)
 
 
 @router.put("/admin/env/{name}", response_model=EnvOut)
 def set_site_env(name: str, body: EnvSet, request: Request, access: Access = require("site.admin"),
                  db: Session = Depends(get_db)) -> EnvOut:
-    if not re.match(ENV_NAME, name):
-        raise ApiError(422, "name: use letters, digits and '_', not starting with a digit",
-                       [{"field": "name", "message": "not a valid variable name"}])
-    row = db.scalar(select(EnvVar).where(EnvVar.scope == "site", EnvVar.name == name))
-    if row is None:
-        row = EnvVar(scope="site", name=name, value=body.value, secret=body.secret)
-        db.add(row)
-    else:
-        row.value, row.secret = body.value, body.secret
+    row = envvars.upsert(db, envvars.SITE, name, body)
     audit.record(db, "site.env.set", access.user, target=name, request=request, secret=body.secret)
     db.commit()
-    return env_out(row)
+    return envvars.out(row)
 
 
 @router.delete("/admin/env/{name}", status_code=204)
 def delete_site_env(name: str, request: Request, access: Access = require("site.admin"),
                     db: Session = Depends(get_db)) -> Response:
-    row = db.scalar(select(EnvVar).where(EnvVar.scope == "site", EnvVar.name == name))
-    if row is None:
-        raise ApiError(404, "no site variable %r" % name[:128])
+    envvars.remove(db, envvars.SITE, name)
     audit.record(db, "site.env.delete", access.user, target=name, request=request)
-    db.delete(row)
     db.commit()
     return Response(status_code=204)
 

@@ -20,8 +20,9 @@ from sqlalchemy.orm import Session, selectinload
 
 from ...projects import create as populate
 from ...projects.storage import FileError
-from ...store.models import Collaborator, EnvVar, Project, Team, User
-from .. import audit
+from ...store.models import Collaborator, Project, Team, User
+from .. import audit, envvars
+from ..envvars import EnvOut, EnvSet
 from ..deps import get_db, get_state
 from ..errors import ApiError
 from ..permissions import (Access, project_role, project_roles, require, team_role,
@@ -31,7 +32,6 @@ from ..state import ServerState
 from .uploads import read_multipart, save_upload
 
 router = APIRouter(prefix="/projects", tags=["projects"])
-ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 
 
 class ProjectCreate(Strict):
@@ -71,11 +71,6 @@ class CollaboratorSet(Strict):
     role: str = Field(pattern=r"^(viewer|operator|contributor|admin)$")
 
 
-class EnvSet(Strict):
-    value: str = Field(max_length=65536)
-    secret: bool = False
-
-
 class Owner(BaseModel):
     type: str  # user | team
     id: int
@@ -99,12 +94,6 @@ class CollaboratorOut(BaseModel):
     user_id: int
     username: str
     role: str
-
-
-class EnvOut(BaseModel):
-    name: str
-    value: str
-    secret: bool
 
 
 class TemplateOut(BaseModel):
@@ -435,44 +424,27 @@ def remove_collaborator(project_id: Id, user_id: Id, request: Request,
 
 # --- project environment variables ---------------------------------------------------------
 
-def env_out(v: EnvVar) -> EnvOut:
-    return EnvOut(name=v.name, value="****" if v.secret else v.value, secret=v.secret)
-
-
 @router.get("/{project_id}/env", response_model=List[EnvOut])
 def list_env(project_id: Id, access: Access = require("project.env.read"),
              db: Session = Depends(get_db)) -> list:
-    rows = db.scalars(select(EnvVar).where(EnvVar.scope == "p:%d" % project_id).order_by(EnvVar.name))
-    return [env_out(v) for v in rows]
+    return envvars.listing(db, envvars.project_scope(project_id))
 
 
 @router.put("/{project_id}/env/{name}", response_model=EnvOut)
 def set_env(project_id: Id, name: str, body: EnvSet, request: Request,
             access: Access = require("project.admin"), db: Session = Depends(get_db)) -> EnvOut:
-    if not re.match(ENV_NAME, name):
-        raise ApiError(422, "name: use letters, digits and '_', not starting with a digit",
-                       [{"field": "name", "message": "not a valid variable name"}])
-    scope = "p:%d" % project_id
-    row = db.scalar(select(EnvVar).where(EnvVar.scope == scope, EnvVar.name == name))
-    if row is None:
-        row = EnvVar(scope=scope, project_id=project_id, name=name, value=body.value, secret=body.secret)
-        db.add(row)
-    else:
-        row.value, row.secret = body.value, body.secret
+    row = envvars.upsert(db, envvars.project_scope(project_id), name, body, project_id)
     audit.record(db, "project.env.set", access.user, target="%d/%s" % (project_id, name),
                  request=request, secret=body.secret)
     db.commit()
-    return env_out(row)
+    return envvars.out(row)
 
 
 @router.delete("/{project_id}/env/{name}", status_code=204)
 def delete_env(project_id: Id, name: str, request: Request, access: Access = require("project.admin"),
                db: Session = Depends(get_db)) -> Response:
-    row = db.scalar(select(EnvVar).where(EnvVar.scope == "p:%d" % project_id, EnvVar.name == name))
-    if row is None:
-        raise ApiError(404, "no variable %r in this project" % name[:128])
+    envvars.remove(db, envvars.project_scope(project_id), name)
     audit.record(db, "project.env.delete", access.user, target="%d/%s" % (project_id, name),
                  request=request)
-    db.delete(row)
     db.commit()
     return Response(status_code=204)

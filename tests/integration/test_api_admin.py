@@ -1,0 +1,61 @@
+"""Site administration: engine images and profiles, site environment, settings, audit log."""
+
+from __future__ import annotations
+
+from ..conftest import Api
+
+
+def test_engine_images_and_profiles(any_api: Api) -> None:
+    admin = any_api.client_for(any_api.user(admin=True))
+    user = any_api.client_for(any_api.user())
+    body = {"repository": "cdsw/engine", "tag": "py3-abc123", "kernels": ["python3"],
+            "editors": ["workbench", "jupyterlab"], "is_default": True}
+    assert user.post("/api/v1/engine-images", json=body).status_code == 403
+    r = admin.post("/api/v1/engine-images", json=body)
+    assert r.status_code == 201 and r.json()["is_default"]
+    assert admin.post("/api/v1/engine-images", json=body).status_code == 409
+    second = admin.post("/api/v1/engine-images", json=dict(body, tag="v2")).json()
+    images = {i["tag"]: i["is_default"] for i in user.get("/api/v1/engine-images").json()}
+    assert images == {"py3-abc123": False, "v2": True}  # one default at a time
+    r = admin.patch("/api/v1/engine-images/%d" % second["id"], json={"kernels": ["cobol"]})
+    assert r.status_code == 422 and "kernels" in r.json()["error"]
+    assert admin.post("/api/v1/engine-images", json=dict(body, repository="UPPER/case")).status_code == 422
+    assert admin.delete("/api/v1/engine-images/%d" % second["id"]).status_code == 204
+
+    r = admin.post("/api/v1/engine-profiles", json={"name": "big", "cpu": 8, "memory_gb": 32, "gpus": 1})
+    assert r.status_code == 201
+    assert admin.post("/api/v1/engine-profiles", json={"name": "neg", "cpu": -1, "memory_gb": 1}).status_code == 422
+    assert user.get("/api/v1/engine-profiles").json()[0]["gpus"] == 1
+    pid = r.json()["id"]
+    r = admin.put("/api/v1/engine-profiles/%d" % pid, json={"name": "big", "cpu": 16, "memory_gb": 64})
+    assert r.json()["cpu"] == 16
+
+
+def test_site_env_is_masked_and_audited(any_api: Api) -> None:
+    admin = any_api.client_for(any_api.user(admin=True))
+    assert admin.put("/api/v1/admin/env/SPARK_HOME", json={"value": "/opt/spark"}).status_code == 200
+    assert admin.put("/api/v1/admin/env/AWS_SECRET", json={"value": "s3cr3t", "secret": True}).status_code == 200
+    listed = {e["name"]: e["value"] for e in admin.get("/api/v1/admin/env").json()}
+    assert listed == {"AWS_SECRET": "****", "SPARK_HOME": "/opt/spark"}
+    assert admin.put("/api/v1/admin/env/9X", json={"value": "x"}).status_code == 422
+    assert admin.delete("/api/v1/admin/env/NOPE").status_code == 404
+    assert admin.delete("/api/v1/admin/env/SPARK_HOME").status_code == 204
+    audit = admin.get("/api/v1/admin/audit", params={"action": "site.env.set"}).json()
+    assert [e["target"] for e in audit] == ["AWS_SECRET", "SPARK_HOME"]
+    assert all("s3cr3t" not in str(e) for e in admin.get("/api/v1/admin/audit").json())
+
+
+def test_site_settings_validate(api: Api) -> None:
+    admin = api.client_for(api.user(admin=True))
+    current = admin.get("/api/v1/admin/settings").json()
+    assert current["signup_enabled"] is False and current["session_idle_minutes"] == 60
+    r = admin.patch("/api/v1/admin/settings", json={"values": {"session_idle_minutes": 0}})
+    assert r.status_code == 422 and "at least 1" in r.json()["error"]
+    r = admin.patch("/api/v1/admin/settings", json={"values": {"colour": "blue"}})
+    assert r.status_code == 422 and "unknown site setting" in r.json()["error"]
+    r = admin.patch("/api/v1/admin/settings", json={"values": {"announcement": "maintenance at 6", "session_idle_minutes": 30}})
+    assert r.json()["announcement"] == "maintenance at 6" and r.json()["session_idle_minutes"] == 30
+    # a refused change leaves nothing half-applied
+    r = admin.patch("/api/v1/admin/settings", json={"values": {"announcement": "x", "signup_enabled": "yes"}})
+    assert r.status_code == 422
+    assert admin.get("/api/v1/admin/settings").json()["announcement"] == "maintenance at 6"
