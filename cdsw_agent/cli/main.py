@@ -43,9 +43,9 @@ def cli(ctx: click.Context, conf: Optional[str], properties: Optional[str]) -> N
 
 
 def _register() -> None:
-    from . import admin, config, db, diagnostics, health, role, standalone
+    from . import admin, clientconfig, config, db, diagnostics, health, role, standalone, status
 
-    for module in (config, db, admin, role, standalone, health):
+    for module in (config, db, admin, role, standalone, health, status, clientconfig):
         cli.add_command(module.command)
     for command in diagnostics.commands:  # validate, logs
         cli.add_command(command)
