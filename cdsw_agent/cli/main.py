@@ -43,9 +43,10 @@ def cli(ctx: click.Context, conf: Optional[str], properties: Optional[str]) -> N
 
 
 def _register() -> None:
-    from . import admin, clientconfig, config, db, diagnostics, health, role, standalone, status
+    from . import (admin, clientconfig, config, db, diagnostics, health, images, role, standalone,
+                   status)
 
-    for module in (config, db, admin, role, standalone, health, status, clientconfig):
+    for module in (config, db, admin, role, standalone, health, status, clientconfig, images):
         cli.add_command(module.command)
     for command in diagnostics.commands:  # validate, logs
         cli.add_command(command)

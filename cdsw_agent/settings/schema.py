@@ -112,6 +112,8 @@ SETTINGS: List[Setting] = [
       group="docker"),
     S("engine_registry", "str", "", "External registry engine images are pushed to and pulled from; "
       "empty streams images from the master to the workers.", group="docker"),
+    S("engine_debian_mirror", "str", "", "Debian mirror `cdsw images build` uses; empty means the "
+      "one this host's apt uses.", group="docker"),
     S("hadoop_conf_dirs", "list", [], "Client configuration directories collected for engines "
       "(Ambari: /etc/hadoop/conf, ...; Cloudera Manager: the role's dependency dirs).",
       group="cluster"),
