@@ -67,7 +67,7 @@ def build(ctx: CliContext, with_r: bool, with_jupyterlab: bool, mirror: Optional
     progress = Progress(lambda line: click.echo(line, err=as_json))
     result = build_image(client, Recipe(with_r=with_r, with_jupyterlab=with_jupyterlab),
                          _cache_dir(ctx, cache_dir), progress, mirror=mirror or "",
-                         mirror_setting=getattr(ctx.settings, "engine_debian_mirror", "") or "",
+                         mirror_setting=ctx.settings.engine_debian_mirror,
                          rebuild=rebuild, keep_work=keep_work,
                          work_dir=Path(work_dir) if work_dir else None,
                          proxies={"http_proxy": ctx.settings.http_proxy,
