@@ -12,6 +12,7 @@ from typing import Optional
 
 import requests
 
+from .. import storage  # project storage: SFTP for workers' sshfs mounts (or NFS)
 from ..errors import UserError
 from ..logs import setup_logging
 from ..settings import Settings
@@ -39,6 +40,7 @@ def prepare(settings: Settings) -> list:
             path = getattr(settings, name)
             if not os.access(path, os.R_OK):
                 problems.append("%s %s is not readable" % (name, path))
+    problems += storage.master_prepare(settings)  # storage: only an explicit backend can fail
     if not port_free(settings.bind_address, settings.http_port):
         problems.append("port %d on %s is already in use; stop what uses it or set cdsw.http.port"
                         % (settings.http_port, settings.bind_address))
@@ -97,6 +99,7 @@ def start(settings: Settings, db: Optional[Database] = None) -> None:
     db = db or prepare_database(settings)
     settings = ensure_cluster_secret(settings)
     setup_logging(settings.log_level, settings.secret_values())
+    storage_service = storage.start_master(settings)  # storage: sshd for workers' mounts
     start_manager(settings)  # swarm orchestrator: this host's Docker becomes the swarm manager
     app = create_app(settings, db)
     ssl = {}
@@ -111,6 +114,7 @@ def start(settings: Settings, db: Optional[Database] = None) -> None:
     uvicorn.run(app, host=settings.bind_address, port=settings.http_port, log_config=None,
                 proxy_headers=False, ws="auto", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
                 **ssl)
+    storage_service.stop()  # storage
     log.info("CDSW master stopped")
 
 

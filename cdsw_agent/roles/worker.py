@@ -20,6 +20,7 @@ import docker
 import requests
 from docker.errors import APIError, DockerException
 
+from .. import storage  # project files: mount the master's, keep them mounted
 from ..errors import UserError
 from ..logs import setup_logging
 from ..settings import Settings
@@ -142,6 +143,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
     """The worker's life: join, heartbeat (re-joining when the membership is lost), leave."""
     master = MasterClient(settings)
     client = connect_docker(settings, stop=stop)
+    mount_watchdog = storage.start_worker(settings, master.post)  # storage: background mount
     node_id = ""
     while not stop.is_set():
         try:
@@ -155,7 +157,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
             if swarm_state(client).get("LocalNodeState") == "inactive":
                 log.warning("this node is no longer in the swarm; joining again")
                 node_id = ensure_joined(client, master, stop)
-            master.post("/heartbeat", **report(client))
+            master.post("/heartbeat", **storage.heartbeat_fields(report(client), mount_watchdog))
         except MasterUnavailable as e:
             log.warning("heartbeat failed: %s", e)
         except (DockerException, OSError) as e:
@@ -163,6 +165,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
         stop.wait(HEARTBEAT_SECONDS)
     if node_id:
         leave(client, master, node_id)
+    mount_watchdog.stop(release=True)  # storage: unmount once the node is drained
 
 
 def leave(client: docker.DockerClient, master: MasterClient, node_id: str) -> None:
@@ -203,6 +206,7 @@ def prepare(settings: Settings) -> List[str]:
     except OSError:
         problems.append("cannot resolve master_host %s; set cdsw.master.host (MASTER_IP)"
                         % settings.master_host)
+    problems += storage.worker_prepare(settings)  # storage: sshfs, fusermount, /dev/fuse
     return problems
 
 

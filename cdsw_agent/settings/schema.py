@@ -118,6 +118,22 @@ SETTINGS: List[Setting] = [
       "(Ambari: /etc/hadoop/conf, ...; Cloudera Manager: the role's dependency dirs).",
       group="cluster"),
     S("krb5_conf", "str", "/etc/krb5.conf", "krb5.conf mounted into engines.", group="cluster"),
+    # --- project storage shared by the gateways
+    S("storage_backend", "choice", "auto", "How nodes reach project files: auto (local on the master, "
+      "sshfs on workers), local, sshfs or nfs.", choices=("auto", "local", "sshfs", "nfs"),
+      group="storage"),
+    S("storage_ssh_port", "int", 2222, "Port of the master's SFTP-only sshd that workers mount project "
+      "files from.", minimum=1, maximum=65535, group="storage"),
+    S("storage_ssh_user", "str", "cdsw-storage", "Account on the master that owns SFTP access to "
+      "project files; created at first start, no shell, chrooted.", group="storage"),
+    S("storage_ssh_key", "str", "", "Worker: private key for the sshfs mount; empty fetches it from "
+      "the master with the cluster secret.", group="storage"),
+    S("storage_nfs_export", "str", "", "NFS export holding project files, e.g. "
+      "nfs.example.com:/export/cdsw.", group="storage"),
+    S("storage_nfs_options", "str", "rw,hard,nfsvers=4.1,timeo=600,retrans=2,noatime",
+      "Mount options of the NFS export.", group="storage"),
+    S("storage_check_seconds", "int", 15, "How often a node checks its project mount and remounts it "
+      "when it dropped.", minimum=1, maximum=3600, group="storage"),
     # --- engines and workloads
     S("session_idle_minutes", "int", 60, "Stop a session after this long without activity.",
       minimum=1, maximum=10080, group="engines"),

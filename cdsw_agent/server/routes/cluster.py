@@ -45,6 +45,7 @@ class HeartbeatRequest(Authenticated):
     memory_bytes: int = 0
     healthy: bool = True
     checks: Dict[str, str] = Field(default_factory=dict)
+    storage: Dict[str, Any] = Field(default_factory=dict)
 
 
 class LeaveRequest(Authenticated):
@@ -104,7 +105,8 @@ def heartbeat(body: HeartbeatRequest, access: Access = require("public"),
     _authenticate(state, body.secret)
     record = _nodes(state).setdefault(body.hostname, {})
     record.update(node_id=body.node_id, cpus=body.cpus, memory_bytes=body.memory_bytes,
-                  healthy=body.healthy, checks=dict(body.checks), last_seen=_now())
+                  healthy=body.healthy, checks=dict(body.checks), storage=dict(body.storage),
+                  last_seen=_now())
     return {"ok": True}
 
 
@@ -135,3 +137,23 @@ def nodes(access: Access = require("site.admin"),
           state: ServerState = Depends(get_state)) -> Dict[str, Any]:
     """What the workers last reported (admins only)."""
     return {"nodes": [dict(v, hostname=k) for k, v in sorted(_nodes(state).items())]}
+
+
+class StorageRequest(Authenticated):
+    pass
+
+
+@router.post("/storage")
+def storage(body: StorageRequest, request: Request, access: Access = require("public"),
+            state: ServerState = Depends(get_state)) -> Dict[str, Any]:
+    """How a worker reaches the project files; for sshfs, the SFTP-only key (a secret: use TLS)."""
+    from ... import storage as project_storage
+
+    _authenticate(state, body.secret)
+    try:
+        answer = project_storage.worker_credentials(state.settings)
+    except project_storage.StorageError as e:
+        raise ApiError(503, "project storage is unavailable", str(e)) from None
+    log.info("storage access handed to %s (%s)", body.hostname,
+             request.client.host if request.client else "?")
+    return answer
