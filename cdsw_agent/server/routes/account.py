@@ -115,8 +115,6 @@ def create_key(body: ApiKeyCreate, request: Request, access: Access = require("s
                        [{"field": "expires_in_days", "message": "too long"}])
     if db.scalar(select(ApiKey).where(ApiKey.user_id == access.user.id, ApiKey.name == body.name)):
         raise ApiError(409, "you already have an API key named %r" % body.name)
-    if access.caller.via == "api_key" and body.scope == "write" and access.caller.scope != "write":
-        raise ApiError(403, "a read-scoped key cannot create a write-scoped key")
     key = tokens.new_token(tokens.API_KEY_PREFIX)
     row = ApiKey(user_id=access.user.id, name=body.name, prefix=key[:12], key_hash=tokens.digest(key),
                  scope=body.scope, expires_at=utcnow() + dt.timedelta(days=body.expires_in_days))

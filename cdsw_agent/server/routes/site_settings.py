@@ -35,9 +35,9 @@ SITE_SETTINGS: Dict[str, SiteSettingDef] = {
                                           from_setting="session_max_minutes", minimum=1,
                                           maximum=43200),
     "default_engine_image_id": SiteSettingDef(int, "Engine image new projects use.", default=0,
-                                              minimum=0),
+                                              minimum=0, maximum=2**53),
     "default_engine_profile_id": SiteSettingDef(int, "Profile sessions start with.", default=0,
-                                                minimum=0),
+                                                minimum=0, maximum=2**53),
 }
 
 
@@ -73,4 +73,9 @@ def validate(key: str, value: Any) -> Optional[str]:
             return "must be at most %d" % d.maximum
     if d.kind is str and d.maximum is not None and len(value) > d.maximum:
         return "must be at most %d characters" % d.maximum
+    if d.kind is str:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "must be Unicode text (it holds a lone surrogate)"
     return None
