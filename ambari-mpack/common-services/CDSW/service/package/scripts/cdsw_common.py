@@ -1,0 +1,128 @@
+#!/usr/bin/env python
+"""What every CDSW component does on its host: install the payload, render cdsw.properties,
+start the role in the background under a pid file, stop it, report status, run a cdsw command.
+
+The scripts stay thin: all logic lives in the `cdsw` agent. Runs on Python 2.6+ and 3."""
+
+import os
+import signal
+import time
+
+try:
+    from shlex import quote
+except ImportError:  # Python 2
+    from pipes import quote
+
+from resource_management.core.exceptions import ComponentIsNotRunning, Fail
+from resource_management.core.resources.system import Directory, Execute, File
+from resource_management.libraries.functions.check_process_status import check_process_status
+
+import status_params
+
+STOP_TIMEOUT = 90
+
+
+def properties_text(site_properties):
+    lines = ["# Written by the CDSW Ambari scripts from the cdsw-site configuration."]
+    for key in sorted(site_properties):
+        lines.append("{0}={1}".format(key, site_properties[key]))
+    return "\n".join(lines) + "\n"
+
+
+def agent_environment(params):
+    """Environment of every cdsw call: the venv location, the Python, and the client configs."""
+    env = {"CDSW_VENV_ROOT": params.venv_root}
+    if params.python:
+        env["CDSW_PYTHON"] = params.python
+    if not params.site_properties.get("cdsw.hadoop.conf.dirs"):
+        found = [d for d in params.client_conf_candidates if os.path.isdir(d)]
+        if found:
+            env["CDSW_HADOOP_CONF_DIRS"] = ",".join(found)
+    if params.java_home and not params.site_properties.get("cdsw.java.home"):
+        env["CDSW_JAVA_HOME"] = params.java_home
+    return env
+
+
+def install(params):
+    """Copy the payload to INSTALL_DIR/VERSION and build the agent's virtualenv offline."""
+    Directory(params.install_dir, create_parents=True, mode=0o755)
+    Execute(("cp", "-a", params.payload_src, params.payload_dir),
+            not_if="test -x {0}".format(quote(params.cdsw_bin)), sudo=True)
+    Directory(params.venv_root, create_parents=True, mode=0o755)
+    Execute((params.cdsw_bin, "--launcher-prepare"), environment=agent_environment(params),
+            logoutput=True)
+
+
+def configure(params):
+    Directory([params.conf_dir, params.pid_dir, params.log_dir], create_parents=True,
+              owner=params.user, group=params.group, mode=0o755)
+    File(params.properties_file, content=properties_text(params.site_properties),
+         owner=params.user, group=params.group, mode=0o640)
+
+
+def cdsw_command(params, args):
+    """`cdsw --properties FILE ARGS...` as a shell string, every word quoted."""
+    words = [params.cdsw_bin, "--properties", params.properties_file] + list(args)
+    return " ".join(quote(w) for w in words)
+
+
+def _alive(pid_file):
+    try:
+        check_process_status(pid_file)
+        return True
+    except ComponentIsNotRunning:
+        return False
+
+
+def start(params, role, run_as):
+    # After `ambari-server upgrade-mpack` Ambari restarts without INSTALL: bring the new payload.
+    if not os.path.exists(params.cdsw_bin):
+        install(params)
+    configure(params)
+    pid_file = status_params.pid_file(role)
+    if _alive(pid_file):
+        return
+    log_file = "{0}/cdsw-{1}.log".format(params.log_dir, role)
+    command = "nohup {0} >> {1} 2>&1 < /dev/null & echo $! > {2}".format(
+        cdsw_command(params, ["role", role, "start"]), quote(log_file), quote(pid_file))
+    Execute(command, user=run_as, environment=agent_environment(params))
+    # The role checks its configuration at once; report a start that died right away.
+    time.sleep(2)
+    if not _alive(pid_file):
+        raise Fail("CDSW {0} exited right after start; see {1}".format(role, log_file))
+
+
+def stop(params, role):
+    pid_file = status_params.pid_file(role)
+    try:
+        pid = int(open(pid_file).read().strip())
+    except (IOError, OSError, ValueError):
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.time() + STOP_TIMEOUT
+        while time.time() < deadline:
+            os.kill(pid, 0)
+            time.sleep(0.5)
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass  # gone
+    File(pid_file, action="delete")
+
+
+def status(role):
+    check_process_status(status_params.pid_file(role))
+
+
+def run(params, args, run_as, stdin_text=None):
+    """Run one cdsw command in the foreground, its output in the task log."""
+    command = cdsw_command(params, args)
+    if stdin_text is not None:
+        command = "printf '%s\\n' {0} | {1}".format(quote(stdin_text), command)
+    Execute(command, user=run_as, environment=agent_environment(params), logoutput=True)
+
+
+def refuse_worker_on_master(params):
+    if params.hostname and params.hostname in params.master_hosts:
+        raise Fail("CDSW Worker cannot run on {0}: it hosts the CDSW Master; move the worker "
+                   "to another host".format(params.hostname))

@@ -1,0 +1,404 @@
+"""Validate an Ambari management pack tarball.
+
+Rules from ambari-server's setupMpacks.py and the stack definition readers as summarised in
+shared/reference/ambari.md §1-2: one root directory, mpack.json with underscore prerequisite keys
+and artifacts whose directories exist, well-formed metainfo.xml and configuration XML with the
+required elements, alerts/quick links/role command order/kerberos JSON, and every Python script
+compiling under Python 3 and (when a python2.7 is given) Python 2.7. Usage:
+
+    validate_mpack.py PACK.tar.gz [--python2 PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+from xml.etree import ElementTree
+
+ARTIFACT_TYPES = {"stack-definitions", "extension-definitions", "service-definitions",
+                  "stack-addon-service-definitions"}
+HYPHENATED = {"min-ambari-version", "max-ambari-version", "min-stack-versions"}
+VERSION_RE = re.compile(r"^\d+(\.\d+)*$")
+CARDINALITY_RE = re.compile(r"^(\d+|\d+\+|\d+-\d+|ALL)$")
+PROPERTY_TYPES = {"PASSWORD", "USER", "GROUP", "TEXT", "ADDITIONAL_USER_PROPERTY",
+                  "NOT_MANAGED_HDFS_PATH", "VALUE_FROM_PROPERTY_FILE", "KERBEROS_PRINCIPAL"}
+ALERT_SOURCES = {"PORT", "WEB", "METRIC", "SCRIPT", "AGGREGATE", "SERVER", "RECOVERY", "AMS"}
+
+
+class Problems(list):  # type: ignore[type-arg]
+    def add(self, filename: str, field: str, rule: str) -> None:
+        self.append("%s: %s: %s" % (filename, field, rule))
+
+
+def find_python2() -> Optional[str]:
+    candidates = [os.path.expanduser("~/.pyenv/versions/2.7.18/bin/python"),
+                  shutil.which("python2.7") or "", shutil.which("python2") or ""]
+    for c in candidates:
+        if c and os.access(c, os.X_OK):
+            return c
+    return None
+
+
+class Pack:
+    """The unpacked archive: a temp dir plus the root directory name."""
+
+    def __init__(self, base: Path, root: str):
+        self.base = base
+        self.root = root
+
+    def path(self, rel: str) -> Path:
+        return self.base / self.root / rel
+
+    def read_json(self, rel: str, problems: Problems) -> Any:
+        try:
+            return json.loads(self.path(rel).read_text(encoding="utf-8"))
+        except OSError:
+            problems.add(rel, "(file)", "is missing")
+        except ValueError as e:
+            problems.add(rel, "(file)", "is not valid JSON: %s" % e)
+        return None
+
+    def read_xml(self, rel: str, problems: Problems) -> Optional[ElementTree.Element]:
+        try:
+            return ElementTree.parse(str(self.path(rel))).getroot()
+        except OSError:
+            problems.add(rel, "(file)", "is missing")
+        except ElementTree.ParseError as e:
+            problems.add(rel, "(file)", "is not well-formed XML: %s" % e)
+        return None
+
+
+def check_layout(tar: tarfile.TarFile, problems: Problems, name: str) -> Optional[str]:
+    members = tar.getmembers()
+    names = [m.name for m in members]
+    if not names:
+        problems.add(name, "(archive)", "is empty")
+        return None
+    tops = {n.split("/")[0] for n in names}
+    if len(tops) != 1 or "." in tops or "" in tops:
+        problems.add(name, "(archive)", "must hold exactly one root directory (found %s); build "
+                     "with `tar czf x.tar.gz dir/`, never `-C dir .`" % sorted(tops)[:5])
+        return None
+    root = tops.pop()
+    if not any(m.isdir() and m.name.rstrip("/") == root for m in members):
+        problems.add(name, root + "/", "the root directory entry is missing (ambari-server takes "
+                     "the common prefix of all names as the root)")
+    for m in members:
+        if m.name.startswith("/") or ".." in m.name.split("/"):
+            problems.add(name, m.name, "member path must be relative and stay inside")
+        if m.issym() or m.islnk():
+            problems.add(name, m.name, "links are not allowed in a management pack")
+    return root
+
+
+def check_mpack_json(pack: Pack, problems: Problems) -> List[Dict[str, Any]]:
+    meta = pack.read_json("mpack.json", problems)
+    if not isinstance(meta, dict):
+        return []
+    for key in ("name", "version"):
+        if not isinstance(meta.get(key), str) or not meta[key].strip():
+            problems.add("mpack.json", key, "is required")
+    if isinstance(meta.get("version"), str) and not VERSION_RE.match(meta["version"]):
+        problems.add("mpack.json", "version", "must be numbers and dots (format_stack_version "
+                     "breaks on letters)")
+    prereq = meta.get("prerequisites")
+    if not isinstance(prereq, dict):
+        problems.add("mpack.json", "prerequisites", "is required (may be {}); without it "
+                     "install-mpack fails")
+        prereq = {}
+    for key in sorted(HYPHENATED & set(prereq)):
+        problems.add("mpack.json", "prerequisites.%s" % key, "is ignored by ambari-server; use "
+                     "%s" % key.replace("-", "_"))
+    for key in ("min_ambari_version", "max_ambari_version"):
+        if key in prereq and not VERSION_RE.match(str(prereq[key])):
+            problems.add("mpack.json", "prerequisites.%s" % key, "must be a dotted version")
+    for i, stack in enumerate(prereq.get("min_stack_versions") or []):
+        if not isinstance(stack, dict) or not {"stack_name", "stack_version"} <= set(stack):
+            problems.add("mpack.json", "prerequisites.min_stack_versions[%d]" % i,
+                         "needs stack_name and stack_version")
+    artifacts = meta.get("artifacts")
+    if not isinstance(artifacts, list) or not artifacts:
+        problems.add("mpack.json", "artifacts", "is required and must not be empty")
+        return []
+    services = []
+    for i, art in enumerate(artifacts):
+        where = "artifacts[%d]" % i
+        for key in ("name", "type", "source_dir"):
+            if not art.get(key):
+                problems.add("mpack.json", "%s.%s" % (where, key), "is required")
+        if art.get("type") not in ARTIFACT_TYPES:
+            problems.add("mpack.json", where + ".type", "%r is skipped by ambari-server; use one of "
+                         "%s" % (art.get("type"), ", ".join(sorted(ARTIFACT_TYPES))))
+            continue
+        src = str(art.get("source_dir", ""))
+        if not pack.path(src).is_dir():
+            problems.add("mpack.json", where + ".source_dir", "%s/ is not in the pack" % src)
+            continue
+        if art["type"] == "service-definitions":
+            for svc in sorted(pack.path(src).iterdir()):
+                for ver in sorted(svc.iterdir()):
+                    services.append({"dir": "%s/%s/%s" % (src, svc.name, ver.name), "addon": False})
+        if art["type"] == "stack-addon-service-definitions":
+            vmap = art.get("service_versions_map")
+            if not isinstance(vmap, list) or not vmap:
+                problems.add("mpack.json", where + ".service_versions_map", "is required for "
+                             "stack-addon-service-definitions")
+                continue
+            for j, entry in enumerate(vmap):
+                ewhere = "%s.service_versions_map[%d]" % (where, j)
+                rel = "%s/%s/%s" % (src, entry.get("service_name"), entry.get("service_version"))
+                if not pack.path(rel).is_dir():
+                    problems.add("mpack.json", ewhere + ".service_version",
+                                 "%s/ is not in the pack" % rel)
+                else:
+                    services.append({"dir": rel, "addon": True})
+                stacks = entry.get("applicable_stacks")
+                if not isinstance(stacks, list) or not stacks or not all(
+                        isinstance(s, dict) and {"stack_name", "stack_version"} <= set(s)
+                        for s in stacks):
+                    problems.add("mpack.json", ewhere + ".applicable_stacks",
+                                 "needs a list of {stack_name, stack_version}")
+    return services
+
+
+def _text(el: Optional[ElementTree.Element], tag: str) -> str:
+    found = el.find(tag) if el is not None else None
+    return (found.text or "").strip() if found is not None and found.text else ""
+
+
+def check_service_dir(pack: Pack, rel: str, addon: bool, problems: Problems) -> None:
+    meta_rel = rel + "/metainfo.xml"
+    root = pack.read_xml(meta_rel, problems)
+    if root is None:
+        return
+    if root.tag != "metainfo":
+        problems.add(meta_rel, "(root)", "must be <metainfo>")
+        return
+    if _text(root, "schemaVersion") != "2.0":
+        problems.add(meta_rel, "schemaVersion", "must be 2.0")
+    services = root.findall("services/service")
+    if not services:
+        problems.add(meta_rel, "services/service", "is required")
+    for svc in services:
+        name = _text(svc, "name")
+        if not name:
+            problems.add(meta_rel, "service/name", "is required")
+        if addon:
+            extends = _text(svc, "extends")
+            if not extends or not pack.path(extends).is_dir():
+                problems.add(meta_rel, "service/extends", "must name a common-services dir of the "
+                             "pack (got %r)" % extends)
+            check_dependencies(svc, meta_rel, problems)
+            continue
+        for key in ("displayName", "version"):
+            if not _text(svc, key):
+                problems.add(meta_rel, "service/" + key, "is required")
+        check_components(pack, rel, svc, meta_rel, problems)
+        script = _text(svc.find("commandScript"), "script")
+        if script and not pack.path(rel + "/package/" + script).is_file():
+            problems.add(meta_rel, "service/commandScript/script", "package/%s is missing" % script)
+        for ql in svc.findall("quickLinksConfigurations/quickLinksConfiguration"):
+            qrel = rel + "/quicklinks/" + _text(ql, "fileName")
+            check_quicklinks(pack, qrel, problems)
+        check_service_files(pack, rel, problems)
+
+
+def check_dependencies(parent: ElementTree.Element, meta_rel: str, problems: Problems) -> None:
+    for dep in parent.iter("dependency"):
+        dname = _text(dep, "name")
+        if "/" not in dname:
+            problems.add(meta_rel, "dependency/name", "%r must be SERVICE/COMPONENT" % dname)
+        if _text(dep, "scope") not in ("host", "cluster"):
+            problems.add(meta_rel, "dependency[%s]/scope" % dname, "must be host or cluster")
+
+
+def check_components(pack: Pack, rel: str, svc: ElementTree.Element, meta_rel: str,
+                     problems: Problems) -> None:
+    comps = svc.findall("components/component")
+    if not comps:
+        problems.add(meta_rel, "components", "a service needs at least one component")
+    seen = set()
+    for comp in comps:
+        cname = _text(comp, "name")
+        where = "component[%s]" % cname
+        if not cname or cname in seen:
+            problems.add(meta_rel, where + "/name", "is required and unique")
+        seen.add(cname)
+        if _text(comp, "category") not in ("MASTER", "SLAVE", "CLIENT"):
+            problems.add(meta_rel, where + "/category", "must be MASTER, SLAVE or CLIENT")
+        if not CARDINALITY_RE.match(_text(comp, "cardinality")):
+            problems.add(meta_rel, where + "/cardinality", "must be N, N+, N-M or ALL")
+        scripts = [comp.find("commandScript")] + [c.find("commandScript") for c in
+                                                  comp.findall("customCommands/customCommand")]
+        for cs in scripts:
+            script = _text(cs, "script")
+            if cs is None or not script:
+                problems.add(meta_rel, where + "/commandScript/script", "is required")
+            elif not pack.path(rel + "/package/" + script).is_file():
+                problems.add(meta_rel, where + "/commandScript/script",
+                             "package/%s is missing" % script)
+        check_dependencies(comp, meta_rel, problems)
+
+
+def check_configuration(pack: Pack, rel: str, problems: Problems) -> None:
+    root = pack.read_xml(rel, problems)
+    if root is None:
+        return
+    if root.tag != "configuration":
+        problems.add(rel, "(root)", "must be <configuration>")
+        return
+    names = set()
+    for prop in root.findall("property"):
+        name = _text(prop, "name")
+        where = "property[%s]" % name
+        if not name or name in names:
+            problems.add(rel, where + "/name", "is required and unique")
+        names.add(name)
+        if prop.find("value") is None:
+            problems.add(rel, where + "/value", "is required (may be empty)")
+        if prop.find("on-ambari-upgrade") is None:
+            problems.add(rel, where + "/on-ambari-upgrade", "is required (add=\"true\")")
+        if prop.find("property_type") is not None:
+            problems.add(rel, where + "/property_type", "is not read; the element is "
+                         "property-type")
+        for ptype in _text(prop, "property-type").split():
+            if ptype not in PROPERTY_TYPES:
+                problems.add(rel, where + "/property-type", "unknown type %r" % ptype)
+
+
+def check_alerts(pack: Pack, rel: str, problems: Problems) -> None:
+    alerts = pack.read_json(rel, problems)
+    if not isinstance(alerts, dict):
+        return
+    names = set()
+    for svc, groups in alerts.items():
+        for group, defs in (groups or {}).items():
+            for i, d in enumerate(defs or []):
+                where = "%s.%s[%s]" % (svc, group, d.get("name", i))
+                if not d.get("name") or d["name"] in names:
+                    problems.add(rel, where + ".name", "is required and unique")
+                names.add(d.get("name"))
+                if not d.get("label"):
+                    problems.add(rel, where + ".label", "is required")
+                interval = d.get("interval")
+                if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
+                    problems.add(rel, where + ".interval", "must be whole minutes >= 1")
+                source = d.get("source") or {}
+                if source.get("type") not in ALERT_SOURCES:
+                    problems.add(rel, where + ".source.type", "must be one of %s"
+                                 % ", ".join(sorted(ALERT_SOURCES)))
+                if source.get("type") == "SCRIPT":
+                    path = str(source.get("path", ""))
+                    if not pack.path("common-services/" + path).is_file():
+                        problems.add(rel, where + ".source.path", "%s is not under "
+                                     "common-services/ in the pack" % path)
+
+
+def check_quicklinks(pack: Pack, rel: str, problems: Problems) -> None:
+    ql = pack.read_json(rel, problems)
+    if not isinstance(ql, dict):
+        return
+    links = (ql.get("configuration") or {}).get("links")
+    if not ql.get("name") or not isinstance(links, list) or not links:
+        problems.add(rel, "configuration.links", "needs a name and at least one link")
+        return
+    for link in links:
+        for key in ("name", "label", "component_name", "url"):
+            if not link.get(key):
+                problems.add(rel, "links[%s].%s" % (link.get("name"), key), "is required")
+
+
+def check_service_files(pack: Pack, rel: str, problems: Problems) -> None:
+    for conf in sorted(pack.path(rel + "/configuration").glob("*.xml")):
+        check_configuration(pack, "%s/configuration/%s" % (rel, conf.name), problems)
+    if pack.path(rel + "/alerts.json").exists():
+        check_alerts(pack, rel + "/alerts.json", problems)
+    if pack.path(rel + "/role_command_order.json").exists():
+        rco = pack.read_json(rel + "/role_command_order.json", problems) or {}
+        for key, deps in (rco.get("general_deps") or {}).items():
+            if key != "_comment" and (not re.match(r"^[A-Z0-9_]+-[A-Z_]+$", key)
+                                      or not isinstance(deps, list)):
+                problems.add(rel + "/role_command_order.json", "general_deps.%s" % key,
+                             "keys are ROLE-COMMAND and values lists of ROLE-COMMAND")
+    if pack.path(rel + "/kerberos.json").exists():
+        kerb = pack.read_json(rel + "/kerberos.json", problems)
+        if kerb is not None and not isinstance((kerb or {}).get("services"), list):
+            problems.add(rel + "/kerberos.json", "services", "must be a list")
+
+
+def check_python(pack: Pack, problems: Problems, python2: Optional[str]) -> None:
+    scripts = sorted(p for p in (pack.base / pack.root).rglob("*.py"))
+    for path in scripts:
+        rel = path.relative_to(pack.base / pack.root).as_posix()
+        try:
+            compile(path.read_bytes(), rel, "exec")
+        except SyntaxError as e:
+            problems.add(rel, "line %s" % e.lineno, "Python 3 syntax error: %s" % e.msg)
+    if python2 and scripts:
+        code = ("import py_compile, sys\nbad = 0\nfor f in sys.argv[1:]:\n"
+                "    try:\n        py_compile.compile(f, cfile='/dev/null', doraise=True)\n"
+                "    except py_compile.PyCompileError as e:\n"
+                "        bad = 1\n        sys.stdout.write(f + '\\t' + str(e.msg).strip()"
+                ".replace('\\n', ' ') + '\\n')\nsys.exit(bad)\n")
+        proc = subprocess.run([python2, "-c", code] + [str(p) for p in scripts],
+                              capture_output=True, text=True)
+        for line in proc.stdout.splitlines():
+            path_s, _, msg = line.partition("\t")
+            rel = Path(path_s).relative_to(pack.base / pack.root).as_posix()
+            problems.add(rel, "(syntax)", "Python 2.7 cannot compile it: %s" % msg)
+        if proc.returncode not in (0, 1):
+            problems.add(python2, "(interpreter)", "failed: %s" % proc.stderr.strip()[-200:])
+
+
+def validate_mpack(path: Path, python2: Optional[str] = None) -> List[str]:
+    problems = Problems()
+    try:
+        tar = tarfile.open(path, "r:gz")
+    except (tarfile.TarError, OSError) as e:
+        problems.add(path.name, "(archive)", "is not a gzip'd tar file: %s" % e)
+        return problems
+    if not path.name.endswith(".tar.gz"):
+        problems.add(path.name, "(file name)", "must end in .tar.gz (other suffixes break on "
+                     "Ambari 2.6)")
+    with tar, tempfile.TemporaryDirectory(prefix="cdsw-mpack-check-") as tmp:
+        root = check_layout(tar, problems, path.name)
+        if root is None:
+            return problems
+        # Wheels are opaque payload; leaving them packed keeps the check fast.
+        safe = [m for m in tar.getmembers()
+                if m.isdir() or (m.isfile() and not m.name.endswith(".whl"))]
+        tar.extractall(tmp, members=safe)  # noqa: S202 - members checked above
+        pack = Pack(Path(tmp), root)
+        for svc in check_mpack_json(pack, problems):
+            check_service_dir(pack, svc["dir"], svc["addon"], problems)
+        check_python(pack, problems, python2)
+    return problems
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description="Validate an Ambari management pack")
+    parser.add_argument("mpack", type=Path)
+    parser.add_argument("--python2", help="python2.7 for the syntax check (default: search)")
+    parser.add_argument("--no-python2", action="store_true", help="skip the 2.7 syntax check")
+    args = parser.parse_args(argv)
+    python2 = None if args.no_python2 else (args.python2 or find_python2())
+    problems = validate_mpack(args.mpack, python2)
+    for line in problems:
+        print(line, file=sys.stderr)
+    if not problems:
+        print("%s: valid%s" % (args.mpack, "" if python2 else " (Python 2.7 check skipped: no "
+                                                                 "python2.7 found)"))
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

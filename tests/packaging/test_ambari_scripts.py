@@ -1,0 +1,277 @@
+"""Contract test of the mpack's component scripts: they run as the Ambari agent runs them
+(`python SCRIPT COMMAND command.json package/ out.json INFO tmp/`) with command JSON shaped like
+Ambari 2.6's (HDP 2.6) and 2.7's (HDP 3.1) under Python 2.7, and 3.0's (Bigtop 3.2) under Python 3.
+
+Boundary: resource_management is the stand-in in ambari_stub/ (see its docstring): Execute runs
+commands for real, File/Directory write for real, ownership is ignored. The payload's `cdsw`
+launcher is replaced by a stub that records its argv, environment and stdin and, for
+`role NAME start`, stays up like a role does; the real launcher is tested with the parcel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict
+
+import pytest
+
+from .helpers import extract
+
+STUB = Path(__file__).resolve().parent / "ambari_stub"
+
+FAKE_CDSW = r"""#!/bin/sh
+log="$(dirname "$0")/../calls.jsonl"
+stdin=""
+case "$*" in *--password-stdin*) stdin=$(cat) ;; esac
+python3 - "$log" "$stdin" "$@" <<'PY'
+import json, os, sys
+log, stdin, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+env = {k: v for k, v in os.environ.items() if k.startswith("CDSW_")}
+with open(log, "a") as fh:
+    fh.write(json.dumps({"argv": argv, "env": env, "stdin": stdin}) + "\n")
+PY
+case "$*" in
+  *" role "*" start") exec sleep 300 ;;
+  *"health --check"*) exit "${FAKE_HEALTH_EXIT:-0}" ;;
+esac
+"""
+
+
+@pytest.fixture(scope="module")
+def service(dist: Path, version: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = extract(dist / ("cdsw-ambari-mpack-%s.tar.gz" % version),
+                   tmp_path_factory.mktemp("mpack"))
+    return root / "common-services" / "CDSW" / version
+
+
+def _site(service: Path) -> Dict[str, str]:
+    """cdsw-site as Ambari sends it: the stack defaults from configuration/cdsw-site.xml."""
+    from xml.etree import ElementTree
+    tree = ElementTree.parse(str(service / "configuration" / "cdsw-site.xml"))
+    site = {p.findtext("name"): p.findtext("value") or "" for p in tree.findall("property")}
+    site.update({"cdsw.domain": "cdsw.example.com", "cdsw.master.host": "gw1.example.com"})
+    return site
+
+
+def command_json(shape: str, service: Path, tmp: Path, host: str, role: str) -> Dict[str, Any]:
+    env = {"cdsw_user": "cdsw", "cdsw_group": "cdsw", "cdsw_install_dir": str(tmp / "opt"),
+           "cdsw_conf_dir": str(tmp / "etc"), "cdsw_pid_dir": str(tmp / "run"),
+           "cdsw_log_dir": str(tmp / "log"), "cdsw_venv_root": str(tmp / "venvs"),
+           "cdsw_python": "", "first_admin_username": "alice",
+           "first_admin_password": "s3cret pass"}
+    cfg: Dict[str, Any] = {"configurations": {"cdsw-site": _site(service), "cdsw-env": env},
+                           "role": role, "commandType": "EXECUTION_COMMAND",
+                           "clusterHostInfo": {"cdsw_master_hosts": ["gw1.example.com"],
+                                               "cdsw_worker_hosts": ["gw2.example.com"]}}
+    if shape == "2.6":  # HDP 2.6 on Ambari 2.6: host and stack keys before the 2.7 move
+        cfg.update({"hostname": host,
+                    "hostLevelParams": {"stack_name": "HDP", "stack_version": "2.6",
+                                        "java_home": "/usr/jdk64/jdk1.8.0_77"}})
+    elif shape == "2.7":  # HDP 3.1 on Ambari 2.7
+        cfg.update({"agentLevelParams": {"hostname": host},
+                    "clusterLevelParams": {"stack_name": "HDP", "stack_version": "3.1"},
+                    "ambariLevelParams": {"java_home": "/usr/jdk64/jdk1.8.0_112"}})
+    else:  # Bigtop 3.2 on Ambari 3.0
+        cfg.update({"agentLevelParams": {"hostname": host},
+                    "clusterLevelParams": {"stack_name": "BIGTOP", "stack_version": "3.2.0"},
+                    "ambariLevelParams": {"java_home": "/usr/lib/jvm/java-1.8.0"}})
+    return cfg
+
+
+class Agent:
+    """Runs one component script like the Ambari agent does and collects what happened."""
+
+    def __init__(self, python: str, service: Path, tmp: Path, shape: str):
+        self.python, self.service, self.tmp, self.shape = python, service, tmp, shape
+        self.package = tmp / "package"
+        shutil.copytree(service / "package", self.package)
+        fake = self.package / "files" / "payload" / "bin" / "cdsw"
+        fake.write_text(FAKE_CDSW)
+        fake.chmod(0o755)
+        self.resources = tmp / "resources.jsonl"
+
+    def run(self, script: str, command: str, host: str = "gw1.example.com",
+            role: str = "CDSW_MASTER", extra_env: Dict[str, str] = None):
+        cfg = command_json(self.shape, self.service, self.tmp, host, role)
+        cmd_file = self.tmp / "command.json"
+        cmd_file.write_text(json.dumps(cfg))
+        env = dict(os.environ, PYTHONPATH=str(STUB), RM_STUB_LOG=str(self.resources),
+                   **(extra_env or {}))
+        env.pop("PYTHONHOME", None)
+        return subprocess.run(
+            [self.python, str(self.package / "scripts" / script), command, str(cmd_file),
+             str(self.package), str(self.tmp / "out.json"), "INFO", str(self.tmp)],
+            capture_output=True, text=True, env=env, cwd=str(self.tmp), timeout=120)
+
+    def calls(self):
+        log = self.tmp / "opt" / self.version_dir() / "calls.jsonl"
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+    def version_dir(self) -> str:
+        return self.service.name
+
+    def last_call(self, *tail: str) -> Dict[str, Any]:
+        """The newest recorded cdsw call ending in tail; a backgrounded role logs a bit later."""
+        deadline = time.time() + 20
+        while True:
+            calls = [c for c in self.calls() if c["argv"][-len(tail):] == list(tail)]
+            if calls or time.time() > deadline:
+                assert calls, "no cdsw call ending in %s: %s" % (tail, self.calls())
+                return calls[-1]
+            time.sleep(0.1)
+
+
+def _interpreters():
+    out = [pytest.param(sys.executable, "3.0", id="ambari-3.0-python3")]
+    py2 = os.path.expanduser("~/.pyenv/versions/2.7.18/bin/python")
+    for shape in ("2.6", "2.7"):
+        out.append(pytest.param(py2, shape, id="ambari-%s-python2.7" % shape,
+                                marks=pytest.mark.skipif(not os.access(py2, os.X_OK),
+                                                         reason="no python2.7 at " + py2)))
+    return out
+
+
+@pytest.mark.parametrize("python,shape", _interpreters())
+def test_master_lifecycle(python, shape, service, tmp_path):
+    agent = Agent(python, service, tmp_path, shape)
+    r = agent.run("cdsw_master.py", "INSTALL")
+    assert r.returncode == 0, r.stderr
+    ver = service.name
+    assert (tmp_path / "opt" / ver / "bin" / "cdsw").exists()
+    props = (tmp_path / "etc" / "cdsw.properties").read_text().splitlines()
+    keys = sorted(line.split("=", 1)[0] for line in props if not line.startswith("#"))
+    assert keys == sorted(_site(service)), "cdsw.properties must hold exactly cdsw-site's keys"
+    assert "cdsw.domain=cdsw.example.com" in props
+    assert agent.calls()[0]["argv"] == ["--launcher-prepare"]
+    assert agent.calls()[0]["env"]["CDSW_VENV_ROOT"] == str(tmp_path / "venvs")
+
+    r = agent.run("cdsw_master.py", "STATUS")
+    assert r.returncode == 1 and "ComponentIsNotRunning" in r.stderr, r.stderr
+    r = agent.run("cdsw_master.py", "START")
+    assert r.returncode == 0, r.stderr
+    start = agent.last_call("start")
+    assert start["argv"] == ["--properties", str(tmp_path / "etc" / "cdsw.properties"),
+                             "role", "master", "start"]
+    cfg = command_json(shape, service, tmp_path, "h", "r")
+    java = (cfg.get("ambariLevelParams") or cfg["hostLevelParams"])["java_home"]
+    assert start["env"]["CDSW_JAVA_HOME"] == java
+    pid = int((tmp_path / "run" / "cdsw-master.pid").read_text())
+    assert agent.run("cdsw_master.py", "STATUS").returncode == 0
+    r = agent.run("cdsw_master.py", "START")  # idempotent: no second process
+    assert int((tmp_path / "run" / "cdsw-master.pid").read_text()) == pid
+
+    r = agent.run("cdsw_master.py", "CREATE_ADMIN")
+    assert r.returncode == 0, r.stderr
+    admin = agent.calls()[-1]
+    assert admin["argv"][-4:] == ["create-user", "alice", "--admin", "--password-stdin"]
+    assert admin["stdin"] == "s3cret pass"
+    assert "s3cret" not in " ".join(admin["argv"])
+
+    r = agent.run("cdsw_master.py", "STOP")
+    assert r.returncode == 0, r.stderr
+    _wait_gone(pid)
+    r = agent.run("cdsw_master.py", "STATUS")
+    assert r.returncode == 1 and "ComponentIsNotRunning" in r.stderr
+
+
+@pytest.mark.parametrize("python,shape", _interpreters())
+def test_worker_refuses_the_master_host(python, shape, service, tmp_path):
+    agent = Agent(python, service, tmp_path, shape)
+    assert agent.run("cdsw_worker.py", "INSTALL", role="CDSW_WORKER").returncode == 0
+    r = agent.run("cdsw_worker.py", "START", host="gw1.example.com", role="CDSW_WORKER")
+    assert r.returncode == 1
+    assert "CDSW Worker cannot run on gw1.example.com: it hosts the CDSW Master" in r.stderr
+    r = agent.run("cdsw_worker.py", "START", host="gw2.example.com", role="CDSW_WORKER")
+    assert r.returncode == 0, r.stderr
+    assert agent.last_call("role", "worker", "start")["env"]["CDSW_VENV_ROOT"] == str(
+        tmp_path / "venvs")
+    assert agent.run("cdsw_worker.py", "STOP", role="CDSW_WORKER").returncode == 0
+
+
+@pytest.mark.parametrize("python,shape", _interpreters())
+def test_docker_install_prepares_the_host_and_custom_commands_exist(python, shape, service,
+                                                                   tmp_path):
+    agent = Agent(python, service, tmp_path, shape)
+    r = agent.run("cdsw_docker.py", "INSTALL", role="CDSW_DOCKER")
+    assert r.returncode == 0, r.stderr
+    assert agent.calls()[-1]["argv"][-3:] == ["role", "docker", "prepare"]
+    assert agent.run("cdsw_docker.py", "VALIDATE", role="CDSW_DOCKER").returncode == 0
+    assert agent.calls()[-1]["argv"][-1] == "validate"
+    r = agent.run("cdsw_docker.py", "NO_SUCH_COMMAND", role="CDSW_DOCKER")
+    assert r.returncode == 1 and "has no method 'no_such_command'" in r.stderr
+
+
+def test_start_without_install_brings_the_payload(service, tmp_path):
+    """After upgrade-mpack Ambari restarts components without INSTALL."""
+    agent = Agent(sys.executable, service, tmp_path, "3.0")
+    r = agent.run("cdsw_docker.py", "START", role="CDSW_DOCKER")
+    assert r.returncode == 0, r.stderr
+    assert agent.calls()[0]["argv"] == ["--launcher-prepare"]
+    assert agent.last_call("role", "docker", "start")
+    assert agent.run("cdsw_docker.py", "STOP", role="CDSW_DOCKER").returncode == 0
+
+
+def test_missing_admin_password_is_a_clear_failure(service, tmp_path):
+    agent = Agent(sys.executable, service, tmp_path, "3.0")
+    assert agent.run("cdsw_master.py", "INSTALL").returncode == 0
+    cfg_env = command_json("3.0", service, tmp_path, "h", "r")
+    cfg_env["configurations"]["cdsw-env"]["first_admin_password"] = ""
+    (tmp_path / "command.json").write_text(json.dumps(cfg_env))
+    env = dict(os.environ, PYTHONPATH=str(STUB))
+    r = subprocess.run([sys.executable, str(agent.package / "scripts" / "cdsw_master.py"),
+                        "CREATE_ADMIN", str(tmp_path / "command.json"), str(agent.package),
+                        str(tmp_path / "out.json"), "INFO", str(tmp_path)],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 1
+    assert "first_admin_password in cdsw-env is empty" in r.stderr
+
+
+@pytest.mark.parametrize("code,state", [(0, "OK"), (1, "WARNING"), (2, "CRITICAL"),
+                                        (3, "UNKNOWN"), (7, "UNKNOWN")])
+def test_alert_maps_cdsw_health_exit_codes(code, state, service, tmp_path, monkeypatch):
+    install = tmp_path / "opt"
+    bin_dir = install / service.name / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "cdsw").write_text(FAKE_CDSW)
+    (bin_dir / "cdsw").chmod(0o755)
+    monkeypatch.setenv("FAKE_HEALTH_EXIT", str(code))
+    sys.path.insert(0, str(service / "package" / "alerts"))
+    try:
+        import alert_cdsw_health as alert
+    finally:
+        sys.path.pop(0)
+    tokens = alert.get_tokens()
+    configurations = {tokens[0]: str(install), tokens[1]: str(tmp_path / "etc"),
+                      tokens[2]: str(tmp_path / "venvs")}
+    result = alert.execute(configurations, {"check.name": "master_api"}, "gw1")
+    assert result[0] == state
+    call = json.loads((install / service.name / "calls.jsonl").read_text().splitlines()[-1])
+    assert call["argv"] == ["--properties", str(tmp_path / "etc" / "cdsw.properties"),
+                            "health", "--check", "master_api"]
+
+
+def test_alert_names_real_health_checks(service):
+    """Every SCRIPT alert runs a check the agent's health registry knows."""
+    from cdsw_agent.health import REGISTRY
+    alerts = json.loads((service / "alerts.json").read_text())
+    known = {c.name for c in REGISTRY.select()}
+    used = {p["value"] for defs in alerts["CDSW"].values() for d in defs
+            for p in d["source"]["parameters"] if p["name"] == "check.name"}
+    assert used and used <= known, sorted(used - known)
+
+
+def _wait_gone(pid: int) -> None:
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return
+        time.sleep(0.1)
+    raise AssertionError("process %d still running" % pid)
