@@ -38,8 +38,10 @@ setup(
         "cryptography>=41",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2.2", "httpx>=0.25", "schemathesis>=3.30"],
-        "dev": ["pytest>=7", "pytest-timeout>=2.2", "httpx>=0.25", "schemathesis>=3.30", "ruff"],
+        "test": ["pytest>=7", "pytest-timeout>=2.2", "httpx>=0.25", "schemathesis>=3.30",
+                 "aiosmtpd>=1.4"],
+        "dev": ["pytest>=7", "pytest-timeout>=2.2", "httpx>=0.25", "schemathesis>=3.30",
+                "aiosmtpd>=1.4", "ruff"],
     },
     entry_points={"console_scripts": ["cdsw = cdsw_agent.cli.main:main"]},
     classifiers=[

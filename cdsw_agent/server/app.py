@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import importlib
-from typing import Optional
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Optional
 
 from fastapi import FastAPI, Request
 
@@ -11,11 +12,12 @@ from .. import __version__
 from ..settings import Settings
 from ..store.db import Database
 from . import errors
+from . import scheduler as job_scheduler
 from .state import ServerState
 
 API_PREFIX = "/api/v1"
 # route modules under cdsw_agent/server/routes, each exposing `router`
-API_ROUTERS = ("auth", "account", "users", "teams", "projects", "files", "admin", "cluster")
+API_ROUTERS = ("auth", "account", "users", "teams", "projects", "files", "admin", "cluster", "jobs")
 ROOT_ROUTERS = ("health", "metrics")
 
 
@@ -35,8 +37,19 @@ def _security_headers(app: FastAPI, hsts: bool) -> None:
         return response
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # the job scheduler runs in the master process (one master per workbench)
+    job_scheduler.start(app.state.server)
+    try:
+        yield
+    finally:
+        job_scheduler.stop(app.state.server)
+
+
 def create_app(settings: Settings, db: Optional[Database] = None) -> FastAPI:
     app = FastAPI(
+        lifespan=_lifespan,
         title="CDSW workbench API",
         version=__version__,
         openapi_url=API_PREFIX + "/openapi.json",

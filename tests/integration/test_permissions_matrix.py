@@ -129,6 +129,19 @@ GET    /api/v1/admin/audit                                   401    403    403  
 # --- Prometheus metrics: anonymous only from loopback, else site admins; TestClient's peer is
 # "testclient", i.e. not loopback (the permission is `public`; the route checks the rest itself)
 GET    /metrics                                              401    403    403    403    403    403    403    403    ok     403    403    403
+# --- jobs and pipelines: read viewer, run/stop operator, create/edit/delete contributor
+GET    /api/v1/projects/{project_id}/jobs                    401    404    ok     ok     ok     ok     ok     ok     ok     ok     ok     ok
+POST   /api/v1/projects/{project_id}/jobs                    401    404    403    403    ok     ok     ok     ok     ok     ok     403    403
+GET    /api/v1/projects/{project_id}/jobs/{job_id}           401    404    ok     ok     ok     ok     ok     ok     ok     ok     ok     ok
+PATCH  /api/v1/projects/{project_id}/jobs/{job_id}           401    404    403    403    ok     ok     ok     ok     ok     ok     403    403
+DELETE /api/v1/projects/{project_id}/jobs/{job_id}           401    404    403    403    ok     ok     ok     ok     ok     ok     403    403
+POST   /api/v1/projects/{project_id}/jobs/{job_id}/runs      401    404    403    ok     ok     ok     ok     ok     ok     ok     403    403
+GET    /api/v1/projects/{project_id}/jobs/{job_id}/runs      401    404    ok     ok     ok     ok     ok     ok     ok     ok     ok     ok
+GET    /api/v1/projects/{project_id}/jobs/{job_id}/runs/{run_id} 401 404 ok     ok     ok     ok     ok     ok     ok     ok     ok     ok
+GET    /api/v1/projects/{project_id}/jobs/{job_id}/runs/{run_id}/log 401 404 ok ok     ok     ok     ok     ok     ok     ok     ok     ok
+POST   /api/v1/projects/{project_id}/jobs/{job_id}/runs/{run_id}/stop 401 404 403 ok   ok     ok     ok     ok     ok     ok     403    403
+GET    /api/v1/projects/{project_id}/pipeline                401    404    ok     ok     ok     ok     ok     ok     ok     ok     ok     ok
+
 # --- cluster membership: public at the permission layer (workers prove themselves with the
 # cluster secret in the body, checked after body validation: the bogus body gets 422); a browser
 # session without its CSRF token is still refused
@@ -136,6 +149,8 @@ POST   /api/v1/cluster/join                                  ok     ok     ok   
 POST   /api/v1/cluster/heartbeat                             ok     ok     ok     ok     ok     ok     ok     ok     ok     ok     ok     403
 POST   /api/v1/cluster/leave                                 ok     ok     ok     ok     ok     ok     ok     ok     ok     ok     ok     403
 POST   /api/v1/cluster/storage                               ok     ok     ok     ok     ok     ok     ok     ok     ok     ok     ok     403
+POST   /api/v1/cluster/images                                ok     ok     ok     ok     ok     ok     ok     ok     ok     ok     ok     403
+POST   /api/v1/cluster/images/export                         ok     ok     ok     ok     ok     ok     ok     ok     ok     ok     ok     403
 GET    /api/v1/cluster/nodes                                 401    403    403    403    403    403    403    403    ok     403    403    403
 """
 # fmt: on
@@ -215,6 +230,15 @@ def _build_template(root: Path) -> Template:
         _ok(c.post("/api/v1/projects/%d/files/mkdir" % pid, json={"path": "notes"}), 201)
         _ok(c.put("/api/v1/projects/%d/files/content" % pid,
                   json={"path": "notes/doomed.txt", "content": "bye\n"}), 200)
+    # a job with one run in P and in TP
+    for key, pid, owner in (("P", p["id"], "padmin"), ("TP", tp["id"], "tadmin")):
+        c = as_(owner)
+        _ok(c.put("/api/v1/projects/%d/files/content" % pid,
+                  json={"path": "job.py", "content": "print('ran')\n"}), 200)
+        job = _ok(c.post("/api/v1/projects/%d/jobs" % pid, json={"name": "nightly", "script": "job.py"}),
+                  201)
+        run = _ok(c.post("/api/v1/projects/%d/jobs/%d/runs" % (pid, job["id"])), 201)
+        t.ids["job:" + key], t.ids["run:" + key] = job["id"], run["id"]
     admin = as_("sadmin")
     t.ids["image"] = _ok(admin.post("/api/v1/engine-images", json={
         "repository": "docker.repository.cloudera.com/cdsw/engine", "tag": "8"}), 201)["id"]
@@ -325,6 +349,8 @@ def _request_for(key: str, op: dict, caller: str, t: Template) -> Tuple[str, str
     method, template_path = key.split(" ", 1)
     values = {
         "project_id": t.ids[_target_project(caller)],
+        "job_id": t.ids["job:" + _target_project(caller)],
+        "run_id": t.ids["run:" + _target_project(caller)],
         "team_id": t.ids["team"],
         "image_id": t.ids["image"],
         "profile_id": t.ids["profile"],
@@ -348,7 +374,10 @@ def _request_for(key: str, op: dict, caller: str, t: Template) -> Tuple[str, str
 
 
 def _destructive(key: str) -> bool:
-    return key.startswith("DELETE ") or key == "POST /api/v1/auth/signout"
+    return key.startswith("DELETE ") or key in (
+        "POST /api/v1/auth/signout",
+        "POST /api/v1/projects/{project_id}/jobs/{job_id}/runs",  # starts a real run
+        "POST /api/v1/projects/{project_id}/jobs/{job_id}/runs/{run_id}/stop")
 
 
 CASES = [(key, caller) for key in EXPECTED for caller in CALLERS]

@@ -46,6 +46,7 @@ from sqlalchemy import delete, select, update
 
 from cdsw_agent.security import tokens
 from cdsw_agent.server.routes.site_settings import SITE_SETTINGS
+from cdsw_agent.store.jobs_models import Job, JobRun
 from cdsw_agent.store.models import (ApiKey, Collaborator, EngineImage, EngineProfile, EnvVar,
                                      Project, SiteSetting, Team, TeamMember, User, utcnow)
 
@@ -116,6 +117,10 @@ class Target:
                     EnvVar.scope == "site", EnvVar.name == "EXISTING")) is not None,
                 spare_key=s.scalar(select(ApiKey.id).where(
                     ApiKey.id == ids.get("spare_key", 0), ApiKey.revoked_at.is_(None))) is not None,
+                job=s.scalar(select(Job.id).where(Job.id == ids.get("job", 0),
+                                                  Job.project_id == pid)) is not None,
+                run=s.scalar(select(JobRun.id).where(JobRun.id == ids.get("run", 0),
+                                                     JobRun.job_id == ids.get("job", 0))) is not None,
             )
         n = next(_numbers)  # fresh names: the fuzzer may have taken the old ones
         if not have["team"]:
@@ -141,6 +146,15 @@ class Target:
                                                      "content": "a,b\n1,2\n"}), 200)
         if not (root / "README.md").is_file():
             _ok(c.put(base + "/files/content", json={"path": "README.md", "content": "# x\n"}), 200)
+        if not (root / "job.py").is_file():
+            _ok(c.put(base + "/files/content", json={"path": "job.py", "content": "print(1)\n"}), 200)
+        if not have["job"]:
+            ids["job"] = _ok(c.post(base + "/jobs", json={"name": "seed-job-%d" % n,
+                                                          "script": "job.py"}), 201)["id"]
+            have["run"] = False
+        if not have["run"]:
+            ids["run"] = _ok(c.post(base + "/jobs/%d/runs" % ids["job"]), 201, 409)
+            ids["run"] = (ids["run"] or {}).get("id") or s_last_run(self.db, ids["job"])
         if not have["image"]:
             ids["image"] = _ok(c.post("/api/v1/engine-images", json={
                 "repository": "docker.repository.cloudera.com/cdsw/engine",
@@ -164,8 +178,15 @@ class Target:
             "image_id": ids["image"],
             "profile_id": ids["profile"],
             "key_id": ids["spare_key"],
+            "job_id": ids["job"],
+            "run_id": ids["run"],
             "name": "EXISTING",
         }.get(name)
+
+
+def s_last_run(db: Any, job_id: int) -> int:
+    with db.session() as s:
+        return s.scalar(select(JobRun.id).where(JobRun.job_id == job_id).order_by(JobRun.id.desc()))
 
 
 def _make_target(data: Path) -> Target:

@@ -28,6 +28,7 @@ from ..errors import ApiError
 from ..permissions import (Access, project_role, project_roles, require, team_role,
                            visible_projects)
 from ..schemas import contains_pattern, Id, Strict
+from ..scheduler import runner_for
 from ..state import ServerState
 from .uploads import read_multipart, save_upload
 
@@ -331,6 +332,7 @@ def delete_project(project_id: Id, request: Request, access: Access = require("p
     p = access.project
     assert p is not None
     folder = project_dir(state, p.id)
+    runner_for(state).stop_project_runs(p.id, access.user.username)  # no engine outlives its job
     audit.record(db, "project.delete", access.user, target="%s/%s" % (p.namespace, p.slug),
                  request=request, project_id=p.id)
     db.delete(p)

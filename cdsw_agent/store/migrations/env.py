@@ -2,6 +2,7 @@
 
 from alembic import context
 
+import cdsw_agent.store.jobs_models  # noqa: F401  (registers the jobs tables)
 from cdsw_agent.store.models import Base
 
 config = context.config

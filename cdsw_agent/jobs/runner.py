@@ -1,0 +1,388 @@
+"""Runs of jobs on the orchestrator, from start to recorded result.
+
+All state lives in the database, keyed by the workload id the orchestrator keeps, so a master
+that restarts re-adopts running runs on its first `sync()` and records the real result of runs
+that ended while it was down. Follow-ups of a finished run (dependent jobs, mail) are marked
+done only after they happened, so a restart in between redoes them (children at most once:
+a child run remembers its parent run).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..orchestrators import (FAILED, LOST, RUNNING, SUCCEEDED, Orchestrator, OrchestratorError,
+                             WorkloadNotFound, WorkloadStatus)
+from ..store.db import Database
+from ..store.jobs_models import ACTIVE_STATUSES, FINAL_STATUSES, Job, JobRun
+from ..store.models import AuditEvent, utcnow
+from . import notify
+from .launch import RUN_LABEL, LaunchError, proxies_from, workload_spec
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], dt.datetime]  # naive UTC, like the database
+STOP_GRACE_SECONDS = 5.0
+
+
+class RunError(Exception):
+    """A run request that cannot be done; `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _naive(when: Optional[dt.datetime]) -> Optional[dt.datetime]:
+    if when is None or when.tzinfo is None:
+        return when
+    return when.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
+def _log_position(path: Path) -> Tuple[int, str]:
+    """Complete lines in a log file, and the unfinished last line after them."""
+    count, last = 0, b""
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 16), b""):
+                count += chunk.count(b"\n")
+                last = (last + chunk).rsplit(b"\n", 1)[-1]
+    except FileNotFoundError:
+        pass
+    return count, last.decode("utf-8", "replace")
+
+
+def tail(path: Path, lines: int = notify.TAIL_LINES) -> List[str]:
+    try:
+        text = path.read_bytes()[-256 * 1024:].decode("utf-8", "replace")
+    except FileNotFoundError:
+        return []
+    return text.splitlines()[-lines:]
+
+
+def log_file(data_dir: Any, run: JobRun) -> Path:
+    return Path(data_dir) / run.log_path
+
+
+class JobRunner:
+    def __init__(self, db: Database, settings: Any,
+                 orchestrator: Union[Orchestrator, Callable[[], Orchestrator]],
+                 clock: Clock = utcnow):
+        """`orchestrator` may be a factory: it is called (again after an OrchestratorError)
+        when first needed, so a master starts while Docker is still down."""
+        self.db, self.settings, self.clock = db, settings, clock
+        self._orchestrator = orchestrator if isinstance(orchestrator, Orchestrator) else None
+        self._factory = None if isinstance(orchestrator, Orchestrator) else orchestrator
+        self.lock = threading.RLock()  # one actor at a time: API threads and the scheduler
+        # run id -> (complete lines copied to its log, the unfinished line after them)
+        self._log_state: Dict[int, Tuple[int, str]] = {}
+
+    @property
+    def orchestrator(self) -> Orchestrator:
+        if self._orchestrator is None:
+            assert self._factory is not None
+            self._orchestrator = self._factory()  # OrchestratorError when unreachable
+        return self._orchestrator
+
+    # --- paths and settings
+    def log_file(self, run: JobRun) -> Path:
+        return log_file(self.settings.data_dir, run)
+
+    def project_dir(self, project_id: int) -> Path:
+        return Path(self.settings.data_dir) / "projects" / str(project_id)
+
+    def timeout(self, job: Job) -> Optional[dt.timedelta]:
+        minutes = job.timeout_minutes
+        if minutes is None:
+            minutes = self.settings.job_default_timeout_minutes
+        return dt.timedelta(minutes=minutes) if minutes else None
+
+    # --- starting
+    def start_run(self, job_id: int, trigger: str, user_id: Optional[int] = None,
+                  parent_run_id: Optional[int] = None,
+                  in_txn: Optional[Callable[[Session, Job], None]] = None) -> int:
+        """Records a run, launches it and returns its id. While another run of the job is
+        active, a manual start is refused (409) and any other start is recorded as skipped.
+        `in_txn` runs in the transaction that records the run (the scheduler marks the fire
+        time there, so a fire time is handled exactly when its run is recorded)."""
+        with self.lock:
+            with self.db.session() as s:
+                job = s.get(Job, job_id)
+                if job is None:
+                    raise RunError(404, "job %d not found" % job_id)
+                active = s.scalars(select(JobRun).where(
+                    JobRun.job_id == job_id, JobRun.status.in_(ACTIVE_STATUSES))).first()
+                if active is not None and trigger == "manual":
+                    raise RunError(409, "job %s is already running (run %d); stop that run "
+                                        "first" % (job.name, active.id))
+                run = JobRun(job_id=job_id, trigger=trigger, triggered_by_id=user_id,
+                             parent_run_id=parent_run_id, status="queued", reason="",
+                             finalized=False, created_at=self.clock())
+                if active is not None:
+                    run.status, run.finalized, run.finished_at = "skipped", True, self.clock()
+                    run.reason = "run %d was still running" % active.id
+                    log.info("job %s: %s run skipped, run %d is still running",
+                             job.name, trigger, active.id)
+                s.add(run)
+                s.flush()
+                run.log_path = "jobs/runs/%d.log" % run.id
+                if trigger != "manual":  # manual starts are audited with their user by the API
+                    s.add(AuditEvent(actor="scheduler", action="job.run",
+                                     target=("%d/%s" % (job.project_id, job.name))[:255],
+                                     detail={"job_id": job.id, "run_id": run.id,
+                                             "trigger": trigger, "status": run.status,
+                                             "parent_run_id": parent_run_id}))
+                if in_txn is not None:
+                    in_txn(s, job)
+            if run.status == "queued":
+                with self.db.session() as s:
+                    fresh = s.get(JobRun, run.id)
+                    assert fresh is not None
+                    self._launch(s, fresh)
+                self._follow_up_if_final(run.id)
+            return run.id
+
+    def _launch(self, s: Session, run: JobRun) -> None:
+        job = run.job
+        try:
+            spec = workload_spec(s, job, run, self.project_dir(job.project_id),
+                                 proxies_from(self.settings),
+                                 image_required=self.orchestrator.name != "local")
+            ref = self.orchestrator.launch(spec)
+        except LaunchError as e:
+            self._end(run, "failed", str(e))
+            return
+        except OrchestratorError as e:
+            self._end(run, "failed", "cannot start the engine: %s" % e)
+            return
+        except Exception as e:  # a bug must end the run, not leave it queued forever
+            log.exception("cannot start run %d of job %s", run.id, job.name)
+            self._end(run, "failed", "cannot start the run: %s" % (str(e).strip().splitlines()
+                                                                  or [type(e).__name__])[0])
+            return
+        # queued until the orchestrator says it runs (it may wait for a node with room)
+        run.workload_id, run.started_at = ref.id, self.clock()
+        log.info("job %s: run %d started (%s) as %s", job.name, run.id, run.trigger, ref.id)
+
+    def _end(self, run: JobRun, status: str, reason: str, exit_code: Optional[int] = None,
+             finished_at: Optional[dt.datetime] = None) -> None:
+        """A final state; runs that never reached an engine get the reason in their log."""
+        run.status, run.reason, run.exit_code = status, reason, exit_code
+        run.finished_at = finished_at or self.clock()
+        if run.workload_id is None and reason:
+            path = self.log_file(run)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(reason + "\n")
+        log.info("job %s: run %d %s%s", run.job.name, run.id, status,
+                 " (%s)" % reason if reason else "")
+
+    # --- stopping
+    def stop_run(self, run_id: int, who: str = "") -> None:
+        with self.lock:
+            with self.db.session() as s:
+                run = s.get(JobRun, run_id)
+                if run is None:
+                    raise RunError(404, "run %d not found" % run_id)
+                if run.status not in ACTIVE_STATUSES:
+                    raise RunError(409, "run %d already ended (%s)" % (run_id, run.status))
+                run.reason = "stopped by %s" % who if who else "stopped on request"
+                if run.workload_id is None:
+                    self._end(run, "stopped", run.reason)
+                else:
+                    run.stop_requested = "user"
+                workload_id = run.workload_id
+            if workload_id is not None:
+                self._stop_workload(workload_id)
+            self.sync_run(run_id)
+
+    def stop_project_runs(self, project_id: int, who: str = "") -> List[int]:
+        """Stops every active run of a project's jobs (before the project is deleted)."""
+        with self.db.session() as s:
+            ids = s.scalars(select(JobRun.id).join(Job).where(
+                Job.project_id == project_id, JobRun.status.in_(ACTIVE_STATUSES))).all()
+        for run_id in ids:
+            try:
+                self.stop_run(run_id, who)
+            except RunError:
+                pass  # ended meanwhile
+        return list(ids)
+
+    def _stop_workload(self, workload_id: str) -> None:
+        try:
+            self.orchestrator.stop(workload_id, timeout=STOP_GRACE_SECONDS)
+        except OrchestratorError as e:  # gone already: the next poll records it
+            log.warning("cannot stop workload %s: %s", workload_id, e)
+
+    # --- following runs
+    def sync(self) -> None:
+        """Polls every active run, and redoes follow-ups a restart interrupted."""
+        with self.db.session() as s:
+            ids = s.scalars(select(JobRun.id).where(
+                (JobRun.status.in_(ACTIVE_STATUSES)) | (JobRun.finalized.is_(False)))
+                .order_by(JobRun.id)).all()
+        for run_id in ids:
+            try:
+                self.sync_run(run_id)
+            except Exception:  # one broken run must not stop the others
+                log.exception("cannot follow job run %d", run_id)
+
+    def sync_run(self, run_id: int) -> None:
+        with self.lock:
+            remove: Optional[str] = None
+            with self.db.session() as s:
+                run = s.get(JobRun, run_id)
+                if run is None:
+                    return
+                if run.status in ACTIVE_STATUSES:
+                    self._poll(s, run)
+                    if run.status in FINAL_STATUSES:
+                        remove = run.workload_id
+            if remove:
+                try:
+                    self.orchestrator.remove(remove)
+                except OrchestratorError as e:
+                    log.warning("cannot remove finished workload %s: %s", remove, e)
+            self._follow_up_if_final(run_id)
+
+    def _poll(self, s: Session, run: JobRun) -> None:
+        if run.workload_id is None:
+            self._adopt_or_launch(s, run)
+            return
+        status = self._status(run)
+        if status is None:
+            return
+        if not status.final:
+            run.node = run.node or status.node
+            if status.state == RUNNING and run.status == "queued":
+                run.status = "running"
+            self._copy_logs(run, final=False)
+            limit = self.timeout(run.job)
+            if run.stop_requested is None and limit and run.started_at \
+                    and self.clock() - run.started_at > limit:
+                run.stop_requested = "timeout"
+                s.commit()  # the intent survives a crash during the stop
+            if run.stop_requested is None:
+                return
+            self._stop_workload(run.workload_id)
+            status = self._status(run)
+            if status is None or not status.final:
+                return
+        self._copy_logs(run, final=True)
+        self._finish(run, status)
+
+    def _status(self, run: JobRun) -> Optional[WorkloadStatus]:
+        assert run.workload_id is not None
+        try:
+            return self.orchestrator.status(run.workload_id)
+        except WorkloadNotFound:
+            return WorkloadStatus(LOST, None, "the engine %s disappeared; its result is unknown"
+                                  % run.workload_id)
+        except OrchestratorError as e:  # the backend is unreachable: try again next tick
+            log.warning("cannot read the status of run %d: %s", run.id, e)
+            return None
+
+    def _adopt_or_launch(self, s: Session, run: JobRun) -> None:
+        """A queued run without workload: the master died while launching it."""
+        try:
+            refs = self.orchestrator.list({RUN_LABEL: str(run.id)})
+        except OrchestratorError as e:
+            log.warning("cannot list workloads for run %d: %s", run.id, e)
+            return
+        if refs:
+            run.workload_id, run.started_at = refs[0].id, run.started_at or self.clock()
+        else:
+            self._launch(s, run)
+
+    def _finish(self, run: JobRun, status: WorkloadStatus) -> None:
+        finished = _naive(status.finished_at)
+        run.node = run.node or status.node
+        if status.state == SUCCEEDED:
+            self._end(run, "succeeded", "", status.exit_code, finished)
+        elif status.state == FAILED and run.stop_requested == "timeout":
+            minutes = self.timeout(run.job)
+            count = int(minutes.total_seconds() // 60) if minutes else 0
+            self._end(run, "timed_out", "stopped: ran longer than its timeout of %d minute%s"
+                      % (count, "" if count == 1 else "s"), status.exit_code, finished)
+        elif status.state == FAILED and run.stop_requested == "user":
+            self._end(run, "stopped", run.reason or "stopped on request", status.exit_code,
+                      finished)
+        elif status.state == FAILED:
+            self._end(run, "failed", status.reason or "the engine failed", status.exit_code,
+                      finished)
+        else:
+            self._end(run, "lost", status.reason or "the engine was lost", status.exit_code,
+                      finished)
+
+    def _copy_logs(self, run: JobRun, final: bool) -> None:
+        """Appends what is new to the run's log. The last line may still grow, so while the
+        run lasts it is written without its newline and completed later."""
+        assert run.workload_id is not None
+        path = self.log_file(run)
+        done, partial = self._log_state.get(run.id) or _log_position(path)
+        try:
+            lines = list(self.orchestrator.logs(run.workload_id))
+        except OrchestratorError:
+            return
+        out: List[str] = []
+        for i in range(done, len(lines)):
+            line = lines[i]
+            if i == done and partial:
+                out.append(line[len(partial):] if line.startswith(partial) else "\n" + line)
+            else:
+                out.append(line)
+            if i < len(lines) - 1 or final:
+                out.append("\n")
+        if final and partial and done >= len(lines):
+            out.append("\n")
+        if out:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as f:
+                f.write("".join(out))
+        if final:
+            self._log_state.pop(run.id, None)
+        elif lines[done:]:
+            self._log_state[run.id] = (len(lines) - 1, lines[-1])
+        else:
+            self._log_state[run.id] = (done, partial)
+
+    # --- after a run
+    def _follow_up_if_final(self, run_id: int) -> None:
+        with self.lock:
+            with self.db.session() as s:
+                run = s.get(JobRun, run_id)
+                if run is None or run.finalized or run.status not in FINAL_STATUSES:
+                    return
+                job = run.job
+                children: List[int] = []
+                if run.status == "succeeded":
+                    for child in s.scalars(select(Job).where(
+                            Job.parent_job_id == job.id, Job.schedule_kind == "dependent",
+                            Job.enabled.is_(True)).order_by(Job.id)):
+                        started = s.scalar(select(JobRun.id).where(
+                            JobRun.job_id == child.id, JobRun.parent_run_id == run.id))
+                        if started is None:
+                            children.append(child.id)
+                mail = notify.wanted(run.status, job.notify_on or [], job.recipients or [])
+                if mail:
+                    text = notify.body(job.name, job.project.name, run.id, run.status,
+                                       run.exit_code, run.reason, run.started_at,
+                                       run.finished_at, tail(self.log_file(run)))
+                    message = (list(job.recipients), notify.subject(job.name, run.status), text)
+            for child_id in children:
+                try:
+                    self.start_run(child_id, "parent", parent_run_id=run_id)
+                except Exception:
+                    log.exception("cannot start dependent job %d after run %d", child_id, run_id)
+            if mail:
+                notify.send(self.settings, *message)
+            with self.db.session() as s:
+                run = s.get(JobRun, run_id)
+                if run is not None:
+                    run.finalized = True

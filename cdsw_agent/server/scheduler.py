@@ -1,0 +1,140 @@
+"""The master's scheduler: a background thread that follows job runs and starts cron jobs.
+
+Each tick (every few seconds) it polls active runs through the job runner (log copying,
+timeouts, results, dependent jobs, mail), then starts the cron jobs that are due: a job whose
+previous run is still active gets a "skipped" run instead, and fire times missed while the
+master was down are made up by one catch-up run. The clock is injectable for tests.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from typing import Optional
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..jobs import schedule
+from ..jobs.runner import Clock, JobRunner
+from ..orchestrators import Orchestrator, OrchestratorError, get_orchestrator
+from ..store.jobs_models import Job
+from ..store.models import utcnow
+from .state import ServerState
+
+log = logging.getLogger(__name__)
+RUNNER_KEY, SCHEDULER_KEY = "jobs.runner", "jobs.scheduler"
+DEFAULT_INTERVAL = 2.0
+_create_lock = threading.Lock()
+
+
+def runner_for(state: ServerState, clock: Optional[Clock] = None) -> JobRunner:
+    """The one job runner of this server (created on first use, sharing the orchestrator)."""
+    with _create_lock:
+        runner = state.extras.get(RUNNER_KEY)
+        if runner is None:
+            runner = state.extras[RUNNER_KEY] = JobRunner(
+                state.db, state.settings, lambda: _orchestrator(state), clock or utcnow)
+        return runner
+
+
+def _orchestrator(state: ServerState) -> Orchestrator:
+    with _create_lock:
+        orchestrator = state.extras.get("orchestrator")
+        if orchestrator is None:
+            orchestrator = state.extras["orchestrator"] = get_orchestrator(state.settings)
+        return orchestrator
+
+
+class Scheduler:
+    def __init__(self, runner: JobRunner, interval: float = DEFAULT_INTERVAL):
+        self.runner, self.interval = runner, interval
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    @property
+    def clock(self) -> Clock:
+        return self.runner.clock
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="cdsw-job-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except OrchestratorError as e:  # Docker down, ...: one line, try again next tick
+                log.warning("job scheduler: %s", e)
+            except Exception:  # a bad tick (database down, ...) must not end the scheduler
+                log.exception("job scheduler tick failed")
+            self._stop.wait(self.interval)
+
+    def tick(self) -> None:
+        self.runner.sync()
+        self.start_due()
+
+    def start_due(self) -> None:
+        with self.runner.db.session() as s:
+            ids = s.scalars(select(Job.id).where(Job.schedule_kind == "cron",
+                                                 Job.enabled.is_(True)).order_by(Job.id)).all()
+        for job_id in ids:
+            if self._stop.is_set() and self._thread is not None:
+                return
+            try:
+                self._consider(job_id)
+            except Exception:
+                log.exception("cannot schedule job %d", job_id)
+
+    def _consider(self, job_id: int) -> None:
+        with self.runner.lock:  # decide and start as one step, whoever else ticks
+            self._consider_locked(job_id)
+
+    def _consider_locked(self, job_id: int) -> None:
+        now = self.clock()
+        with self.runner.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is None or job.schedule_kind != "cron" or not job.enabled:
+                return
+            if job.last_scheduled_at is None:  # counts from now: nothing before it is missed
+                job.last_scheduled_at = now
+                return
+            due = schedule.due(job.cron, job.timezone, job.last_scheduled_at, now)
+        if due is None:
+            return
+        fire_time: dt.datetime = due.at
+
+        def mark(_: Session, locked_job: Job) -> None:
+            locked_job.last_scheduled_at = fire_time
+
+        if due.trigger == "catch-up":
+            log.info("job %d: making up missed fire times with one run (latest %s UTC)",
+                     job_id, fire_time)
+        self.runner.start_run(job_id, due.trigger, in_txn=mark)
+
+
+def start(state: ServerState, interval: float = DEFAULT_INTERVAL,
+          clock: Optional[Clock] = None) -> Scheduler:
+    """Starts this server's scheduler (once); call from the app's startup."""
+    scheduler = state.extras.get(SCHEDULER_KEY)
+    if scheduler is None:
+        scheduler = state.extras[SCHEDULER_KEY] = Scheduler(runner_for(state, clock), interval)
+    scheduler.start()
+    return scheduler
+
+
+def stop(state: ServerState) -> None:
+    """Stops the scheduler thread; running jobs keep running and are re-adopted later."""
+    scheduler = state.extras.pop(SCHEDULER_KEY, None)
+    if scheduler is not None:
+        scheduler.stop()

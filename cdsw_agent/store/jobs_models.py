@@ -1,0 +1,77 @@
+"""Jobs and their runs. Declared on the shared Base; the schema comes from migration 0002."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .models import Base, Project, User, utcnow
+
+SCHEDULE_KINDS = ("manual", "cron", "dependent")
+TRIGGERS = ("manual", "schedule", "parent", "catch-up")
+NOTIFY_EVENTS = ("success", "failure", "timeout", "stop")
+ACTIVE_STATUSES = ("queued", "running")
+FINAL_STATUSES = ("succeeded", "failed", "timed_out", "stopped", "lost", "skipped")
+RUN_STATUSES = ACTIVE_STATUSES + FINAL_STATUSES
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"),
+                                            index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    script: Mapped[str] = mapped_column(String(1024))  # relative to the project folder
+    arguments: Mapped[str] = mapped_column(Text, default="")  # split like a shell would
+    engine_image_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("engine_images.id", ondelete="SET NULL"), nullable=True)
+    profile_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("engine_profiles.id", ondelete="SET NULL"), nullable=True)
+    env: Mapped[Any] = mapped_column(JSON, default=dict)
+    # None: the site default (job_default_timeout_minutes); 0: no timeout
+    timeout_minutes: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    schedule_kind: Mapped[str] = mapped_column(String(16), default="manual")
+    cron: Mapped[str] = mapped_column(String(255), default="")
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    parent_job_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True, index=True)
+    recipients: Mapped[Any] = mapped_column(JSON, default=list)
+    notify_on: Mapped[Any] = mapped_column(JSON, default=list)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+    # the cron fire time last handled (run, skipped or caught up), naive UTC
+    last_scheduled_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    project: Mapped[Project] = relationship()
+    created_by: Mapped[Optional[User]] = relationship()
+    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_job_project_name"),)
+
+
+class JobRun(Base):
+    __tablename__ = "job_runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    trigger: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    exit_code: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    workload_id: Mapped[Optional[str]] = mapped_column(String(255), nullable=True)
+    node: Mapped[Optional[str]] = mapped_column(String(255), nullable=True)
+    stop_requested: Mapped[Optional[str]] = mapped_column(String(16), nullable=True)  # user|timeout
+    # follow-ups (dependent jobs, mail) done; redone after a master restart until set
+    finalized: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    triggered_by_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+    parent_run_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("job_runs.id", ondelete="SET NULL"), nullable=True, index=True)
+    log_path: Mapped[str] = mapped_column(String(1024), default="")  # relative to data_dir
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    started_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime, nullable=True)
+    finished_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime, nullable=True)
+    job: Mapped[Job] = relationship()
+    triggered_by: Mapped[Optional[User]] = relationship()
