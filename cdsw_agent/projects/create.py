@@ -37,7 +37,10 @@ def templates() -> Dict[str, str]:
 
 def staging_dir(projects_dir: Path) -> Path:
     projects_dir.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=".staging-", dir=str(projects_dir)))
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=str(projects_dir)))
+    # mkdtemp makes it 0700; it becomes the project folder, which engines (another uid) read
+    os.chmod(str(staging), 0o755)
+    return staging
 
 
 def from_template(dest: Path, name: str) -> None:

@@ -2,7 +2,8 @@
 
 Start: wait for the local dockerd, ask the master for a join token (POST /api/v1/cluster/join
 with the cluster secret), join unless already a member (a restarted worker keeps its
-membership), then heartbeat until SIGTERM. On SIGTERM the master drains the node
+membership), then heartbeat until SIGTERM; each heartbeat also fetches the engine images the
+master holds and this host lacks (sync_images). On SIGTERM the master drains the node
 (POST /api/v1/cluster/leave: a worker may not update nodes itself) and the worker leaves.
 """
 
@@ -12,13 +13,14 @@ import logging
 import os
 import signal
 import socket
+import tempfile
 import threading
 import time
 from typing import Any, Dict, List, Optional
 
 import docker
 import requests
-from docker.errors import APIError, DockerException
+from docker.errors import APIError, DockerException, ImageNotFound
 
 from .. import storage  # project files: mount the master's, keep them mounted
 from ..errors import UserError
@@ -72,6 +74,26 @@ class MasterClient:
             raise MasterUnavailable("master %s%s answered %d: %s" % (self.base, path,
                                                                      r.status_code, error))
         return r.json()
+
+    def download(self, path: str, dest: str, **fields: Any) -> Any:
+        """POST path and stream the answer into the file dest; returns the response headers."""
+        body = dict(fields, secret=self._secret, hostname=socket.gethostname())
+        try:
+            # the master may first have to `docker save` the image: wait for it to answer
+            with requests.post(self.base + path, json=body, timeout=(self.timeout, 600),
+                               verify=self.verify, stream=True) as r:
+                if r.status_code == 403:
+                    raise UserError("the master rejected this worker's cluster secret")
+                if r.status_code != 200:
+                    raise MasterUnavailable("master %s%s answered %d" % (self.base, path,
+                                                                         r.status_code))
+                with open(dest, "wb") as f:
+                    for chunk in r.iter_content(1 << 20):
+                        f.write(chunk)
+                return r.headers  # case-insensitive
+        except requests.RequestException as e:
+            raise MasterUnavailable("master %s does not answer: %s"
+                                    % (self.base, type(e).__name__))
 
 
 class MasterUnavailable(Exception):
@@ -139,6 +161,52 @@ def report(client: docker.DockerClient) -> Dict[str, Any]:
                 healthy=checks["swarm"] == "active")
 
 
+def sync_images(client: docker.DockerClient, master: MasterClient, settings: Settings) -> int:
+    """Make sure every engine image the master lists is here: pulled from the registry when
+    one is configured, else downloaded from the master and loaded once its sha256 matches.
+    Returns how many it made present; an image that fails is tried again on the next call."""
+    from ..images import transfer
+
+    fetched = 0
+    for image in master.post("/images").get("images", []):
+        ref, image_id = image["ref"], image["id"]
+        try:
+            if client.images.get(ref).id == image_id:
+                continue
+        except ImageNotFound:
+            pass
+        try:
+            try:  # the same image under another name: tag it, nothing to copy
+                repository, _, tag = ref.rpartition(":")
+                client.images.get(image_id).tag(repository, tag)
+                log.info("engine image %s tagged (already here as %s)", ref, image_id[:19])
+                fetched += 1
+                continue
+            except ImageNotFound:
+                pass
+            if settings.engine_registry:
+                transfer.pull_image(client, ref.rpartition(":")[2], settings.engine_registry)
+                log.info("engine image %s pulled from %s", ref, settings.engine_registry)
+            else:
+                spool = os.path.join(settings.data_dir, "tmp")
+                os.makedirs(spool, exist_ok=True)
+                fd, path = tempfile.mkstemp(prefix="engine-image-", suffix=".tar", dir=spool)
+                os.close(fd)
+                try:
+                    headers = master.download("/images/export", path, image=ref)
+                    sha256 = headers.get("X-Cdsw-Image-Sha256", "")
+                    transfer.load_image(client, path, sha256=sha256 or None)
+                finally:
+                    os.unlink(path)
+                log.info("engine image %s loaded from the master (%d MB, sha256 %s)", ref,
+                         image.get("size", 0) // 1000000, sha256[:12])
+            fetched += 1
+        except (UserError, MasterUnavailable, DockerException, OSError) as e:
+            log.warning("engine image %s not fetched (%s); trying again at the next heartbeat",
+                        ref, _first_line(e))
+    return fetched
+
+
 def run(settings: Settings, stop: threading.Event) -> None:
     """The worker's life: join, heartbeat (re-joining when the membership is lost), leave."""
     master = MasterClient(settings)
@@ -158,6 +226,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
                 log.warning("this node is no longer in the swarm; joining again")
                 node_id = ensure_joined(client, master, stop)
             master.post("/heartbeat", **storage.heartbeat_fields(report(client), mount_watchdog))
+            sync_images(client, master, settings)
         except MasterUnavailable as e:
             log.warning("heartbeat failed: %s", e)
         except (DockerException, OSError) as e:

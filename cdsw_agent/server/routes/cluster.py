@@ -157,3 +157,73 @@ def storage(body: StorageRequest, request: Request, access: Access = require("pu
     log.info("storage access handed to %s (%s)", body.hostname,
              request.client.host if request.client else "?")
     return answer
+
+
+# --- engine images for workers (without a registry): list, then `docker save` of one
+
+IMAGE_SHA256_HEADER = "X-Cdsw-Image-Sha256"
+_export_lock = threading.Lock()
+
+
+class ImageExportRequest(Authenticated):
+    image: str = Field(min_length=1, max_length=300)  # repository:tag as listed
+
+
+def _engine_images(state: ServerState) -> list:
+    from ...images.catalog import list_engine_images
+
+    try:
+        return list_engine_images(_docker(state))
+    except (APIError, DockerException) as e:
+        raise ApiError(503, "the master's Docker is unavailable", str(e).splitlines()[0])
+
+
+@router.post("/images")
+def images(body: Authenticated, access: Access = require("public"),
+           state: ServerState = Depends(get_state)) -> Dict[str, Any]:
+    """The engine images (label com.cdsw.engine=true) every worker should hold, with their ids."""
+    _authenticate(state, body.secret)
+    return {"images": [{"ref": i.ref, "id": i.image_id, "size": i.size}
+                       for i in _engine_images(state) if i.tag != "<none>"]}
+
+
+def _archive_name(image: Any) -> str:
+    """One archive per image id and tag (`docker save REF` records that tag only)."""
+    tag = "".join(c if c.isalnum() or c in "-_." else "_" for c in image.ref)
+    return "%s-%s.tar" % (image.image_id.split(":")[-1][:24], tag)
+
+
+@router.post("/images/export")
+def export_image(body: ImageExportRequest, access: Access = require("public"),
+                 state: ServerState = Depends(get_state)) -> Any:
+    """`docker save` of one engine image, its sha256 in a header. The archive is made once per
+    image id (data_dir/image-exports) and served from there to every worker."""
+    from pathlib import Path
+
+    from fastapi.responses import FileResponse
+
+    from ...images import transfer
+
+    _authenticate(state, body.secret)
+    wanted = [i for i in _engine_images(state) if i.ref == body.image]
+    if not wanted:  # only engine images leave the master
+        raise ApiError(404, "no engine image %s on the master" % body.image)
+    image = wanted[0]
+    exports = Path(state.settings.data_dir) / "image-exports"
+    archive = exports / _archive_name(image)
+    with _export_lock:
+        try:
+            digest = transfer.read_sidecar(archive) if archive.is_file() else None
+            if digest is None:
+                digest = transfer.save_image(_docker(state), image.ref, archive).sha256
+                log.info("saved engine image %s for workers (%s)", image.ref, archive.name)
+        except UserError as e:
+            raise ApiError(503, "cannot export %s" % image.ref, str(e)) from None
+        current = {_archive_name(i) for i in _engine_images(state)}
+        for old in exports.glob("*.tar"):  # images removed from the master
+            if old.name not in current:
+                for path in (old, Path(str(old) + transfer.SIDECAR_SUFFIX)):
+                    path.unlink() if path.exists() else None
+    log.info("engine image %s sent to %s", image.ref, body.hostname)
+    return FileResponse(str(archive), media_type="application/x-tar",
+                        headers={IMAGE_SHA256_HEADER: digest, "X-Cdsw-Image-Id": image.image_id})

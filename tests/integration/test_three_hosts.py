@@ -1,0 +1,277 @@
+"""Three gateway hosts on this machine, set up exactly as an admin's cluster manager would.
+
+h1, h2 and h3 are network namespaces, each with its own dockerd from the CDSW_DOCKER role
+(`cdsw role docker start`); h1 runs CDSW_MASTER (`cdsw role master start`), h2 and h3 run
+CDSW_WORKER (`cdsw role worker start`). The engine image is built once per run on the test
+dockerd (docker_fixtures.engine_image), copied onto h1 only; the workers must get it from the
+master through the cluster API (POST /api/v1/cluster/images, /images/export).
+
+Placement by reservations: every node reports this machine's CPUs (2). A "master reservation"
+pinned to h1 holds half of h1's CPUs (the idea of CDSW's RESERVE_MASTER: engines should not run
+on the master), so an engine reserving 1.5 CPUs fits only on a worker, and two of them fill
+one worker each.
+
+What this test cannot show: all namespaces share one file system (only the network is
+separate), so a worker's dockerd bind-mounts the project folder and the client configuration
+bundle straight from the master's data directory. It proves that engines placed on workers get
+the right mounts and environment and read the files, not that the files crossed the network
+(the sshfs path is tested on its own in test_storage_mount.py; storage_backend=local here).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, Iterator
+
+import pytest
+import requests
+
+from cdsw_agent.clientconfig import SparkPorts, bundles_dir, collect, current, engine_mounts_and_env
+from cdsw_agent.images import transfer
+from cdsw_agent.images.recipe import ENGINE_UID
+from cdsw_agent.orchestrators import LOST, RUNNING, WorkloadSpec, get_orchestrator
+from cdsw_agent.settings import load_settings
+from cdsw_agent.storage import engine_mount
+
+from .docker_fixtures import docker_engine, engine_image, engine_image_build  # noqa: F401
+from .netns import Host, Lab, available, docker_env, start_docker_role, wait_for
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(900)]
+
+CDSW = str(Path(sys.executable).with_name("cdsw"))
+SECRET = "three-hosts-" + os.urandom(8).hex()
+PORT = 18543
+ADMIN, PASSWORD = "admin3h", "pw-" + os.urandom(6).hex()
+CPUS = 2.0  # what every dockerd here reports (asserted below)
+ENGINE_CPU = 1.5  # fits a worker, not the master's node once its reservation is made
+MASTER_RESERVATION = 1.0
+
+
+def base_env(lab_root: Path) -> Dict[str, str]:
+    """The roles' environment: no CDSW_* from outside, no system config files."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDSW_")}
+    (lab_root / "empty.conf").write_text("")
+    (lab_root / "empty.properties").write_text("")
+    env.update(CDSW_CONF=str(lab_root / "empty.conf"),
+               CDSW_PROPERTIES=str(lab_root / "empty.properties"),
+               CDSW_ORCHESTRATOR="swarm", CDSW_CLUSTER_SECRET=SECRET,
+               CDSW_HTTP_PORT=str(PORT), CDSW_STORAGE_BACKEND="local",
+               CDSW_ARGON2_TIME_COST="1", CDSW_ARGON2_MEMORY_KIB="1024",
+               CDSW_WORKER_HEARTBEAT_SECONDS="2")
+    return env
+
+
+class Cluster:
+    def __init__(self, lab: Lab, engine: str):
+        self.lab, self.engine = lab, engine
+        self.h1, self.h2, self.h3 = (lab.add_host(n) for n in ("h1", "h2", "h3"))
+        common = base_env(lab.root)
+        self.master_env = dict(common, **docker_env(self.h1), CDSW_MASTER_HOST=self.h1.address,
+                               CDSW_BIND_ADDRESS=self.h1.address)
+        self.worker_env = {h.name: dict(common, **docker_env(h), CDSW_MASTER_HOST=self.h1.address)
+                           for h in (self.h2, self.h3)}
+        self.settings = load_settings(environ=self.master_env)
+        self.docker: Dict[str, Any] = {}  # host name -> (role process, client)
+        self.workers: Dict[str, Any] = {}
+        self.master: Any = None
+        self.url = "http://%s:%d" % (self.h1.address, PORT)
+
+    def start_docker(self, host: Host) -> Any:
+        self.docker[host.name] = start_docker_role(host, CDSW)
+        return self.docker[host.name][1]
+
+    def start_master(self) -> None:
+        self.master = self.h1.popen([CDSW, "role", "master", "start"], env=self.master_env,
+                                    log_name="master.log")
+        wait_for(lambda: self._master_up(), 90, "the master API")
+
+    def _master_up(self) -> bool:
+        if self.master.poll() is not None:
+            raise AssertionError("master exited %s: %s" % (self.master.returncode,
+                                                           self.h1.log("master.log")[-1500:]))
+        return requests.get(self.url + "/healthz", timeout=2).status_code == 200
+
+    def start_worker(self, host: Host) -> None:
+        self.workers[host.name] = host.popen([CDSW, "role", "worker", "start"],
+                                             env=self.worker_env[host.name], log_name="worker.log")
+
+    def cli(self, *argv: str) -> subprocess.CompletedProcess:
+        return self.h1.run([CDSW] + list(argv), env=self.master_env, timeout=120)
+
+    def nodes(self) -> Dict[str, Any]:
+        return {n.name: n for n in self.orch.nodes()}
+
+    def node_state(self, name: str) -> str:
+        node = self.nodes().get(name)
+        return node.state if node else "absent"
+
+    @property
+    def orch(self) -> Any:
+        if not hasattr(self, "_orch"):
+            self._orch = get_orchestrator(self.settings)
+        return self._orch
+
+
+@pytest.fixture(scope="module")
+def cluster(engine_image: str, docker_engine: Any, tmp_path_factory: Any  # noqa: F811
+            ) -> Iterator[Cluster]:
+    reason = available()
+    if reason:
+        pytest.skip(reason)
+    saved = transfer.save_image(docker_engine.client, engine_image,
+                                tmp_path_factory.mktemp("engine") / "engine.tar")
+    with Lab(Path("/var/lib/cdsw-lab") / ("3h-" + os.urandom(3).hex())) as lab:
+        c = Cluster(lab, engine_image)
+        try:
+            for host in (c.h1, c.h2, c.h3):
+                c.start_docker(host)
+            # only the master has the engine image; the workers must fetch it from it
+            assert transfer.load_image(c.docker["h1"][1], saved.path) == [engine_image]
+            for host in (c.h2, c.h3):
+                assert not c.docker[host.name][1].images.list(name=engine_image.split(":")[0])
+            c.start_master()
+            yield c
+        finally:
+            try:
+                for ref in c.orch.list():
+                    c.orch.remove(ref.id)
+            except Exception:
+                pass
+            for name in ("master.log", "docker-role.log"):
+                print("--- h1 %s (tail)\n%s" % (name, c.h1.log(name)[-3000:]))
+            for host in (c.h2, c.h3):
+                print("--- %s worker.log (tail)\n%s" % (host.name, host.log("worker.log")[-3000:]))
+
+
+def engine_spec(c: Cluster, name: str, project_id: int, script: str, port: int) -> WorkloadSpec:
+    """An engine as the product would launch it: project at /home/cdsw, client configs."""
+    spec = WorkloadSpec(name=name, image=c.engine, command=["sh", "-c", script],
+                        mounts=[engine_mount(c.settings, project_id)], workdir="/home/cdsw",
+                        cpu_reservation=ENGINE_CPU, labels={"kind": "session"})
+    bundle = current(bundles_dir(c.settings))
+    config = engine_mounts_and_env(bundle, c.settings, c.h1.address, SparkPorts(port, port + 1),
+                                   Path(c.settings.data_dir) / "engines" / name)
+    return config.apply(spec)
+
+
+def running(c: Cluster, wid: str, timeout: float = 120) -> Any:
+    def check() -> Any:
+        st = c.orch.status(wid)
+        assert st.state in ("pending", RUNNING), "%s ended: %s %s" % (wid, st.state, st.reason)
+        return st if st.state == RUNNING else None
+    return wait_for(check, timeout, "workload %s to run" % wid)
+
+
+def test_three_gateways(cluster: Cluster) -> None:
+    c = cluster
+    # --- workers join through the role command, and fetch the engine image from the master
+    for host in (c.h2, c.h3):
+        c.start_worker(host)
+    wait_for(lambda: all(c.node_state(h) == "ready" for h in ("h2", "h3")), 120,
+             "h2 and h3 to join (logs: %s / %s)" % (c.h2.log("worker.log")[-400:],
+                                                    c.h3.log("worker.log")[-400:]))
+    nodes = c.nodes()
+    assert {n: nodes[n].role for n in nodes} == {"h1": "manager", "h2": "worker", "h3": "worker"}
+    assert all(n.cpu_capacity == CPUS for n in nodes.values())
+    image_id = c.docker["h1"][1].images.get(c.engine).id
+    for host in (c.h2, c.h3):
+        wait_for(lambda: "engine image %s loaded from the master" % c.engine
+                 in host.log("worker.log"), 240,
+                 "the engine image on %s (log: %s)" % (host.name, host.log("worker.log")[-600:]))
+        assert c.docker[host.name][1].images.get(c.engine).id == image_id
+
+    # --- a project with a file, through the master's API as an admin made with the CLI
+    r = subprocess.run(c.h1.wrap([CDSW, "admin", "create-user", ADMIN, "--admin",
+                                  "--password-stdin"]), input=PASSWORD + "\n", text=True,
+                       capture_output=True, env=dict(os.environ, **c.master_env), timeout=60)
+    assert r.returncode == 0, r.stderr
+    http = requests.Session()
+    r = http.post(c.url + "/api/v1/auth/signin", json={"username": ADMIN, "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    http.headers["X-CSRF-Token"] = r.json()["csrf_token"]
+    r = http.post(c.url + "/api/v1/projects", json={"name": "three-hosts"})
+    assert r.status_code == 201, r.text
+    project = r.json()["id"]
+    marker = "project file " + os.urandom(4).hex()
+    r = http.put(c.url + "/api/v1/projects/%d/files/content" % project,
+                 json={"path": "hello.txt", "content": marker + "\n"})
+    assert r.status_code == 200, r.text
+
+    # --- the client configuration the cluster manager deployed, collected on the master
+    conf = c.lab.root / "hadoop-conf"
+    conf.mkdir()
+    site = "<configuration><property><name>fs.defaultFS</name><value>hdfs://nn-%s:8020</value>" \
+           "</property></configuration>\n" % os.urandom(3).hex()
+    (conf / "core-site.xml").write_text(site)
+    collect([conf], bundles_dir(c.settings))
+
+    # --- placement by reservation: the master's node is reserved, engines go to the workers
+    reserve = c.orch.launch(WorkloadSpec(name="master-reservation", image=c.engine,
+                                         command=["sleep", "3600"], node="h1",
+                                         cpu_reservation=MASTER_RESERVATION, restart="always"))
+    running(c, reserve.id)
+    script = "cat /home/cdsw/hello.txt; cat $HADOOP_CONF_DIR/core-site.xml; id -u;" \
+             " sleep 3600"
+    first = c.orch.launch(engine_spec(c, "engine-a", project, script, 20100))
+    placed = {running(c, first.id).node: first.id}
+    second = c.orch.launch(engine_spec(c, "engine-b", project, script, 20110))
+    placed[running(c, second.id).node] = second.id
+    assert sorted(placed) == ["h2", "h3"]  # one per worker, none on the master
+    for wid in placed.values():  # as the engine user, not root
+        # (swarm service logs do not keep the order of lines written in the same instant)
+        wait_for(lambda: len(list(c.orch.logs(wid))) >= 3, 60, "engine output")
+        assert sorted(c.orch.logs(wid)) == sorted([marker, site.strip(), str(ENGINE_UID)])
+    assert c.nodes()["h1"].cpu_allocated == MASTER_RESERVATION
+
+    # --- h2's dockerd dies: node down in status and health, its engine lost, work goes to h3
+    docker2 = c.docker["h2"][0]
+    os.kill(docker2.pid, signal.SIGKILL)
+    docker2.wait(10)
+    lost = wait_for(lambda: c.orch.status(placed["h2"]) if c.orch.status(placed["h2"]).state
+                    == LOST else None, 120, "the engine on h2 to be reported lost")
+    assert "h2" in lost.reason and "down" in lost.reason, lost.reason
+    assert c.node_state("h2") == "down"
+    r = c.cli("status")
+    lines = r.stdout.splitlines()
+    assert next(ln for ln in lines if ln.strip().startswith("h2")).split()[2] == "down", r.stdout
+    assert "Nodes: 2 of 3 ready" in lines, r.stdout
+    # a down worker degrades the cluster but does not make it unusable (tests/unit/test_status)
+    assert r.returncode == 0 and lines[-1].startswith("CDSW is ready: 2 nodes ready"), r.stdout
+    r = c.cli("health", "--check", "swarm_nodes")
+    assert r.returncode == 1 and "h2 (down)" in r.stdout, r.stdout + r.stderr  # WARNING
+    c.orch.remove(placed["h3"])  # frees h3: the only node a 1.5-CPU engine can go now
+    third = c.orch.launch(engine_spec(c, "engine-c", project, script, 20120))
+    st = running(c, third.id)
+    assert st.node == "h3"
+    wait_for(lambda: marker in c.orch.logs(third.id), 60, "engine-c output")
+
+    # --- h2's dockerd is back: the node rejoins by itself, its worker role never stopped
+    c.start_docker(c.h2)
+    wait_for(lambda: c.node_state("h2") == "ready", 120, "h2 to be ready again")
+    assert c.workers["h2"].poll() is None, c.h2.log("worker.log")[-800:]
+    assert c.docker["h2"][1].images.get(c.engine).id == image_id
+    wait_for(lambda: c.cli("health", "--check", "swarm_nodes").returncode == 0, 60,
+             "swarm_nodes to be OK again")
+
+    # --- the master restarts: running engines keep running, untouched, and are still seen
+    before = {wid: c.orch.status(wid) for wid in (reserve.id, third.id)}
+    c.master.send_signal(signal.SIGTERM)
+    assert c.master.wait(60) == 0, c.h1.log("master.log")[-1500:]
+    c.start_master()
+    for wid, st in before.items():
+        now = c.orch.status(wid)
+        assert (now.state, now.node, now.started_at) == (RUNNING, st.node, st.started_at)
+    assert len(c.docker["h3"][1].containers.list(
+        filters={"label": "com.docker.swarm.service.id=%s" % third.id})) == 1
+    r = c.cli("status")
+    assert third.id in r.stdout and "Nodes: 3 of 3 ready" in r.stdout, r.stdout
+    # workers heartbeat to the restarted master again
+    r = http.get(c.url + "/api/v1/cluster/nodes")
+    assert r.status_code == 200
+    wait_for(lambda: {n["hostname"] for n in http.get(c.url + "/api/v1/cluster/nodes").json()
+                      ["nodes"]} >= {"h2", "h3"}, 30, "heartbeats to the restarted master")
+    assert SECRET not in c.h1.log("master.log") + c.h2.log("worker.log") + c.h3.log("worker.log")
