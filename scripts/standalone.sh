@@ -1,13 +1,29 @@
 #!/usr/bin/env bash
-# Set up and start the workbench on this host with its embedded defaults.
+# Set up and start the workbench on this host with its embedded defaults: Debian packages
+# (Docker engine, debootstrap, git), a virtualenv with the cdsw command, then `cdsw standalone`
+# (the CDSW_DOCKER role, the engine image, the master on Docker Swarm).
 # Usage: scripts/standalone.sh [cdsw standalone options, e.g. --port 8080 --bind 0.0.0.0]
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="${CDSW_VENV:-$ROOT/.venv}"
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-if ! command -v git >/dev/null; then
-  echo "==> installing git"
-  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq git >/dev/null
+
+missing=()
+for pkg in git docker.io debootstrap debian-archive-keyring iptables; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "==> installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # the workbench runs its own dockerd (the CDSW_DOCKER role): keep the package from starting one
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+  $SUDO chmod +x /usr/sbin/policy-rc.d
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || {
+    $SUDO rm -f /usr/sbin/policy-rc.d
+    echo "!!! could not install ${missing[*]}; the workbench will run engines as local processes" >&2
+  }
+  $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 if [ ! -x "$VENV/bin/cdsw" ]; then
   echo "==> creating virtualenv $VENV"

@@ -8,7 +8,7 @@ from typing import Optional
 
 import click
 
-from .. import bootstrap
+from .. import bootstrap, standalone
 from ..roles import master
 from .context import CliContext, pass_ctx
 
@@ -17,19 +17,6 @@ def default_data_dir() -> str:
     if os.geteuid() == 0:
         return "/var/lib/cdsw"
     return str(Path.home() / ".local" / "share" / "cdsw")
-
-
-def docker_answers(url: str) -> bool:
-    try:
-        import docker
-
-        client = docker.DockerClient(base_url=url, timeout=3)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except Exception:  # not installed, no socket, refused: all mean "no Docker here"
-        return False
 
 
 @click.command("standalone")
@@ -54,15 +41,10 @@ def command(ctx: CliContext, data_dir: Optional[str], port: Optional[int],
         overrides["bind_address"] = "127.0.0.1"
     if settings.source_of("domain").kind == "default":
         overrides["domain"] = "localhost"
-    if settings.source_of("orchestrator").kind == "default":
-        overrides["orchestrator"] = "swarm" if docker_answers(settings.docker_host) else "local"
+    if settings.source_of("docker_data_root").kind == "default" and "data_dir" in overrides:
+        overrides["docker_data_root"] = os.path.join(overrides["data_dir"], "docker")
     ctx.override(**overrides)
     settings = ctx.settings
-    if settings.orchestrator == "local":
-        click.echo("!!! No Docker engine answers on %s: engines will run as plain local processes "
-                   "(orchestrator=local), without container isolation. Start the CDSW_DOCKER role "
-                   "(`cdsw role docker start`) and restart to use containers." % settings.docker_host,
-                   err=True)
 
     click.echo("==> data directory %s" % settings.data_dir)
     problems = master.prepare(settings)
@@ -72,6 +54,13 @@ def command(ctx: CliContext, data_dir: Optional[str], port: Optional[int],
         raise SystemExit(1)
     click.echo("==> database %s" % ctx.database().display_url)
     db = master.prepare_database(settings)
+    engines = standalone.prepare_engines(settings, db, lambda line: click.echo(line, err=True))
+    settings = engines.settings
+    if settings.orchestrator == "local":
+        click.echo("!!! Engines run as plain local processes (orchestrator=local), without "
+                   "container isolation; see the lines above for why Docker is not used.", err=True)
+    else:
+        click.echo("==> engines run in containers on Docker Swarm (image %s)" % engines.image)
     bootstrap.seed_defaults(db)
     created = bootstrap.ensure_first_admin(db, settings)
     click.echo("")
@@ -83,4 +72,7 @@ def command(ctx: CliContext, data_dir: Optional[str], port: Optional[int],
         click.echo("  administrator:  exists already (reset with `cdsw admin reset-password "
                    "admin --generate-password`)")
     click.echo("")
-    master.start(settings, db)
+    try:
+        master.start(settings, db)
+    finally:
+        engines.stop()
