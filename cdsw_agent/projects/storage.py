@@ -57,10 +57,34 @@ def clean_relative(rel: str) -> PurePosixPath:
     return PurePosixPath(*parts) if parts else PurePosixPath()
 
 
+def engine_owner() -> Optional[int]:
+    """The uid project files belong to, so engines (which run as that uid) can change them;
+    None when this process cannot give files away (not root: a laptop with local engines)."""
+    if os.geteuid() != 0:
+        return None
+    from ..images.recipe import ENGINE_UID
+
+    return ENGINE_UID
+
+
+def chown_tree(root: Path, uid: Optional[int]) -> None:
+    if uid is None:
+        return
+    os.lchown(root, uid, uid)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            os.lchown(os.path.join(dirpath, name), uid, uid)
+
+
 class ProjectFiles:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, owner: Optional[int] = None):
         self.root = root
+        self.owner = owner  # uid new files and folders are given to (see engine_owner)
         self._real_root = os.path.realpath(root)
+
+    def _own(self, path: str) -> None:
+        if self.owner is not None:
+            os.lchown(path, self.owner, self.owner)
 
     # --- resolution
     def _inside(self, real: str) -> bool:
@@ -161,6 +185,7 @@ class ProjectFiles:
                 f.flush()
                 os.fsync(f.fileno())
             os.chmod(tmp, 0o644)
+            self._own(tmp)
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
@@ -177,6 +202,7 @@ class ProjectFiles:
         if not path.parent.is_dir():
             raise FileError(404, "parent folder of %r does not exist" % rel)
         path.mkdir()
+        self._own(str(path))
         return path
 
     def move(self, src: str, dst: str) -> Path:

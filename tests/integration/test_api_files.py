@@ -100,3 +100,15 @@ def test_errors_are_clear(proj) -> None:  # type: ignore[no-untyped-def]
     assert c.delete(base, params={"path": ""}).status_code == 422  # path is required, not empty
     r = c.get(base + "/content", params={"path": ""})
     assert r.status_code == 400 and "folder" in r.json()["error"]
+
+
+def test_engines_own_project_files_when_master_runs_as_root(proj) -> None:  # type: ignore[no-untyped-def]
+    """Engines run as uid 8536: everything the API creates in a project belongs to it."""
+    if os.geteuid() != 0:
+        pytest.skip("only root can give files to the engines' uid")
+    c, base, root = proj
+    c.post(base + "/mkdir", json={"path": "out"})
+    c.put(base + "/content", json={"path": "out/a.txt", "content": "x"})
+    c.post(base + "/upload", params={"path": "out"}, files=[("files", ("b.bin", b"y"))])
+    for p in (root, root / "README.md", root / "out", root / "out" / "a.txt", root / "out" / "b.bin"):
+        assert p.stat().st_uid == 8536, p

@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-from ...projects.storage import FileError, ProjectFiles, clean_relative
+from ...projects.storage import FileError, ProjectFiles, clean_relative, engine_owner
 from ..deps import get_state
 from ..errors import ApiError
 from ..permissions import Access, require
@@ -69,7 +69,7 @@ def files_of(state: ServerState, access: Access) -> ProjectFiles:
     if not root.is_dir():
         raise ApiError(409, "the project's files are missing on the master (%s); restore them from "
                        "a backup" % root)
-    return ProjectFiles(root)
+    return ProjectFiles(root, owner=engine_owner())
 
 
 def _entry(files: ProjectFiles, rel: str) -> EntryOut:

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from ...projects import create as populate
-from ...projects.storage import FileError
+from ...projects.storage import FileError, chown_tree, engine_owner
 from ...store.models import Collaborator, Project, Team, User
 from .. import audit, envvars
 from ..envvars import EnvOut, EnvSet
@@ -162,6 +162,7 @@ def _create(db: Session, state: ServerState, access: Access, request: Request, *
             fill(staging)
         except FileError as e:
             raise ApiError(e.status, str(e))
+        chown_tree(staging, engine_owner())  # engines run as their own uid and must write here
         project = Project(name=name, slug=slug, description=description, visibility=visibility,
                           owner_user_id=owner_user_id, owner_team_id=owner_team_id,
                           namespace=namespace)
