@@ -237,10 +237,21 @@ def run(settings: Settings, stop: threading.Event) -> None:
     mount_watchdog.stop(release=True)  # storage: unmount once the node is drained
 
 
+LEAVE_ATTEMPTS = 4
+
+
 def leave(client: docker.DockerClient, master: MasterClient, node_id: str) -> None:
     """Drain through the master, wait for this node's containers to stop, then leave."""
     try:
-        master.post("/leave", node_id=node_id)
+        for attempt in range(1, LEAVE_ATTEMPTS + 1):
+            try:
+                master.post("/leave", node_id=node_id)
+                break
+            except MasterUnavailable as e:  # a busy or restarting master: try again, briefly
+                if attempt == LEAVE_ATTEMPTS:
+                    raise
+                log.info("drain request failed (%s); retrying", e)
+                time.sleep(2.0 * attempt)
         deadline = time.monotonic() + DRAIN_WAIT_SECONDS
         while time.monotonic() < deadline and client.api.containers(
                 filters={"label": "com.docker.swarm.service.id"}):
