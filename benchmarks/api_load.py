@@ -51,7 +51,7 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDSW_")}
     env.update(CDSW_DATA_DIR=str(tmp), CDSW_HTTP_PORT=str(port), CDSW_BIND_ADDRESS="127.0.0.1",
                CDSW_CONF=str(tmp / "none.conf"), CDSW_PROPERTIES=str(tmp / "none.properties"),
-               CDSW_LOG_LEVEL="warning")
+               CDSW_LOG_LEVEL="warning", CDSW_ORCHESTRATOR="local")  # the API alone; no engines
     (tmp / "none.conf").write_text("")
     (tmp / "none.properties").write_text("")
     if args.db_url:
@@ -60,11 +60,14 @@ def main() -> None:
     subprocess.run(cdsw + ["db", "upgrade"], env=env, check=True, capture_output=True)
     subprocess.run(cdsw + ["admin", "create-user", "bench", "--admin", "--password-stdin"], env=env,
                    input="bench-password-1\n", text=True, check=True, capture_output=True)
-    server = subprocess.Popen(cdsw + ["role", "master", "start"], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    server_log = open(tmp / "master.log", "w")
+    server = subprocess.Popen(cdsw + ["role", "master", "start"], env=env, stdout=server_log,
+                              stderr=subprocess.STDOUT)
     base = "http://127.0.0.1:%d" % port
     try:
         for _ in range(100):
+            if server.poll() is not None:
+                raise SystemExit("the master exited: %s" % (tmp / "master.log").read_text()[-500:])
             try:
                 requests.get(base + "/healthz", timeout=1)
                 break
