@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 HERE = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "cdsw_agent" / "__init__.py").read_text()).group(1)
@@ -16,7 +16,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.9",
-    packages=find_packages(include=["cdsw_agent", "cdsw_agent.*"]),
+    packages=find_namespace_packages(include=["cdsw_agent", "cdsw_agent.*"]),
     include_package_data=True,
     package_data={"cdsw_agent": ["templates/*", "templates/**/*", "store/migrations/*",
                                  "store/migrations/versions/*", "project_templates/**/*",
