@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from ..roles.master import port_free
+from ..netutil import port_free
 from . import host_checks
 from .registry import HealthContext, Outcome, Registry, critical, ok, unknown, warning
 

@@ -6,7 +6,6 @@ import logging
 import os
 import secrets
 import signal
-import socket
 from pathlib import Path
 from typing import Optional
 
@@ -15,6 +14,7 @@ import requests
 from .. import storage  # project storage: SFTP for workers' sshfs mounts (or NFS)
 from ..errors import UserError
 from ..logs import setup_logging
+from ..netutil import port_free
 from ..settings import Settings
 from ..store.db import Database
 
@@ -45,16 +45,6 @@ def prepare(settings: Settings) -> list:
         problems.append("port %d on %s is already in use; stop what uses it or set cdsw.http.port"
                         % (settings.http_port, settings.bind_address))
     return problems
-
-
-def port_free(address: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((address, port))
-        except OSError:
-            return False
-    return True
 
 
 def prepare_database(settings: Settings) -> Database:

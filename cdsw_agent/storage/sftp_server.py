@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from ..netutil import port_free
 from . import mounts
 from .config import StorageConfig, StorageError
 
@@ -183,17 +184,6 @@ def worker_credentials(config: StorageConfig) -> Dict[str, Any]:
             from None
     return {"backend": "sshfs", "user": config.ssh_user, "port": config.ssh_port, "path": "/",
             "private_key": private_key, "host_key": host_key}
-
-
-def port_free(address: str, port: int) -> bool:
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((address, port))
-        except OSError:
-            return False
-    return True
 
 
 def _die_with_parent() -> None:
