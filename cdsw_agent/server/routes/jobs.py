@@ -370,6 +370,19 @@ def delete_job(project_id: Id, job_id: Id, request: Request,
 
 # --- runs ----------------------------------------------------------------------------------
 
+def _audited_run(db: Session, access: Access, request: Request, action: str, job: Job,
+                 run_id: int) -> RunOut:
+    """Audit what the runner just did to a run (it writes in its own transactions), then
+    answer with the run as it is now."""
+    audit.record(db, action, access.user, target="%d/%s" % (job.project_id, job.name),
+                 request=request, job_id=job.id, run_id=run_id)
+    db.commit()
+    run = db.get(JobRun, run_id)
+    assert run is not None
+    db.refresh(run)
+    return run_out(run)
+
+
 @router.post(BASE + "/{job_id}/runs", response_model=RunOut, status_code=201)
 def start_run(project_id: Id, job_id: Id, request: Request, access: Access = require("project.run"),
               db: Session = Depends(get_db), state: ServerState = Depends(get_state)) -> RunOut:
@@ -379,13 +392,7 @@ def start_run(project_id: Id, job_id: Id, request: Request, access: Access = req
         run_id = runner_for(state).start_run(job.id, "manual", user_id=access.user.id)
     except RunError as e:
         raise _runner_error(e)
-    audit.record(db, "job.run", access.user, target="%d/%s" % (project_id, job.name),
-                 request=request, job_id=job.id, run_id=run_id)
-    db.commit()
-    run = db.get(JobRun, run_id)
-    assert run is not None
-    db.refresh(run)
-    return run_out(run)
+    return _audited_run(db, access, request, "job.run", job, run_id)
 
 
 @router.get(BASE + "/{job_id}/runs", response_model=List[RunOut])
@@ -436,13 +443,7 @@ def stop_run(project_id: Id, job_id: Id, run_id: Id, request: Request,
         runner_for(state).stop_run(run_id, who=access.user.username)
     except RunError as e:
         raise _runner_error(e)
-    audit.record(db, "job.stop", access.user, target="%d/%s" % (project_id, job.name),
-                 request=request, job_id=job.id, run_id=run_id)
-    db.commit()
-    run = db.get(JobRun, run_id)
-    assert run is not None
-    db.refresh(run)
-    return run_out(run)
+    return _audited_run(db, access, request, "job.stop", job, run_id)
 
 
 # --- pipeline ------------------------------------------------------------------------------
