@@ -16,6 +16,7 @@ except ImportError:  # Python 2
 from resource_management.core.exceptions import ComponentIsNotRunning, Fail
 from resource_management.core.resources.system import Directory, Execute, File
 from resource_management.libraries.functions.check_process_status import check_process_status
+from resource_management.libraries.script.script import Script
 
 import status_params
 
@@ -126,3 +127,36 @@ def refuse_worker_on_master(params):
     if params.hostname and params.hostname in params.master_hosts:
         raise Fail("CDSW Worker cannot run on {0}: it hosts the CDSW Master; move the worker "
                    "to another host".format(params.hostname))
+
+
+class CdswRoleScript(Script):
+    """The Ambari commands every CDSW component answers; a component script names its ROLE
+    and adds what is particular to it."""
+
+    ROLE = ""
+
+    def load(self, env):
+        import params
+        env.set_params(params)
+        return params
+
+    def run_as(self, params):
+        return params.user
+
+    def install(self, env):
+        params = self.load(env)
+        install(params)
+        configure(params)
+
+    def configure(self, env, upgrade_type=None, config_dir=None):
+        configure(self.load(env))
+
+    def start(self, env, upgrade_type=None):
+        params = self.load(env)
+        start(params, self.ROLE, self.run_as(params))
+
+    def stop(self, env, upgrade_type=None):
+        stop(self.load(env), self.ROLE)
+
+    def status(self, env):
+        status(self.ROLE)

@@ -1,38 +1,15 @@
 #!/usr/bin/env python
 """CDSW_WORKER: joins the master's swarm and serves engines (`cdsw role worker start`)."""
 
-from resource_management.libraries.script.script import Script
-
 import cdsw_common
 
-ROLE = "worker"
 
-
-class CdswWorker(Script):
-    def install(self, env):
-        import params
-        env.set_params(params)
-        cdsw_common.install(params)
-        cdsw_common.configure(params)
-
-    def configure(self, env, upgrade_type=None, config_dir=None):
-        import params
-        env.set_params(params)
-        cdsw_common.configure(params)
+class CdswWorker(cdsw_common.CdswRoleScript):
+    ROLE = "worker"
 
     def start(self, env, upgrade_type=None):
-        import params
-        env.set_params(params)
-        cdsw_common.refuse_worker_on_master(params)
-        cdsw_common.start(params, ROLE, params.user)
-
-    def stop(self, env, upgrade_type=None):
-        import params
-        env.set_params(params)
-        cdsw_common.stop(params, ROLE)
-
-    def status(self, env):
-        cdsw_common.status(ROLE)
+        cdsw_common.refuse_worker_on_master(self.load(env))
+        cdsw_common.CdswRoleScript.start(self, env, upgrade_type)
 
 
 if __name__ == "__main__":
