@@ -7,13 +7,11 @@ are empty with require-input.
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 from xml.sax.saxutils import escape
 
-from settings_schema import label, load_schema, render_value
+from settings_schema import generator_main, label, render_value
 
 _WIDGET = {"int": "int", "float": "float", "bool": "boolean", "choice": "value-list",
            "list": "string", "path": "directory", "str": "string"}
@@ -63,16 +61,7 @@ def site_xml(schema: List[Dict[str, Any]]) -> bytes:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--schema-json", type=Path)
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args(argv)
-    data = site_xml(load_schema(args.schema_json))
-    if args.out:
-        args.out.write_bytes(data)
-    else:
-        sys.stdout.write(data.decode("utf-8"))
-    return 0
+    return generator_main(argv, __doc__.splitlines()[0], site_xml)
 
 
 if __name__ == "__main__":

@@ -8,14 +8,13 @@ keys the agent knows.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from pkgcommon import ROOT, version
-from settings_schema import label, load_schema
+from settings_schema import generator_main, label
 
 SDL_IN = ROOT / "csd" / "descriptor" / "service.sdl.in"
 PROPERTIES_FILE = "cdsw.properties"
@@ -90,16 +89,8 @@ def dump_sdl(sdl: Dict[str, Any]) -> bytes:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--schema-json", type=Path, help="output of `cdsw config schema`")
-    parser.add_argument("--out", type=Path, help="write here instead of stdout")
-    args = parser.parse_args(argv)
-    data = dump_sdl(build_sdl(load_schema(args.schema_json), version()))
-    if args.out:
-        args.out.write_bytes(data)
-    else:
-        sys.stdout.write(data.decode("utf-8"))
-    return 0
+    return generator_main(argv, __doc__.splitlines()[0],
+                          lambda schema: dump_sdl(build_sdl(schema, version())))
 
 
 if __name__ == "__main__":

@@ -7,11 +7,12 @@ installed. `--schema-json FILE` (the output of `cdsw config schema`) may be used
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from pkgcommon import ROOT, BuildError
 
@@ -73,3 +74,18 @@ def render_value(row: Dict[str, Any], value: Any) -> str:
     if row["type"] == "float" or (row["type"] == "int" and isinstance(value, float)):
         return str(int(value)) if row["type"] == "int" else str(value)
     return str(value)
+
+
+def generator_main(argv: Optional[List[str]], description: str,
+                   generate: Callable[[List[Dict[str, Any]]], bytes]) -> int:
+    """The command line every generator shares: read the schema, write the file or stdout."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--schema-json", type=Path, help="output of `cdsw config schema`")
+    parser.add_argument("--out", type=Path, help="write here instead of stdout")
+    args = parser.parse_args(argv)
+    data = generate(load_schema(args.schema_json))
+    if args.out:
+        args.out.write_bytes(data)
+    else:
+        sys.stdout.write(data.decode("utf-8"))
+    return 0
