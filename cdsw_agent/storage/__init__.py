@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from ..orchestrators.base import Mount
 from .base import ProjectStorage
-from .config import PROPOSED_SETTINGS, StorageConfig, StorageError, from_settings
+from .config import StorageConfig, StorageError, from_settings
 from .local import LocalStorage
 from .nfs import NfsStorage
 from .sftp_server import SftpServer
@@ -20,7 +20,7 @@ from .sftp_server import worker_credentials as _credentials
 from .sshfs import SshfsStorage
 from .watchdog import MountWatchdog
 
-__all__ = ["ProjectStorage", "StorageConfig", "StorageError", "MountWatchdog", "PROPOSED_SETTINGS",
+__all__ = ["ProjectStorage", "StorageConfig", "StorageError", "MountWatchdog",
            "for_config", "for_node", "engine_mount", "master_prepare", "start_master",
            "worker_prepare", "start_worker", "heartbeat_fields", "worker_credentials"]
 

@@ -23,7 +23,6 @@ from cdsw_agent.storage.base import ProjectStorage
 from cdsw_agent.storage.config import (
     ENGINE_HOME,
     ENGINE_UID,
-    PROPOSED_SETTINGS,
     StorageConfig,
     StorageError,
     from_settings,
@@ -40,7 +39,7 @@ from cdsw_agent.storage.watchdog import MountWatchdog
 
 
 def stub(settings: Any, **storage_settings: Any) -> SimpleNamespace:
-    """Settings plus storage_* values (not yet declared in settings/schema.py)."""
+    """Settings with some storage_* values replaced (also ones the schema would refuse)."""
     return SimpleNamespace(projects_dir=settings.projects_dir, **dict(settings.as_dict(),
                                                                       **storage_settings))
 
@@ -89,13 +88,13 @@ def test_bad_configuration_is_one_clear_line(settings: Any) -> None:
         from_settings(settings, "gateway")
 
 
-def test_proposed_settings_are_not_yet_in_the_schema_or_match_it() -> None:
+def test_defaults_come_from_the_settings_schema(settings: Any) -> None:
     from cdsw_agent.settings.schema import BY_NAME
 
-    for name, (kind, default, description) in PROPOSED_SETTINGS.items():
-        assert name.startswith("storage_") and description.endswith(".")
-        if name in BY_NAME:  # once the lead adds them, they must agree with this package
-            assert (BY_NAME[name].kind, BY_NAME[name].default) == (kind, default), name
+    c = from_settings(settings, "worker")
+    assert (c.ssh_port, c.ssh_user, c.nfs_options, c.check_seconds) == (
+        BY_NAME["storage_ssh_port"].default, BY_NAME["storage_ssh_user"].default,
+        BY_NAME["storage_nfs_options"].default, BY_NAME["storage_check_seconds"].default)
 
 
 def test_engine_constants_match_the_engine_image() -> None:
