@@ -104,6 +104,6 @@ def workload_spec(db: Session, job: Job, run: JobRun, project_dir: Path,
 
 
 def proxies_from(settings: object) -> Dict[str, str]:
-    return {"HTTP_PROXY": getattr(settings, "http_proxy", ""),
-            "HTTPS_PROXY": getattr(settings, "https_proxy", ""),
-            "NO_PROXY": getattr(settings, "no_proxy", "")}
+    return {"HTTP_PROXY": settings.http_proxy,
+            "HTTPS_PROXY": settings.https_proxy,
+            "NO_PROXY": settings.no_proxy}
