@@ -9,6 +9,7 @@ from typing import Dict, List, Optional
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ..settings import Settings
 from ..orchestrators import Mount, WorkloadSpec
 from ..store.jobs_models import Job, JobRun
 from ..store.models import EngineImage, EngineProfile, EnvVar
@@ -103,7 +104,7 @@ def workload_spec(db: Session, job: Job, run: JobRun, project_dir: Path,
                 "io.cdsw.project": str(job.project_id)})
 
 
-def proxies_from(settings: object) -> Dict[str, str]:
+def proxies_from(settings: Settings) -> Dict[str, str]:
     return {"HTTP_PROXY": settings.http_proxy,
             "HTTPS_PROXY": settings.https_proxy,
             "NO_PROXY": settings.no_proxy}
