@@ -9,10 +9,11 @@ from typing import Dict, List, Optional
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..settings import Settings
 from ..orchestrators import Mount, WorkloadSpec
+from ..settings import Settings
+from ..store.envvars import effective as engine_env
 from ..store.jobs_models import Job, JobRun
-from ..store.models import EngineImage, EngineProfile, EnvVar
+from ..store.models import EngineImage, EngineProfile
 
 PROJECT_MOUNT = "/home/cdsw"  # where engines see the project folder, as in CDSW
 INTERPRETERS = {".py": "python3", ".r": "Rscript", ".sh": "bash"}
@@ -73,9 +74,7 @@ def _image(db: Session, job: Job, required: bool) -> str:
 def environment(db: Session, job: Job, run: JobRun, proxies: Dict[str, str]) -> Dict[str, str]:
     """Site, then project, then job variables (later wins), then CDSW's own."""
     env = {k: v for k, v in proxies.items() if v}
-    for scope in ("site", "p:%d" % job.project_id):
-        for var in db.scalars(select(EnvVar).where(EnvVar.scope == scope)):
-            env[var.name] = var.value
+    env.update(engine_env(db, job.project_id))
     env.update({str(k): str(v) for k, v in (job.env or {}).items()})
     env.update(CDSW_PROJECT=job.project.slug, CDSW_PROJECT_ID=str(job.project_id),
                CDSW_JOB_ID=str(job.id), CDSW_RUN_ID=str(run.id), CDSW_JOB_NAME=job.name,

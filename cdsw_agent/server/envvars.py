@@ -1,6 +1,6 @@
-"""Engine environment variables at site scope ("site") and project scope ("p:<id>").
+"""Engine environment variables through the API: the naming rule, storage and masking.
 
-One place for their naming rule, storage and masking; the project and site routes use it.
+The project and site routes use it; where the variables live is store/envvars.py.
 """
 
 from __future__ import annotations
@@ -12,16 +12,12 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ..store.envvars import SITE, project_scope  # noqa: F401  (re-exported for the routes)
 from ..store.models import EnvVar
 from .errors import ApiError
 from .schemas import Strict
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-SITE = "site"
-
-
-def project_scope(project_id: int) -> str:
-    return "p:%d" % project_id
 
 
 class EnvSet(Strict):
@@ -62,11 +58,3 @@ def remove(db: Session, scope: str, name: str) -> None:
     if row is None:
         raise ApiError(404, "no variable %r here" % name[:128])
     db.delete(row)
-
-
-def effective(db: Session, project_id: int) -> dict:
-    """What an engine of the project sees: site variables, overridden by the project's."""
-    env = {v.name: v.value for v in db.scalars(select(EnvVar).where(EnvVar.scope == SITE))}
-    env.update({v.name: v.value for v in db.scalars(
-        select(EnvVar).where(EnvVar.scope == project_scope(project_id)))})
-    return env
