@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path, PurePosixPath
-from typing import Dict, List, Optional
+from typing import Dict, List
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..orchestrators import Mount, WorkloadSpec
+from ..orchestrators import Orchestrator, WorkloadSpec
 from ..settings import Settings
-from ..store.envvars import effective as engine_env
 from ..store.jobs_models import Job, JobRun
-from ..store.models import EngineImage, EngineProfile
+from ..workloads import EngineError, EngineRequest, build_spec
 
-PROJECT_MOUNT = "/home/cdsw"  # where engines see the project folder, as in CDSW
 INTERPRETERS = {".py": "python3", ".r": "Rscript", ".sh": "bash"}
 RUN_LABEL = "io.cdsw.job-run"
 
@@ -59,51 +56,27 @@ def command(job: Job) -> List[str]:
     return [INTERPRETERS[suffix], job.script] + parse_arguments(job.arguments)
 
 
-def _image(db: Session, job: Job, required: bool) -> str:
-    image_id = job.engine_image_id or job.project.default_engine_image_id
-    image = db.get(EngineImage, image_id) if image_id else \
-        db.scalars(select(EngineImage).where(EngineImage.is_default.is_(True))).first()
-    if image is not None:
-        return "%s:%s" % (image.repository, image.tag)
-    if required:
-        raise LaunchError("no engine image: choose one for the job or the project, or mark a "
-                          "site default image")
-    return "none"  # the local backend ignores images
-
-
-def environment(db: Session, job: Job, run: JobRun, proxies: Dict[str, str]) -> Dict[str, str]:
-    """Site, then project, then job variables (later wins), then CDSW's own."""
-    env = {k: v for k, v in proxies.items() if v}
-    env.update(engine_env(db, job.project_id))
-    env.update({str(k): str(v) for k, v in (job.env or {}).items()})
-    env.update(CDSW_PROJECT=job.project.slug, CDSW_PROJECT_ID=str(job.project_id),
-               CDSW_JOB_ID=str(job.id), CDSW_RUN_ID=str(run.id), CDSW_JOB_NAME=job.name,
-               CDSW_RUN_TRIGGER=run.trigger, PYTHONUNBUFFERED="1")
+def environment(job: Job, run: JobRun) -> Dict[str, str]:
+    """The job's own variables, then the run's identity (engine.py adds site, project and CDSW's)."""
+    env = {str(k): str(v) for k, v in (job.env or {}).items()}
+    env.update(CDSW_JOB_ID=str(job.id), CDSW_RUN_ID=str(run.id), CDSW_JOB_NAME=job.name,
+               CDSW_RUN_TRIGGER=run.trigger)
     return env
 
 
-def workload_spec(db: Session, job: Job, run: JobRun, project_dir: Path,
-                  proxies: Dict[str, str], image_required: bool) -> WorkloadSpec:
+def workload_spec(db: Session, settings: Settings, orchestrator: Orchestrator, job: Job,
+                  run: JobRun, project_dir: Path) -> WorkloadSpec:
     script_file(project_dir, job.script)
     try:
         cmd = command(job)
     except ValueError as e:
         raise LaunchError(str(e))
-    profile: Optional[EngineProfile] = db.get(EngineProfile, job.profile_id) \
-        if job.profile_id else None
-    cpu = profile.cpu if profile else 0.0
-    memory = int(profile.memory_gb * 2**30) if profile else 0
-    return WorkloadSpec(
-        name="job-%d-run-%d" % (job.id, run.id), image=_image(db, job, image_required),
-        command=cmd, env=environment(db, job, run, proxies),
-        mounts=[Mount(str(project_dir), PROJECT_MOUNT)], workdir=PROJECT_MOUNT,
-        cpu_reservation=cpu, cpu_limit=cpu, memory_reservation=memory, memory_limit=memory,
-        gpus=profile.gpus if profile else 0,
-        labels={"io.cdsw.kind": "job", RUN_LABEL: str(run.id),
-                "io.cdsw.project": str(job.project_id)})
-
-
-def proxies_from(settings: Settings) -> Dict[str, str]:
-    return {"HTTP_PROXY": settings.http_proxy,
-            "HTTPS_PROXY": settings.https_proxy,
-            "NO_PROXY": settings.no_proxy}
+    request = EngineRequest(
+        kind="job", name="job-%d-run-%d" % (job.id, run.id), project=job.project,
+        launcher=job.created_by, command=cmd, files_dir=project_dir,
+        image_id=job.engine_image_id, profile_id=job.profile_id, env=environment(job, run),
+        labels={RUN_LABEL: str(run.id)})
+    try:
+        return build_spec(db, settings, orchestrator, request)
+    except EngineError as e:
+        raise LaunchError(str(e))

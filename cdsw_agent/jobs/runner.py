@@ -24,7 +24,7 @@ from ..store.db import Database
 from ..store.jobs_models import ACTIVE_STATUSES, FINAL_STATUSES, Job, JobRun
 from ..store.models import AuditEvent, utcnow
 from . import notify
-from .launch import RUN_LABEL, LaunchError, proxies_from, workload_spec
+from .launch import RUN_LABEL, LaunchError, workload_spec
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], dt.datetime]  # naive UTC, like the database
@@ -151,9 +151,8 @@ class JobRunner:
     def _launch(self, s: Session, run: JobRun) -> None:
         job = run.job
         try:
-            spec = workload_spec(s, job, run, self.project_dir(job.project_id),
-                                 proxies_from(self.settings),
-                                 image_required=self.orchestrator.name != "local")
+            spec = workload_spec(s, self.settings, self.orchestrator, job, run,
+                                 self.project_dir(job.project_id))
             ref = self.orchestrator.launch(spec)
         except LaunchError as e:
             self._end(run, "failed", str(e))

@@ -75,6 +75,24 @@ def ensure_cluster_secret(settings: Settings) -> Settings:
     return settings.with_overrides(cluster_secret=secret)
 
 
+def collect_client_config(settings: Settings) -> None:
+    """Bundle the Hadoop client configuration the cluster manager deployed on this gateway, so
+    engines started from now on mount it. A bad directory keeps the previous bundle in use."""
+    from ..clientconfig import bundles_dir, collect
+
+    if not settings.hadoop_conf_dirs:
+        log.info("no Hadoop client configuration dirs (cdsw.hadoop.conf.dirs): engines get none")
+        return
+    try:
+        bundle = collect([Path(d) for d in settings.hadoop_conf_dirs], bundles_dir(settings))
+    except UserError as e:
+        log.error("Hadoop client configuration not collected, engines keep the previous one: %s",
+                  e)
+        return
+    log.info("Hadoop client configuration %s (%s): %s", bundle.version,
+             "unchanged" if bundle.reused else "new", ", ".join(bundle.kinds))
+
+
 def start(settings: Settings, db: Optional[Database] = None) -> None:
     """Run the master in the foreground until SIGTERM/SIGINT."""
     import uvicorn
@@ -89,6 +107,7 @@ def start(settings: Settings, db: Optional[Database] = None) -> None:
     db = db or prepare_database(settings)
     settings = ensure_cluster_secret(settings)
     setup_logging(settings.log_level, settings.secret_values())
+    collect_client_config(settings)
     storage_service = storage.start_master(settings)  # storage: sshd for workers' mounts
     start_manager(settings)  # swarm orchestrator: this host's Docker becomes the swarm manager
     app = create_app(settings, db)

@@ -17,7 +17,8 @@ from .state import ServerState
 
 API_PREFIX = "/api/v1"
 # route modules under cdsw_agent/server/routes, each exposing `router`
-API_ROUTERS = ("auth", "account", "users", "teams", "projects", "files", "admin", "cluster", "jobs")
+API_ROUTERS = ("auth", "account", "users", "teams", "projects", "files", "admin", "cluster", "jobs",
+               "sessions", "experiments", "models")
 ROOT_ROUTERS = ("health", "metrics")
 
 

@@ -13,13 +13,15 @@ from cdsw_agent.cli.main import cli
 from cdsw_agent.store.db import MIGRATIONS, Database
 from cdsw_agent.store.models import User
 
+HEAD = "0005"  # the newest revision in cdsw_agent/store/migrations/versions
+
 NEXT_REVISION = '''
 """test-only: a later schema version"""
 from alembic import op
 import sqlalchemy as sa
 
 revision = "9999"
-down_revision = "0002"
+down_revision = "%s"
 branch_labels = None
 depends_on = None
 
@@ -39,7 +41,7 @@ def test_upgrade_from_empty_creates_schema(db_url: str) -> None:
     db = Database(db_url)
     assert db.current_revision() is None and db.needs_upgrade()
     assert db.upgrade_with_backup(Path("/nonexistent-backups")) is None  # nothing to back up
-    assert db.current_revision() == db.head_revision() == "0002"
+    assert db.current_revision() == db.head_revision() == HEAD
     tables = set(inspect(db.engine).get_table_names())
     assert {"users", "projects", "teams", "collaborators", "api_keys", "audit_events"} <= tables
 
@@ -50,17 +52,17 @@ def test_upgrade_backs_up_first_and_keeps_data(db_url: str, tmp_path: Path) -> N
         s.add(User(username="keeper", password_hash="x"))
     migrations = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS, migrations)
-    (migrations / "versions" / "9999_next.py").write_text(NEXT_REVISION)
+    (migrations / "versions" / "9999_next.py").write_text(NEXT_REVISION % HEAD)
     db = Database(db_url, migrations)
     assert db.needs_upgrade()
     backup = db.upgrade_with_backup(tmp_path / "backups")
-    assert backup is not None and backup.exists() and "pre-upgrade-0002" in backup.name
+    assert backup is not None and backup.exists() and "pre-upgrade-" + HEAD in backup.name
     assert db.current_revision() == "9999"
     with db.engine.connect() as c:
         assert c.execute(text("SELECT username, nickname FROM users")).all() == [("keeper", None)]
     if db_url.startswith("sqlite"):
         with sqlite3.connect(str(backup)) as b:
-            assert b.execute("SELECT version_num FROM alembic_version").fetchone() == ("0002",)
+            assert b.execute("SELECT version_num FROM alembic_version").fetchone() == (HEAD,)
             assert b.execute("SELECT username FROM users").fetchall() == [("keeper",)]
     else:
         dump = backup.read_text()
@@ -84,11 +86,11 @@ def test_cli_db_and_admin_commands(db_url: str, tmp_path: Path) -> None:
     r = run(cli, ["admin", "create-user", "boss", "--admin", "--password-stdin"], env=env, input="x" * 12 + "\n")
     assert r.exit_code == 1 and "cdsw db upgrade" in r.output
     r = run(cli, ["db", "upgrade"], env=env)
-    assert r.exit_code == 0 and "upgraded from empty to 0002" in r.output
+    assert r.exit_code == 0 and "upgraded from empty to " + HEAD in r.output
     if "@" in db_url:
         assert "pg-test-Secret-42" not in r.output and "***" in r.output
     r = run(cli, ["db", "current"], env=env)
-    assert r.output.strip() == "0002 (up to date)"
+    assert r.output.strip() == HEAD + " (up to date)"
     r = run(cli, ["admin", "create-user", "boss", "--admin", "--password-stdin"], env=env, input="short\n")
     assert r.exit_code == 1 and "at least 10 characters" in r.output
     r = run(cli, ["admin", "create-user", "boss", "--admin", "--generate-password"], env=env)

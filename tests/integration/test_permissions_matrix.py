@@ -53,6 +53,10 @@ from cdsw_agent.store.db import Database
 from cdsw_agent.store.models import ApiKey, utcnow
 
 from ..conftest import build_api, make_settings
+from . import matrix_experiments, matrix_models, matrix_sessions
+
+# features whose rows, seed data and path values live in their own module (matrix_*.py)
+EXTENSIONS = (matrix_sessions, matrix_experiments, matrix_models)
 
 CALLERS = ("anon", "stranger", "viewer", "operator", "contrib", "padmin", "tmember", "tadmin",
            "sadmin", "key_w", "key_r", "forged")
@@ -170,7 +174,7 @@ def _parse(text: str) -> Dict[str, Dict[str, str]]:
     return table
 
 
-EXPECTED = _parse(MATRIX)
+EXPECTED = _parse(MATRIX + "".join(ext.ROWS for ext in EXTENSIONS))
 
 
 # --- the world ------------------------------------------------------------------------------
@@ -239,6 +243,8 @@ def _build_template(root: Path) -> Template:
                   201)
         run = _ok(c.post("/api/v1/projects/%d/jobs/%d/runs" % (pid, job["id"])), 201)
         t.ids["job:" + key], t.ids["run:" + key] = job["id"], run["id"]
+    for ext in EXTENSIONS:
+        ext.seed(as_, t.ids)
     admin = as_("sadmin")
     t.ids["image"] = _ok(admin.post("/api/v1/engine-images", json={
         "repository": "docker.repository.cloudera.com/cdsw/engine", "tag": "8"}), 201)["id"]
@@ -359,6 +365,8 @@ def _request_for(key: str, op: dict, caller: str, t: Template) -> Tuple[str, str
         # a collaborator of P and TP, a member of T, and an ordinary user
         "user_id": t.ids["user:victim"],
     }
+    for ext in EXTENSIONS:
+        values.update(ext.path_values(caller, t.ids, _target_project(caller)))
     path = template_path
     for name, value in values.items():
         path = path.replace("{%s}" % name, str(value))
@@ -374,7 +382,7 @@ def _request_for(key: str, op: dict, caller: str, t: Template) -> Tuple[str, str
 
 
 def _destructive(key: str) -> bool:
-    return key.startswith("DELETE ") or key in (
+    return key.startswith("DELETE ") or any(key in ext.DESTRUCTIVE for ext in EXTENSIONS) or key in (
         "POST /api/v1/auth/signout",
         "POST /api/v1/projects/{project_id}/jobs/{job_id}/runs",  # starts a real run
         "POST /api/v1/projects/{project_id}/jobs/{job_id}/runs/{run_id}/stop")

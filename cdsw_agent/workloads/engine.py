@@ -1,0 +1,182 @@
+"""One engine container for any kind of work (session, job run, experiment, model replica):
+image, profile, project files, environment and Hadoop client configuration, as a WorkloadSpec.
+
+Every kind builds its engine here, so the rules live once:
+
+- the image is the request's, else the project's default, else the site default;
+- the profile's CPU/memory/GPUs are both reservation and limit;
+- environment, later wins: proxies, site variables, project variables, the kind's own variables,
+  then CDSW's (CDSW_PROJECT, CDSW_ENGINE_ID, CDSW_MASTER_IP, CDSW_DOMAIN, HADOOP_USER_NAME, ...),
+  which a user cannot override: HADOOP_USER_NAME is the launcher, never the project owner;
+- the files (the project folder, or an experiment's snapshot) are mounted at /home/cdsw;
+- the current client-configuration bundle, when one was collected, is mounted read-only with
+  HADOOP_CONF_DIR and friends, and the engine is placed on a node first: spark.driver.host must
+  be that node's address, and the driver ports are published there.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..clientconfig import SparkPorts, bundles_dir, current, engine_mounts_and_env
+from ..errors import UserError
+from ..orchestrators import Mount, Orchestrator, OrchestratorError, Port, WorkloadSpec
+from ..orchestrators.base import RESTART_NEVER, Node
+from ..settings import Settings
+from ..store.envvars import effective as stored_env
+from ..store.models import EngineImage, EngineProfile, Project, User
+
+log = logging.getLogger(__name__)
+
+PROJECT_MOUNT = "/home/cdsw"  # where engines see the project folder, as in CDSW
+KIND_LABEL = "io.cdsw.kind"
+PROJECT_LABEL = "io.cdsw.project"
+USER_LABEL = "io.cdsw.user"
+# host ports Spark drivers of engines may publish (two per engine), as CDSW's 20050-32767
+SPARK_PORT_RANGE = (20050, 32767)
+
+
+class EngineError(Exception):
+    """The engine cannot be described (no image, bad placement...); str() is one line."""
+
+
+@dataclass
+class EngineRequest:
+    kind: str  # session | job | experiment | model
+    name: str  # the workload name: unique, letters, digits, '-', '_', '.'
+    project: Project
+    launcher: Optional[User]  # whose identity the engine carries (HADOOP_USER_NAME)
+    command: List[str]
+    files_dir: Path  # mounted at /home/cdsw: the project folder or a snapshot of it
+    image_id: Optional[int] = None
+    profile_id: Optional[int] = None
+    env: Dict[str, str] = field(default_factory=dict)  # the kind's variables
+    ports: List[Port] = field(default_factory=list)
+    labels: Dict[str, str] = field(default_factory=dict)
+    restart: str = RESTART_NEVER
+    image_override: Optional[str] = None  # a model build's image instead of an engine image
+
+
+def proxies(settings: Settings) -> Dict[str, str]:
+    values = {"HTTP_PROXY": settings.http_proxy, "HTTPS_PROXY": settings.https_proxy,
+              "NO_PROXY": settings.no_proxy}
+    return {k: v for k, v in values.items() if v}
+
+
+def image_name(db: Session, image_id: Optional[int], project: Project, required: bool) -> str:
+    """repository:tag of the request's image, else the project's, else the site default."""
+    chosen = image_id or project.default_engine_image_id
+    image = db.get(EngineImage, chosen) if chosen else \
+        db.scalars(select(EngineImage).where(EngineImage.is_default.is_(True))).first()
+    if image is not None:
+        return "%s:%s" % (image.repository, image.tag)
+    if required:
+        raise EngineError("no engine image: choose one, set the project's default, or mark a "
+                          "site default image")
+    return "none"  # the local backend runs processes and ignores images
+
+
+def cdsw_variables(settings: Settings, req: EngineRequest) -> Dict[str, str]:
+    """The variables CDSW defines in every engine."""
+    user = req.launcher.username if req.launcher is not None else "cdsw"
+    return {
+        "CDSW_PROJECT": req.project.slug,
+        "CDSW_PROJECT_ID": str(req.project.id),
+        "CDSW_ENGINE_ID": req.name,
+        "CDSW_MASTER_IP": settings.master_host,
+        "CDSW_DOMAIN": settings.domain,
+        "CDSW_ENGINE_KIND": req.kind,
+        "HADOOP_USER_NAME": user,
+        "CDSW_USER": user,
+        "HOME": PROJECT_MOUNT,
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def place(orchestrator: Orchestrator, cpu: float, memory: int) -> Node:
+    """The ready node with the most free memory that fits the reservation."""
+    try:
+        nodes = orchestrator.nodes()
+    except OrchestratorError as e:
+        raise EngineError("cannot list the nodes to place the engine: %s" % e)
+    fitting = [n for n in nodes if n.state == "ready" and n.availability == "active"
+               and n.cpu_capacity - n.cpu_allocated >= cpu
+               and n.memory_capacity - n.memory_allocated >= memory]
+    if not fitting:
+        raise EngineError("no node has %.1f CPU and %d MiB free for this engine; stop a session "
+                          "or choose a smaller profile" % (cpu, memory // 2**20))
+    return max(fitting, key=lambda n: (n.memory_capacity - n.memory_allocated,
+                                       n.cpu_capacity - n.cpu_allocated))
+
+
+def spark_ports(rng: Optional[random.Random] = None) -> SparkPorts:
+    """Two host ports for a Spark driver. Chosen at random in a wide range: a clash with another
+    engine on the same node makes the orchestrator refuse the task, and the launch fails clearly."""
+    rng = rng or random.SystemRandom()
+    low, high = SPARK_PORT_RANGE
+    driver = rng.randrange(low, high, 2)
+    return SparkPorts(driver=driver, block_manager=driver + 1)
+
+
+def build_spec(db: Session, settings: Settings, orchestrator: Orchestrator,
+               req: EngineRequest) -> WorkloadSpec:
+    """The workload for this engine; EngineError when it cannot be described."""
+    profile: Optional[EngineProfile] = db.get(EngineProfile, req.profile_id) \
+        if req.profile_id else None
+    if req.profile_id and profile is None:
+        raise EngineError("engine profile %d does not exist" % req.profile_id)
+    cpu = profile.cpu if profile else 0.0
+    memory = int(profile.memory_gb * 2**30) if profile else 0
+    image = req.image_override or image_name(db, req.image_id, req.project,
+                                             required=orchestrator.name != "local")
+    env = proxies(settings)
+    env.update(stored_env(db, req.project.id))
+    env.update({str(k): str(v) for k, v in req.env.items()})
+    env.update(cdsw_variables(settings, req))
+    labels = dict(req.labels)
+    labels.update({KIND_LABEL: req.kind, PROJECT_LABEL: str(req.project.id)})
+    if req.launcher is not None:
+        labels[USER_LABEL] = str(req.launcher.id)
+    spec = WorkloadSpec(
+        name=req.name, image=image, command=list(req.command), env=env,
+        mounts=[Mount(str(req.files_dir), PROJECT_MOUNT)], workdir=PROJECT_MOUNT,
+        cpu_reservation=cpu, cpu_limit=cpu, memory_reservation=memory, memory_limit=memory,
+        gpus=profile.gpus if profile else 0, ports=list(req.ports), labels=labels,
+        restart=req.restart)
+    attach_client_config(settings, orchestrator, spec)
+    return spec
+
+
+def engine_dir(settings: Settings, name: str) -> Path:
+    """Per-engine host files (its Spark conf dir), on the storage every node shares."""
+    return Path(settings.projects_dir) / ".engines" / name
+
+
+def attach_client_config(settings: Settings, orchestrator: Orchestrator,
+                         spec: WorkloadSpec) -> None:
+    """Mount the current client-configuration bundle, if one was collected."""
+    try:
+        bundle = current(bundles_dir(settings))
+    except UserError as e:
+        log.warning("engine %s gets no Hadoop client configuration: %s", spec.name, e)
+        return
+    if bundle is None:
+        return
+    # spark-defaults.conf names this node as the driver host: place the engine first
+    node = place(orchestrator, spec.cpu_reservation, spec.memory_reservation)
+    spec.node = node.name
+    try:
+        config = engine_mounts_and_env(bundle, settings, node.address, spark_ports(),
+                                       engine_dir(settings, spec.name))
+    except UserError as e:
+        raise EngineError("client configuration %s: %s" % (bundle.version, e))
+    for note in config.notes:
+        log.warning("engine %s: %s", spec.name, note)
+    config.apply(spec)
