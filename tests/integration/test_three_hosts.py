@@ -275,3 +275,49 @@ def test_three_gateways(cluster: Cluster) -> None:
     wait_for(lambda: {n["hostname"] for n in http.get(c.url + "/api/v1/cluster/nodes").json()
                       ["nodes"]} >= {"h2", "h3"}, 30, "heartbeats to the restarted master")
     assert SECRET not in c.h1.log("master.log") + c.h2.log("worker.log") + c.h3.log("worker.log")
+
+    # --- a job pipeline through the API, as a user runs it: the product's own engine builder
+    # places both runs on a worker (the only node with room for their profile) with the project
+    # files and the collected client configuration
+    pipeline_on_workers(c, http, project, marker, site)
+
+
+def api_ok(r: requests.Response, *codes: int) -> Any:
+    assert r.status_code in codes, "%s %s -> %d %s" % (r.request.method, r.request.url,
+                                                        r.status_code, r.text[:500])
+    return r.json() if r.content else None
+
+
+def pipeline_on_workers(c: Cluster, http: requests.Session, project: int, marker: str,
+                        site: str) -> None:
+    repository, tag = c.engine.rsplit(":", 1)
+    api_ok(http.post(c.url + "/api/v1/engine-images", json={
+        "repository": repository, "tag": tag, "is_default": True}), 201)
+    profile = api_ok(http.post(c.url + "/api/v1/engine-profiles", json={
+        "name": "worker-sized", "cpu": ENGINE_CPU, "memory_gb": 0.5}), 201)["id"]
+    jobs = c.url + "/api/v1/projects/%d/jobs" % project
+    api_ok(http.put(c.url + "/api/v1/projects/%d/files/content" % project, json={
+        "path": "extract.sh", "content": "cat hello.txt; cat \"$HADOOP_CONF_DIR/core-site.xml\";"
+        " echo user=$HADOOP_USER_NAME; echo extracted > stage.txt\n"}), 200)
+    api_ok(http.put(c.url + "/api/v1/projects/%d/files/content" % project, json={
+        "path": "report.sh", "content": "cat stage.txt\n"}), 200)
+    first = api_ok(http.post(jobs, json={"name": "extract", "script": "extract.sh",
+                                         "profile_id": profile}), 201)
+    second = api_ok(http.post(jobs, json={"name": "report", "script": "report.sh",
+                                          "profile_id": profile,
+                                          "parent_job_id": first["id"]}), 201)
+    api_ok(http.post("%s/%d/runs" % (jobs, first["id"])), 201)
+
+    def finished(job_id: int) -> Any:
+        runs = api_ok(http.get("%s/%d/runs" % (jobs, job_id)), 200)
+        return runs[0] if runs and runs[0]["status"] not in ("queued", "running") else None
+
+    for job in (first, second):
+        run = wait_for(lambda: finished(job["id"]), 240, "job %s to finish" % job["name"])
+        log = http.get("%s/%d/runs/%d/log" % (jobs, job["id"], run["id"])).text
+        assert run["status"] == "succeeded", (run, log[-1500:])
+        assert run["node"] in ("h2", "h3"), run  # the master's node has no room for the profile
+        if job is first:
+            assert marker in log and site.strip() in log and "user=%s" % ADMIN in log, log
+        else:
+            assert "extracted" in log, log
