@@ -20,7 +20,9 @@ setup(
     include_package_data=True,
     package_data={"cdsw_agent": ["templates/*", "templates/**/*", "store/migrations/*",
                                  "store/migrations/versions/*", "project_templates/**/*",
-                                 "project_templates/*/*", "project_templates/*/.*"]},
+                                 "project_templates/*/*", "project_templates/*/.*",
+                                 "web/templates/*", "web/static/*/*", "web/package.json",
+                                 "web/package-lock.json"]},
     install_requires=[
         "click>=8.1",
         "jinja2>=3.1",
@@ -36,10 +38,11 @@ setup(
         "docker>=7.0",
         "croniter>=2.0",
         "cryptography>=41",
+        "markdown-it-py>=3.0",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-timeout>=2.2", "httpx>=0.25", "schemathesis>=3.30",
-                 "aiosmtpd>=1.4"],
+                 "aiosmtpd>=1.4", "playwright>=1.40"],
         "dev": ["pytest>=7", "pytest-timeout>=2.2", "httpx>=0.25", "schemathesis>=3.30",
                 "aiosmtpd>=1.4", "ruff"],
     },

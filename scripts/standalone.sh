@@ -32,4 +32,12 @@ if [ ! -x "$VENV/bin/cdsw" ]; then
 fi
 echo "==> installing cdsw_agent"
 "$VENV/bin/pip" install -q -e "$ROOT"
+# the web UI's browser libraries (code editor); without them the pages still work and say so
+if command -v npm >/dev/null 2>&1 || $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; then
+  echo "==> installing the web UI's browser libraries (npm ci)"
+  (cd "$ROOT/cdsw_agent/web" && npm ci --no-audit --no-fund --loglevel=error) ||
+    echo "!!! npm ci failed in cdsw_agent/web; the file editor falls back to plain text" >&2
+else
+  echo "!!! npm is not available; the file editor falls back to plain text" >&2
+fi
 exec "$VENV/bin/cdsw" standalone "$@"

@@ -65,4 +65,5 @@ def create_app(settings: Settings, db: Optional[Database] = None) -> FastAPI:
                            prefix=API_PREFIX)
     for name in ROOT_ROUTERS:
         app.include_router(importlib.import_module("cdsw_agent.server.routes." + name).router)
+    importlib.import_module("cdsw_agent.web").install(app)  # pages, static files, page errors
     return app

@@ -31,3 +31,13 @@ fi
 echo "==> installing cdsw_agent and test dependencies into $VENV"
 "$VENV/bin/pip" install -q --upgrade pip >/dev/null
 "$VENV/bin/pip" install -q -e "$ROOT[test]"
+
+# the web UI's browser libraries (cdsw_agent/web/package-lock.json) into its git-ignored node_modules
+if ! command -v npm >/dev/null 2>&1; then
+  echo "==> installing npm"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+echo "==> installing the web UI's browser libraries (npm ci)"
+(cd "$ROOT/cdsw_agent/web" && npm ci --no-audit --no-fund --loglevel=error)

@@ -1,0 +1,35 @@
+"""The workbench as the browser tests see it: a real uvicorn serving the app on loopback, in its
+own process, with the local orchestrator for jobs. Run as
+`python -m tests.browser.server DATA_DIR PORT`; it creates the test users, then serves."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from cdsw_agent import accounts
+from cdsw_agent.security.passwords import Passwords
+from cdsw_agent.server.app import create_app
+from cdsw_agent.store.db import Database
+
+from ..conftest import PASSWORD, make_settings
+
+USERS = (("admin", True), ("alice", False))  # a site administrator and a data scientist
+
+
+def main(data_dir: str, port: int) -> None:
+    settings = make_settings(Path(data_dir), http_port=port, bind_address="127.0.0.1")
+    db = Database(settings.database_url)
+    db.upgrade()
+    passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib)
+    with db.session() as s:
+        for name, admin in USERS:
+            accounts.create_user(s, passwords, settings, name, PASSWORD, is_admin=admin,
+                                 full_name=name.title(), email=name + "@example.com")
+    uvicorn.run(create_app(settings, db), host="127.0.0.1", port=port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]))
