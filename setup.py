@@ -16,7 +16,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.9",
-    packages=find_namespace_packages(include=["cdsw_agent", "cdsw_agent.*"]),
+    packages=find_namespace_packages(include=["cdsw_agent", "cdsw_agent.*", "cdsw"]),
     include_package_data=True,
     package_data={"cdsw_agent": ["templates/*", "templates/**/*", "store/migrations/*",
                                  "store/migrations/versions/*", "project_templates/**/*",

@@ -106,7 +106,8 @@ class Recipe:
     @property
     def python_imports(self) -> List[str]:
         """Modules a finished image must import (checked before it is imported into Docker)."""
-        mods = ["jupyter_server", "ipykernel", "terminado", "pandas", "matplotlib", "cdsw_agent.engine"]
+        mods = ["jupyter_server", "ipykernel", "terminado", "pandas", "matplotlib", "cdsw_agent.engine",
+                "cdsw"]
         return mods + (["jupyterlab"] if self.with_jupyterlab else [])
 
     @property

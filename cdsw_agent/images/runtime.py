@@ -15,7 +15,9 @@ from typing import List, Tuple
 from .. import __version__
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # .../cdsw_agent
-RUNTIME_PATHS: Tuple[str, ...] = ("__init__.py", "engine")
+# "../cdsw": the `cdsw` library experiment scripts import, a top-level package next to
+# cdsw_agent (in the image too: site-packages/cdsw)
+RUNTIME_PATHS: Tuple[str, ...] = ("__init__.py", "engine", "../cdsw")
 
 
 def runtime_files(package_root: Path = PACKAGE_ROOT) -> List[Path]:
@@ -52,6 +54,7 @@ def install_runtime(site_packages: Path, package_root: Path = PACKAGE_ROOT) -> L
         shutil.copyfile(package_root / rel, dest)
         dest.chmod(0o644)
         written.append(dest)
-    for d in [dest_root] + [p for p in dest_root.rglob("*") if p.is_dir()]:
+    for d in {dest_root} | {p for p in dest_root.rglob("*") if p.is_dir()} \
+            | {w.parent for w in written}:
         d.chmod(0o755)
     return written

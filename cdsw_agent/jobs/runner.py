@@ -13,22 +13,22 @@ import datetime as dt
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, List, Optional, Union
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..orchestrators import (FAILED, LOST, RUNNING, SUCCEEDED, Orchestrator, OrchestratorError,
-                             WorkloadNotFound, WorkloadStatus)
+from ..orchestrators import RUNNING, Orchestrator, OrchestratorError, WorkloadStatus
 from ..store.db import Database
 from ..store.jobs_models import ACTIVE_STATUSES, FINAL_STATUSES, Job, JobRun
 from ..store.models import AuditEvent, utcnow
+from ..workloads import oneshot
 from . import notify
 from .launch import RUN_LABEL, LaunchError, workload_spec
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], dt.datetime]  # naive UTC, like the database
-STOP_GRACE_SECONDS = 5.0
+STOP_GRACE_SECONDS = oneshot.STOP_GRACE_SECONDS
 
 
 class RunError(Exception):
@@ -39,31 +39,8 @@ class RunError(Exception):
         self.status = status
 
 
-def _naive(when: Optional[dt.datetime]) -> Optional[dt.datetime]:
-    if when is None or when.tzinfo is None:
-        return when
-    return when.astimezone(dt.timezone.utc).replace(tzinfo=None)
-
-
-def _log_position(path: Path) -> Tuple[int, str]:
-    """Complete lines in a log file, and the unfinished last line after them."""
-    count, last = 0, b""
-    try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 16), b""):
-                count += chunk.count(b"\n")
-                last = (last + chunk).rsplit(b"\n", 1)[-1]
-    except FileNotFoundError:
-        pass
-    return count, last.decode("utf-8", "replace")
-
-
 def tail(path: Path, lines: int = notify.TAIL_LINES) -> List[str]:
-    try:
-        text = path.read_bytes()[-256 * 1024:].decode("utf-8", "replace")
-    except FileNotFoundError:
-        return []
-    return text.splitlines()[-lines:]
+    return oneshot.tail(path, lines)
 
 
 def log_file(data_dir: Any, run: JobRun) -> Path:
@@ -77,18 +54,12 @@ class JobRunner:
         """`orchestrator` may be a factory: it is called (again after an OrchestratorError)
         when first needed, so a master starts while Docker is still down."""
         self.db, self.settings, self.clock = db, settings, clock
-        self._orchestrator = orchestrator if isinstance(orchestrator, Orchestrator) else None
-        self._factory = None if isinstance(orchestrator, Orchestrator) else orchestrator
+        self.follower = oneshot.WorkloadFollower(orchestrator)
         self.lock = threading.RLock()  # one actor at a time: API threads and the scheduler
-        # run id -> (complete lines copied to its log, the unfinished line after them)
-        self._log_state: Dict[int, Tuple[int, str]] = {}
 
     @property
     def orchestrator(self) -> Orchestrator:
-        if self._orchestrator is None:
-            assert self._factory is not None
-            self._orchestrator = self._factory()  # OrchestratorError when unreachable
-        return self._orchestrator
+        return self.follower.orchestrator
 
     # --- paths and settings
     def log_file(self, run: JobRun) -> Path:
@@ -214,10 +185,7 @@ class JobRunner:
         return list(ids)
 
     def _stop_workload(self, workload_id: str) -> None:
-        try:
-            self.orchestrator.stop(workload_id, timeout=STOP_GRACE_SECONDS)
-        except OrchestratorError as e:  # gone already: the next poll records it
-            log.warning("cannot stop workload %s: %s", workload_id, e)
+        self.follower.stop(workload_id)
 
     # --- following runs
     def sync(self) -> None:
@@ -244,10 +212,7 @@ class JobRunner:
                     if run.status in FINAL_STATUSES:
                         remove = run.workload_id
             if remove:
-                try:
-                    self.orchestrator.remove(remove)
-                except OrchestratorError as e:
-                    log.warning("cannot remove finished workload %s: %s", remove, e)
+                self.follower.remove(remove)
             self._follow_up_if_final(run_id)
 
     def _poll(self, s: Session, run: JobRun) -> None:
@@ -278,14 +243,7 @@ class JobRunner:
 
     def _status(self, run: JobRun) -> Optional[WorkloadStatus]:
         assert run.workload_id is not None
-        try:
-            return self.orchestrator.status(run.workload_id)
-        except WorkloadNotFound:
-            return WorkloadStatus(LOST, None, "the engine %s disappeared; its result is unknown"
-                                  % run.workload_id)
-        except OrchestratorError as e:  # the backend is unreachable: try again next tick
-            log.warning("cannot read the status of run %d: %s", run.id, e)
-            return None
+        return self.follower.status(run.workload_id, "run %d" % run.id)
 
     def _adopt_or_launch(self, s: Session, run: JobRun) -> None:
         """A queued run without workload: the master died while launching it."""
@@ -300,56 +258,14 @@ class JobRunner:
             self._launch(s, run)
 
     def _finish(self, run: JobRun, status: WorkloadStatus) -> None:
-        finished = _naive(status.finished_at)
         run.node = run.node or status.node
-        if status.state == SUCCEEDED:
-            self._end(run, "succeeded", "", status.exit_code, finished)
-        elif status.state == FAILED and run.stop_requested == "timeout":
-            minutes = self.timeout(run.job)
-            count = int(minutes.total_seconds() // 60) if minutes else 0
-            self._end(run, "timed_out", "stopped: ran longer than its timeout of %d minute%s"
-                      % (count, "" if count == 1 else "s"), status.exit_code, finished)
-        elif status.state == FAILED and run.stop_requested == "user":
-            self._end(run, "stopped", run.reason or "stopped on request", status.exit_code,
-                      finished)
-        elif status.state == FAILED:
-            self._end(run, "failed", status.reason or "the engine failed", status.exit_code,
-                      finished)
-        else:
-            self._end(run, "lost", status.reason or "the engine was lost", status.exit_code,
-                      finished)
+        final, reason = oneshot.outcome(status, run.stop_requested, run.reason,
+                                        self.timeout(run.job))
+        self._end(run, final, reason, status.exit_code, oneshot.naive_utc(status.finished_at))
 
     def _copy_logs(self, run: JobRun, final: bool) -> None:
-        """Appends what is new to the run's log. The last line may still grow, so while the
-        run lasts it is written without its newline and completed later."""
         assert run.workload_id is not None
-        path = self.log_file(run)
-        done, partial = self._log_state.get(run.id) or _log_position(path)
-        try:
-            lines = list(self.orchestrator.logs(run.workload_id))
-        except OrchestratorError:
-            return
-        out: List[str] = []
-        for i in range(done, len(lines)):
-            line = lines[i]
-            if i == done and partial:
-                out.append(line[len(partial):] if line.startswith(partial) else "\n" + line)
-            else:
-                out.append(line)
-            if i < len(lines) - 1 or final:
-                out.append("\n")
-        if final and partial and done >= len(lines):
-            out.append("\n")
-        if out:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "a", encoding="utf-8") as f:
-                f.write("".join(out))
-        if final:
-            self._log_state.pop(run.id, None)
-        elif lines[done:]:
-            self._log_state[run.id] = (len(lines) - 1, lines[-1])
-        else:
-            self._log_state[run.id] = (done, partial)
+        self.follower.copy_logs(run.id, run.workload_id, self.log_file(run), final)
 
     # --- after a run
     def _follow_up_if_final(self, run_id: int) -> None:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from typing import Optional
+from typing import Any, List, Optional
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ..experiments.runner import ExperimentRunner
 from ..jobs import schedule
 from ..jobs.runner import Clock, JobRunner
 from ..orchestrators import Orchestrator, OrchestratorError, get_orchestrator
@@ -25,6 +26,7 @@ from .state import ServerState
 
 log = logging.getLogger(__name__)
 RUNNER_KEY, SCHEDULER_KEY = "jobs.runner", "jobs.scheduler"
+EXPERIMENTS_KEY = "experiments.runner"
 DEFAULT_INTERVAL = 2.0
 _create_lock = threading.Lock()
 
@@ -39,6 +41,17 @@ def runner_for(state: ServerState, clock: Optional[Clock] = None) -> JobRunner:
         return runner
 
 
+def experiments_for(state: ServerState) -> ExperimentRunner:
+    """The one experiment runner of this server (created on first use, sharing the
+    orchestrator); the scheduler's tick follows its runs too."""
+    with _create_lock:
+        runner = state.extras.get(EXPERIMENTS_KEY)
+        if runner is None:
+            runner = state.extras[EXPERIMENTS_KEY] = ExperimentRunner(
+                state.db, state.settings, lambda: _orchestrator(state))
+        return runner
+
+
 def _orchestrator(state: ServerState) -> Orchestrator:
     with _create_lock:
         orchestrator = state.extras.get("orchestrator")
@@ -50,6 +63,7 @@ def _orchestrator(state: ServerState) -> Orchestrator:
 class Scheduler:
     def __init__(self, runner: JobRunner, interval: float = DEFAULT_INTERVAL):
         self.runner, self.interval = runner, interval
+        self.followers: List[Any] = []  # other runners whose sync() each tick calls
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
@@ -82,6 +96,8 @@ class Scheduler:
 
     def tick(self) -> None:
         self.runner.sync()
+        for follower in self.followers:
+            follower.sync()
         self.start_due()
 
     def start_due(self) -> None:
@@ -129,6 +145,7 @@ def start(state: ServerState, interval: float = DEFAULT_INTERVAL,
     scheduler = state.extras.get(SCHEDULER_KEY)
     if scheduler is None:
         scheduler = state.extras[SCHEDULER_KEY] = Scheduler(runner_for(state, clock), interval)
+        scheduler.followers.append(experiments_for(state))
     scheduler.start()
     return scheduler
 
