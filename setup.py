@@ -39,10 +39,14 @@ setup(
         "croniter>=2.0",
         "cryptography>=41",
         "markdown-it-py>=3.0",
+        "httpx>=0.25",  # the router's HTTP proxy to engines
+        "websockets>=15.0",  # the router's WebSocket proxy and kernel channel client
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-timeout>=2.2", "httpx>=0.25", "schemathesis>=3.30",
-                 "aiosmtpd>=1.4", "playwright>=1.40"],
+                 "aiosmtpd>=1.4", "playwright>=1.40",
+                 # sessions on the local backend run the engine (jupyter_server) as a process
+                 "jupyter_server>=2.10", "ipykernel>=6.25", "terminado>=0.18", "matplotlib>=3.7"],
         "dev": ["pytest>=7", "pytest-timeout>=2.2", "httpx>=0.25", "schemathesis>=3.30",
                 "aiosmtpd>=1.4", "ruff"],
     },

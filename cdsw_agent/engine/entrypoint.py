@@ -5,6 +5,8 @@ environment variables the orchestrator sets.
     CDSW_ENGINE_PORT      port to listen on (default 8888)
     CDSW_ENGINE_BASE_URL  URL prefix the router forwards under (default /)
     CDSW_ENGINE_ROOT_DIR  directory the server shows (default $HOME, the project)
+    CDSW_ENGINE_ALLOW_ROOT  "1": allow running as root (the local backend's plain processes;
+                          engine images run as their own user)
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ def jupyter_command(env: Mapping[str, str]) -> Tuple[List[str], dict]:
         "--ServerApp.base_url=" + base_url,
         "--ServerApp.root_dir=" + root_dir,
     ]
+    if env.get("CDSW_ENGINE_ALLOW_ROOT") == "1":
+        argv.append("--allow-root")
     child_env = dict(env)
     child_env["JUPYTER_TOKEN"] = token  # read by jupyter_server; kept out of `ps` output
     return argv, child_env

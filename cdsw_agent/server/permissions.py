@@ -12,22 +12,30 @@ project (or team) once the caller is allowed. The rules:
   public projects give every signed-in user viewer;
 - a project the caller cannot see answers 404, never 403, so private
   projects are not revealed; one the caller can see but not change answers 403;
-- API keys with the ``read`` scope may only read;
-- Prometheus may scrape /metrics anonymously from loopback only.
+- an engine session acts only as its launcher: its metadata is visible to the project's
+  viewers, but only its owner, and users the owner shared it with (view: read the console;
+  interactive: execute too), may attach to it; collaborators and site admins included. The
+  owner and project admins may stop it; only the owner shares it;
+- API keys with the ``read`` scope may only read (WebSockets count as writing);
+- Prometheus may scrape /metrics anonymously from loopback only;
+- a deployed model is called with its access key (POST /model): the key in the body is the
+  permission, no sign-in; the model router checks it against the stored digests before any
+  replica is reached.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, WebSocket, WebSocketException
 from sqlalchemy import and_, exists, false, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 
 from ..store.models import PROJECT_ROLES, Collaborator, Project, Team, TeamMember, User
+from ..store.sessions_models import EngineSession, SessionShare
 from .auth import SAFE_METHODS, Caller, current_caller
 from .deps import get_db
 from .errors import ApiError
@@ -35,8 +43,8 @@ from .errors import ApiError
 
 @dataclass(frozen=True)
 class Rule:
-    kind: str  # public | signed_in | site_admin | site_admin_or_loopback | project | team
-    min_role: str = ""  # project: one of PROJECT_ROLES; team: member | admin
+    kind: str  # public | signed_in | site_admin | site_admin_or_loopback | project | team | session
+    min_role: str = ""  # project: one of PROJECT_ROLES; team: member | admin; session: SESSION_LEVELS
 
 
 # action -> rule. Adding a route means adding (or reusing) an action here.
@@ -53,7 +61,16 @@ RULES: Dict[str, Rule] = {
     "project.admin": Rule("project", "admin"),
     "team.read": Rule("team", "none"),
     "team.admin": Rule("team", "admin"),
+    "model.call": Rule("model_access_key"),
+    "session.read": Rule("session", "metadata"),
+    "session.view": Rule("session", "view"),
+    "session.use": Rule("session", "interactive"),
+    "session.stop": Rule("session", "stop"),
+    "session.share": Rule("session", "owner"),
 }
+# session rule levels: metadata (project viewer), view / interactive (owner or a share of at
+# least that mode), stop (owner or project admin), owner (the launcher only)
+SESSION_LEVELS = ("metadata", "view", "interactive", "stop", "owner")
 
 
 @dataclass
@@ -62,6 +79,7 @@ class Access:
     project: Optional[Project] = None
     project_role: Optional[str] = None
     team: Optional[Team] = None
+    engine_session: Optional[Any] = None  # EngineSession, for session rules
 
     @property
     def user(self) -> User:
@@ -146,7 +164,7 @@ def _path_int(request: Request, name: str, what: str) -> int:
 
 def decide(action: str, caller: Caller, request: Request, db: Session) -> Access:
     rule = RULES[action]
-    if rule.kind == "public":
+    if rule.kind in ("public", "model_access_key"):
         return Access(caller)
     if rule.kind == "site_admin_or_loopback":
         if _from_loopback(request):
@@ -156,7 +174,7 @@ def decide(action: str, caller: Caller, request: Request, db: Session) -> Access
                                 "administrator's API key as 'Authorization: Bearer <key>'")
     if not caller.signed_in:
         raise ApiError(401, "sign in first, or send an API key as 'Authorization: Bearer <key>'")
-    if caller.scope == "read" and request.method not in SAFE_METHODS:
+    if caller.scope == "read" and getattr(request, "method", "WEBSOCKET") not in SAFE_METHODS:
         raise ApiError(403, "this API key has the read scope; create a key with the write scope")
     user = caller.user
     assert user is not None
@@ -183,7 +201,42 @@ def decide(action: str, caller: Caller, request: Request, db: Session) -> Access
                 and team_role(db, user, team.id) != "admin":
             raise ApiError(403, "only the team's administrators may do this")
         return Access(caller, team=team)
+    if rule.kind == "session":
+        return _session_access(db, caller, request, user, rule.min_role)
     raise AssertionError("unknown rule kind %s" % rule.kind)
+
+
+def session_share_mode(db: Session, user: User, session: EngineSession) -> Optional[str]:
+    """owner, interactive, view or None: how far this user may reach into the session."""
+    if session.user_id == user.id:
+        return "owner"
+    share = db.get(SessionShare, (session.id, user.id))
+    return share.mode if share is not None else None
+
+
+def _session_access(db: Session, caller: Caller, request: Any, user: User, level: str) -> Access:
+    session = db.get(EngineSession, _path_int(request, "session_id", "session"))
+    project = db.get(Project, session.project_id) if session is not None else None
+    role = project_role(db, user, project) if project is not None else None
+    if session is None or project is None or role is None:
+        raise ApiError(404, "session not found")
+    access = Access(caller, project=project, project_role=role, engine_session=session)
+    if level == "metadata":
+        return access
+    mode = session_share_mode(db, user, session)
+    if level == "stop" and (mode == "owner" or role == "admin"):
+        return access
+    allowed = {"view": ("owner", "interactive", "view"), "interactive": ("owner", "interactive"),
+               "stop": (), "owner": ("owner",)}[level]
+    if mode in allowed:
+        return access
+    if level == "interactive" and mode == "view":
+        raise ApiError(403, "session %d is shared with you to view only; ask its owner for "
+                            "interactive access" % session.id)
+    raise ApiError(403, "session %d acts as its owner only: no one else, site administrators "
+                        "included, may %s unless the owner shares it"
+                   % (session.id, "stop it" if level == "stop" else "change its sharing"
+                      if level == "owner" else "use it"))
 
 
 def require(action: str) -> Callable[..., Access]:
@@ -195,6 +248,45 @@ def require(action: str) -> Callable[..., Access]:
                    db: Session = Depends(get_db)) -> Access:
         access = decide(action, caller, request, db)
         request.state.permission = action
+        return access
+
+    dependency.permission_action = action  # type: ignore[attr-defined]
+    return Depends(dependency)
+
+
+def _websocket_db(websocket: WebSocket) -> Iterator[Session]:
+    """get_db for WebSocket routes (get_db takes an HTTP request)."""
+    session = websocket.app.state.server.db.sessionmaker()
+    try:
+        yield session
+    finally:
+        session.rollback()
+        session.close()
+
+
+def require_websocket(action: str) -> Callable[..., Access]:
+    """`require` for WebSocket routes. A browser cannot add the CSRF header to a WebSocket, so
+    a cookie-authenticated one must come from our own origin instead (no cross-site hijacking);
+    a refusal closes the handshake with 1008 and the one-line reason."""
+    if action not in RULES:
+        raise KeyError("no permission rule named %r" % action)
+
+    def dependency(websocket: WebSocket, db: Session = Depends(_websocket_db)) -> Access:
+        from starlette.requests import Request as HttpRequest
+
+        origin = websocket.headers.get("origin")
+        try:
+            if origin is not None and "authorization" not in websocket.headers:
+                host = websocket.headers.get("host", "")
+                if origin.split("://", 1)[-1].rstrip("/") != host:
+                    raise ApiError(403, "cross-origin WebSocket refused; open it from this site")
+            # authenticate as a read (no CSRF header on WebSockets), authorise as a write
+            caller = current_caller(HttpRequest(dict(websocket.scope, type="http",
+                                                     method="GET")), db)
+            access = decide(action, caller, websocket, db)
+        except ApiError as e:
+            raise WebSocketException(code=1008, reason=e.error[:120])
+        websocket.state.permission = action
         return access
 
     dependency.permission_action = action  # type: ignore[attr-defined]

@@ -20,6 +20,7 @@ from ..experiments.runner import ExperimentRunner
 from ..jobs import schedule
 from ..jobs.runner import Clock, JobRunner
 from ..orchestrators import Orchestrator, OrchestratorError, get_orchestrator
+from ..sessions import monitor as session_monitor
 from ..store.jobs_models import Job
 from ..store.models import utcnow
 from .state import ServerState
@@ -147,11 +148,13 @@ def start(state: ServerState, interval: float = DEFAULT_INTERVAL,
         scheduler = state.extras[SCHEDULER_KEY] = Scheduler(runner_for(state, clock), interval)
         scheduler.followers.append(experiments_for(state))
     scheduler.start()
+    session_monitor.start(state)  # its own thread: engine calls must not delay cron jobs
     return scheduler
 
 
 def stop(state: ServerState) -> None:
     """Stops the scheduler thread; running jobs keep running and are re-adopted later."""
+    session_monitor.stop(state)
     scheduler = state.extras.pop(SCHEDULER_KEY, None)
     if scheduler is not None:
         scheduler.stop()

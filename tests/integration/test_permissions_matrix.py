@@ -38,12 +38,14 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Set, Tuple
 
 import pytest
+from fastapi.routing import APIWebSocketRoute
 from fastapi.testclient import TestClient
 
 from cdsw_agent.security import tokens
@@ -459,7 +461,11 @@ def test_every_route_declares_a_permission(shared_world: World) -> None:
     seen: Set[str] = set()
     undeclared, unknown, unexplained = [], [], []
     for route in _route_contexts(app):
-        path = getattr(route, "path", "")
+        # WebSocket routes come through FastAPI's wrapper without path or dependant
+        if getattr(route, "dependant", None) is None \
+                and getattr(route, "starlette_route", None) is not None:
+            route = route.starlette_route
+        path = re.sub(r":\w+}", "}", getattr(route, "path", ""))  # {path:path} as in OpenAPI
         dependant = getattr(route, "dependant", None)
         if dependant is None:
             if path in static_mounts and isinstance(getattr(route, "app", None), StaticFiles):
@@ -468,7 +474,10 @@ def test_every_route_declares_a_permission(shared_world: World) -> None:
                 unexplained.append("%s %s" % (type(route).__name__, path))
             continue
         actions = list(_actions(dependant))
-        for method in sorted(getattr(route, "methods", None) or []):
+        # a WebSocket route has no HTTP methods, but must declare its permission all the same
+        methods = getattr(route, "methods", None) or (
+            ["WEBSOCKET"] if isinstance(route, APIWebSocketRoute) else [])
+        for method in sorted(methods):
             key = "%s %s" % (method, path)
             seen.add(key)
             if not actions:

@@ -1,0 +1,149 @@
+"""A session as an engine workload: kernel choice, jupyter_server settings, port and node."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import sys
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Tuple
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..images.recipe import VENV
+from ..orchestrators import Orchestrator, Port, WorkloadSpec
+from ..settings import Settings
+from ..store.models import EngineImage, Project, User
+from ..store.sessions_models import ACTIVE_STATUSES, EngineSession
+from ..workloads import EngineRequest, build_spec, place
+
+ENGINE_PORT = 8888  # jupyter_server's port inside the container (the image EXPOSEs it)
+# host ports sessions publish on their node; below Spark's 20050-32767 driver range
+SESSION_PORT_RANGE = (15000, 19999)
+SESSION_LABEL = "io.cdsw.session"
+# kernel asked for -> the image kernelspec names that provide it, preferred first
+KERNELSPECS: Dict[str, Tuple[str, ...]] = {
+    "python3": ("python3",),
+    "r": ("ir",),
+    "scala": ("scala", "apache_toree_scala", "almond"),
+}
+KERNEL_TITLES = {"python3": "Python 3", "r": "R", "scala": "Scala"}
+
+
+class SessionLaunchError(Exception):
+    """The session cannot be started as asked; `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def base_path(session_id: int) -> str:
+    """Where the master's router serves the engine; jupyter_server runs under the same prefix
+    so its links and redirects stay valid through the proxy."""
+    return "/api/v1/sessions/%d/engine/" % session_id
+
+
+def choose_image(db: Session, image_id: Optional[int], project: Project) -> Optional[EngineImage]:
+    chosen = image_id or project.default_engine_image_id
+    if chosen:
+        return db.get(EngineImage, chosen)
+    return db.scalars(select(EngineImage).where(EngineImage.is_default.is_(True))).first()
+
+
+def kernelspec_for(kernel: str, image: Optional[EngineImage]) -> str:
+    """The kernelspec to start, or SessionLaunchError(422) when the image lacks the kernel.
+    Without a registered image (local backend) only Python 3 is known to be there."""
+    offered: List[str] = list(image.kernels or []) if image is not None else ["python3"]
+    if "python3" not in offered:
+        offered.insert(0, "python3")  # every engine image has ipykernel
+    for name in KERNELSPECS[kernel]:
+        if name in offered:
+            return name
+    where = "image %s:%s" % (image.repository, image.tag) if image is not None \
+        else "the local engine"
+    flag = {"r": " (build one with `cdsw images build --with-r`)"}.get(kernel, "")
+    raise SessionLaunchError(422, "invalid request: kernel: %s has no %s kernel (it has: %s); "
+                                  "choose another kernel or an image that has one%s"
+                             % (where, KERNEL_TITLES[kernel], ", ".join(offered), flag))
+
+
+def _free_local_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def node_port(db: Session, node: str, rng: Optional[random.Random] = None) -> int:
+    """A host port no active session uses on that node."""
+    used = set(db.scalars(select(EngineSession.host_port).where(
+        EngineSession.node == node, EngineSession.status.in_(ACTIVE_STATUSES))))
+    rng = rng or random.SystemRandom()
+    low, high = SESSION_PORT_RANGE
+    for _ in range(200):
+        port = rng.randrange(low, high + 1)
+        if port not in used:
+            return port
+    raise SessionLaunchError(503, "node %s has no free session port left; stop a session" % node)
+
+
+def engine_env(settings: Settings, orchestrator: Orchestrator, session: EngineSession,
+               token: str, container_port: int, files_dir: Path) -> Dict[str, str]:
+    env = {"CDSW_ENGINE_TOKEN": token, "CDSW_ENGINE_PORT": str(container_port),
+           "CDSW_ENGINE_BASE_URL": base_path(session.id), "CDSW_SESSION_ID": str(session.id),
+           "CDSW_KERNEL": session.kernel}
+    if orchestrator.name == "local":
+        # a plain process: /home/cdsw does not exist, so jupyter's own files go to the
+        # engine's private directory and the server shows the project folder itself
+        private = Path(settings.data_dir) / "sessions" / str(session.id) / "engine"
+        private.mkdir(parents=True, exist_ok=True)
+        env.update(CDSW_ENGINE_ROOT_DIR=str(files_dir), JUPYTER_RUNTIME_DIR=str(private / "run"),
+                   JUPYTER_DATA_DIR=str(private / "data"), IPYTHONDIR=str(private / "ipython"),
+                   MPLCONFIGDIR=str(private / "mpl"),
+                   CDSW_ENGINE_ALLOW_ROOT="1" if os.geteuid() == 0 else "0")
+    else:
+        env["JUPYTER_RUNTIME_DIR"] = "/tmp/jupyter-runtime"  # connection files stay private
+    return env
+
+
+def session_spec(db: Session, settings: Settings, orchestrator: Orchestrator,
+                 session: EngineSession, project: Project, launcher: User, token: str,
+                 files_dir: Path) -> WorkloadSpec:
+    """The engine workload; sets session.node and session.host_port. Raises EngineError."""
+    local = orchestrator.name == "local"
+    if local:
+        port = _free_local_port()
+        python = sys.executable  # the master's environment has jupyter_server and ipykernel
+        ports: List[Port] = []
+    else:
+        port, python = ENGINE_PORT, VENV + "/bin/python"
+        ports = []  # published below, once the node is known
+    request = EngineRequest(
+        kind="session", name=session.name, project=project, launcher=launcher,
+        command=[python, "-m", "cdsw_agent.engine"], files_dir=files_dir,
+        image_id=session.engine_image_id, profile_id=session.profile_id,
+        env=engine_env(settings, orchestrator, session, token, port, files_dir), ports=ports,
+        labels={SESSION_LABEL: str(session.id)})
+    spec = build_spec(db, settings, orchestrator, request)
+    if local:
+        session.node, session.host_port = "local", port
+        return spec
+    # The master reaches the engine at its node's address: choose the node now (build_spec did
+    # when client configs are mounted) and publish jupyter_server there in host mode.
+    if spec.node is None:
+        spec.node = place(orchestrator, spec.cpu_reservation, spec.memory_reservation).name
+    session.node, session.host_port = spec.node, node_port(db, spec.node)
+    spec.ports.append(Port(container=ENGINE_PORT, host=session.host_port))
+    return spec
+
+
+def node_address(orchestrator: Orchestrator, node: Optional[str],
+                 nodes: Optional[Iterable] = None) -> Optional[str]:
+    if orchestrator.name == "local" or node == "local":
+        return "127.0.0.1"
+    for n in nodes if nodes is not None else orchestrator.nodes():
+        if n.name == node:
+            return n.address
+    return None
