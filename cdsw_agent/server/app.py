@@ -19,7 +19,7 @@ API_PREFIX = "/api/v1"
 # route modules under cdsw_agent/server/routes, each exposing `router`
 API_ROUTERS = ("auth", "account", "users", "teams", "projects", "files", "admin", "cluster", "jobs",
                "sessions", "experiments", "models")
-ROOT_ROUTERS = ("health", "metrics")
+ROOT_ROUTERS = ("health", "metrics", "model_endpoint")  # model_endpoint: POST /model
 
 
 def _security_headers(app: FastAPI, hsts: bool) -> None:

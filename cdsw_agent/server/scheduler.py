@@ -20,6 +20,7 @@ from ..experiments.runner import ExperimentRunner
 from ..jobs import schedule
 from ..jobs.runner import Clock, JobRunner
 from ..orchestrators import Orchestrator, OrchestratorError, get_orchestrator
+from ..models import service as model_service
 from ..sessions import monitor as session_monitor
 from ..store.jobs_models import Job
 from ..store.models import utcnow
@@ -149,12 +150,14 @@ def start(state: ServerState, interval: float = DEFAULT_INTERVAL,
         scheduler.followers.append(experiments_for(state))
     scheduler.start()
     session_monitor.start(state)  # its own thread: engine calls must not delay cron jobs
+    model_service.start(state)  # its own thread too: replica health, rollouts, scaling
     return scheduler
 
 
 def stop(state: ServerState) -> None:
     """Stops the scheduler thread; running jobs keep running and are re-adopted later."""
     session_monitor.stop(state)
+    model_service.stop(state)  # replicas keep running and are re-adopted later
     scheduler = state.extras.pop(SCHEDULER_KEY, None)
     if scheduler is not None:
         scheduler.stop()

@@ -1,0 +1,166 @@
+"""The model router: access key -> model -> the least busy ready replica (round robin among
+equals), with per-replica counts. It holds only memory: service.py publishes the routing table
+and the key digests on every supervision tick, so serving never waits for the database.
+
+Counts (requests, successes, failures, latency) live in this process: they restart from zero
+when the master restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import statistics
+import threading
+import time
+import weakref
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple
+
+import httpx
+
+from ..engine.model_server import TOKEN_HEADER
+from .keys import digest
+
+CALL_TIMEOUT_SECONDS = 60.0
+LATENCY_WINDOW = 4096  # latest calls kept per replica for the percentiles
+
+
+@dataclass(frozen=True)
+class Route:
+    replica_id: int
+    url: str
+    token: str
+
+
+@dataclass
+class ReplicaStats:
+    requests: int = 0
+    successes: int = 0
+    failures: int = 0
+    outstanding: int = 0
+    latencies_ms: Deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+
+    def summary(self) -> Dict[str, Any]:
+        lat = sorted(self.latencies_ms)
+
+        def pct(p: float) -> Optional[float]:
+            return round(lat[min(len(lat) - 1, int(p * len(lat)))], 2) if lat else None
+
+        return {"requests": self.requests, "successes": self.successes,
+                "failures": self.failures, "outstanding": self.outstanding,
+                "latency_ms_mean": round(statistics.fmean(lat), 2) if lat else None,
+                "latency_ms_p50": pct(0.50), "latency_ms_p95": pct(0.95)}
+
+
+class ModelRouter:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._routes: Dict[int, Tuple[Route, ...]] = {}  # model id -> ready replicas
+        self._keys: Dict[str, int] = {}  # access key digest -> model id
+        self._turn: Dict[int, Iterator[int]] = {}
+        self.stats: Dict[int, ReplicaStats] = {}  # replica id -> counts
+        self._clients: "weakref.WeakKeyDictionary[Any, httpx.AsyncClient]" = \
+            weakref.WeakKeyDictionary()
+
+    # --- what service.py publishes
+    def publish(self, routes: Dict[int, List[Route]], keys: Dict[str, int]) -> None:
+        with self._lock:
+            self._routes = {m: tuple(r) for m, r in routes.items() if r}
+            self._keys = dict(keys)
+            for rs in self._routes.values():
+                for r in rs:
+                    self.stats.setdefault(r.replica_id, ReplicaStats())
+
+    def withdraw(self, replica_id: int) -> None:
+        """No new request goes to this replica (it drains before it stops)."""
+        with self._lock:
+            self._routes = {m: tuple(r for r in rs if r.replica_id != replica_id)
+                            for m, rs in self._routes.items()}
+
+    def outstanding(self, replica_id: int) -> int:
+        stats = self.stats.get(replica_id)
+        return stats.outstanding if stats else 0
+
+    def summary(self, replica_id: int) -> Dict[str, Any]:
+        with self._lock:
+            return self.stats.get(replica_id, ReplicaStats()).summary()
+
+    def model_for(self, key: str) -> Optional[int]:
+        return self._keys.get(digest(key))
+
+    # --- serving
+    def _pick(self, model_id: int, tried: List[int]) -> Optional[Route]:
+        with self._lock:
+            routes = [r for r in self._routes.get(model_id, ()) if r.replica_id not in tried]
+            if not routes:
+                return None
+            turn = self._turn.setdefault(model_id, itertools.count())
+            start = next(turn) % len(routes)
+            ordered = routes[start:] + routes[:start]
+            route = min(ordered, key=lambda r: self.stats[r.replica_id].outstanding)
+            stats = self.stats[route.replica_id]
+            stats.outstanding += 1
+            stats.requests += 1
+            return route
+
+    def _done(self, route: Route, ok: bool, started: float) -> None:
+        with self._lock:
+            stats = self.stats[route.replica_id]
+            stats.outstanding -= 1
+            if ok:
+                stats.successes += 1
+            else:
+                stats.failures += 1
+            stats.latencies_ms.append((time.perf_counter() - started) * 1000.0)
+
+    def _client(self) -> httpx.AsyncClient:
+        """One pooled client per event loop (the server runs one; test clients may run more)."""
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = httpx.AsyncClient(
+                timeout=httpx.Timeout(CALL_TIMEOUT_SECONDS, connect=5.0),
+                limits=httpx.Limits(max_connections=512, max_keepalive_connections=128))
+            self._clients[loop] = client
+        return client
+
+    async def call(self, model_id: int, request: Any) -> Tuple[int, Dict[str, Any]]:
+        """(HTTP status, CDSW answer). A replica that cannot be reached at all is counted as a
+        failure and the call goes to another replica (nothing was sent, so this is safe)."""
+        payload = json.dumps(request).encode()
+        tried: List[int] = []
+        last_error = "model %d has no ready replica; deploy it or wait until a replica is " \
+                     "ready" % model_id
+        while True:
+            route = self._pick(model_id, tried)
+            if route is None:
+                return 503, {"success": False, "error": last_error}
+            started = time.perf_counter()
+            try:
+                r = await self._client().post(route.url, content=payload, headers={
+                    TOKEN_HEADER: route.token, "Content-Type": "application/json"})
+            except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+                self._done(route, False, started)
+                tried.append(route.replica_id)
+                last_error = "no replica of model %d could be reached (%s)" % (
+                    model_id, type(e).__name__)
+                continue
+            except httpx.HTTPError as e:
+                self._done(route, False, started)
+                return 502, {"success": False, "error": "replica %d did not answer: %s"
+                             % (route.replica_id, type(e).__name__)}
+            try:
+                answer = r.json()
+                ok = r.status_code == 200 and answer.get("success") is True
+            except (ValueError, AttributeError):
+                answer, ok = {"success": False, "error": "replica %d answered HTTP %d without "
+                              "JSON" % (route.replica_id, r.status_code)}, False
+            self._done(route, ok, started)
+            return (200 if ok else r.status_code if r.status_code >= 400 else 502), answer
+
+    async def aclose(self) -> None:
+        for client in list(self._clients.values()):
+            await client.aclose()
