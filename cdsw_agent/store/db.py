@@ -15,7 +15,7 @@ import sqlite3
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Tuple
 
 from alembic import command
 from alembic.config import Config
@@ -60,6 +60,7 @@ class Database:
         self.migrations = migrations
         self.engine = make_engine(url)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        self._head: Optional[Tuple[int, str]] = None  # (versions folder mtime, head revision)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -82,9 +83,14 @@ class Database:
         return cfg
 
     def head_revision(self) -> str:
-        head = ScriptDirectory.from_config(self._alembic_config()).get_current_head()
-        assert head is not None
-        return head
+        # parsing the migration scripts costs milliseconds and /healthz asks on every call:
+        # keep the answer until the versions folder changes (a file added or removed)
+        stamp = (self.migrations / "versions").stat().st_mtime_ns
+        if self._head is None or self._head[0] != stamp:
+            head = ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+            assert head is not None
+            self._head = (stamp, head)
+        return self._head[1]
 
     def current_revision(self) -> Optional[str]:
         try:
