@@ -11,7 +11,8 @@ from fastapi.staticfiles import StaticFiles
 
 from . import assets, errors
 
-PAGE_ROUTERS = ("auth", "projects", "files", "jobs", "teams", "admin")
+PAGE_ROUTERS = ("auth", "projects", "files", "sessions", "jobs", "experiments", "models", "teams",
+                "admin")
 
 
 def install(app: FastAPI) -> None:

@@ -14,7 +14,12 @@ VENDOR_DIR = WEB_DIR / "node_modules"
 VENDOR_FILES: Dict[str, str] = {
     "codemirror/lib/codemirror.js": "CodeMirror (code editor)",
     "codemirror/lib/codemirror.css": "CodeMirror styles",
+    "@xterm/xterm/lib/xterm.js": "xterm.js (session terminal)",
+    "@xterm/xterm/css/xterm.css": "xterm.js styles",
+    "@xterm/addon-fit/lib/addon-fit.js": "xterm.js fit addon",
 }
+# CodeMirror modes the workbench loads up front: it opens any project file without a reload
+WORKBENCH_MODES = ("python", "r", "clike", "shell", "markdown", "yaml", "sql", "javascript")
 # file extension -> (CodeMirror mode script, mode spec) for syntax highlighting
 EDITOR_MODES: Dict[str, Tuple[str, str]] = {
     ".py": ("python", "python"), ".r": ("r", "r"), ".scala": ("clike", "text/x-scala"),

@@ -29,6 +29,10 @@ _env = jinja2.Environment(
 # markup injection cannot run code; our JS reads page data from data-* attributes.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'")
+# The workbench page only: xterm.js sizes its grid with <style> elements it creates at run time,
+# and rich outputs (pandas tables) carry inline styles inside their sandboxed srcdoc frames, which
+# inherit this policy. Scripts stay 'self' only, so injected markup still cannot run code.
+CSP_INLINE_STYLES = CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
 
 
 def _when(value: Optional[dt.datetime]) -> str:
@@ -59,7 +63,17 @@ def _mtime(timestamp: float) -> str:
     return _when(dt.datetime.fromtimestamp(timestamp, dt.timezone.utc))
 
 
-_env.filters.update(when=_when, size=_size, duration=_duration, mtime=_mtime)
+def _metric(value: Any) -> str:
+    """A tracked metric for a table cell: floats to 6 significant digits (0.1 + 0.2 shows as
+    0.3), everything else as tracked; the exact value stays in the API."""
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return "%.6g" % value
+    return str(value)
+
+
+_env.filters.update(when=_when, size=_size, duration=_duration, mtime=_mtime, metric=_metric)
 
 
 def can(request: Request, access: Access, db: Session, action: str) -> bool:
@@ -73,11 +87,13 @@ def can(request: Request, access: Access, db: Session, action: str) -> bool:
 
 
 def project_nav(project_id: int, allowed: Dict[str, bool]) -> List[Tuple[str, str, str]]:
-    """(key, label, href) of a project's sections. Sessions, Experiments and Models join here
-    once their APIs exist."""
+    """(key, label, href) of a project's sections."""
     base = "/projects/%d" % project_id
     items = [("overview", "Overview", base), ("files", "Files", base + "/files"),
-             ("jobs", "Jobs", base + "/jobs"), ("pipeline", "Pipeline", base + "/pipeline")]
+             ("sessions", "Workbench", base + "/sessions"), ("jobs", "Jobs", base + "/jobs"),
+             ("pipeline", "Pipeline", base + "/pipeline"),
+             ("experiments", "Experiments", base + "/experiments"),
+             ("models", "Models", base + "/models")]
     if allowed.get("settings"):
         items.append(("settings", "Settings", base + "/settings"))
     return items
@@ -85,7 +101,7 @@ def project_nav(project_id: int, allowed: Dict[str, bool]) -> List[Tuple[str, st
 
 def page(request: Request, template: str, *, title: str, access: Optional[Access] = None,
          db: Optional[Session] = None, section: str = "", status_code: int = 200,
-         **context: Any) -> HTMLResponse:
+         csp: str = CSP, **context: Any) -> HTMLResponse:
     user = access.caller.user if access is not None else None
     ws = access.caller.web_session if access is not None else None
     announcement = ""
@@ -97,4 +113,4 @@ def page(request: Request, template: str, *, title: str, access: Optional[Access
         missing_assets=assets.missing_vendor_files(), install_hint=assets.INSTALL_HINT,
         **context)
     return HTMLResponse(html, status_code=status_code,
-                        headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store"})
+                        headers={"Content-Security-Policy": csp, "Cache-Control": "no-store"})

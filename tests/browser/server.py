@@ -1,6 +1,7 @@
 """The workbench as the browser tests see it: a real uvicorn serving the app on loopback, in its
-own process, with the local orchestrator for jobs. Run as
-`python -m tests.browser.server DATA_DIR PORT`; it creates the test users, then serves."""
+own process, with the local orchestrator for jobs, sessions, experiments and models (engines
+are processes). Run as `python -m tests.browser.server DATA_DIR PORT`; it creates the test
+users, then serves, and removes every engine it started when it stops."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import uvicorn
 from cdsw_agent import accounts
 from cdsw_agent.security.passwords import Passwords
 from cdsw_agent.server.app import create_app
+from cdsw_agent.sessions.monitor import manager_for
 from cdsw_agent.store.db import Database
 
 from ..conftest import PASSWORD, make_settings
@@ -28,7 +30,14 @@ def main(data_dir: str, port: int) -> None:
         for name, admin in USERS:
             accounts.create_user(s, passwords, settings, name, PASSWORD, is_admin=admin,
                                  full_name=name.title(), email=name + "@example.com")
-    uvicorn.run(create_app(settings, db), host="127.0.0.1", port=port, log_level="warning")
+    app = create_app(settings, db)
+    try:
+        uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    finally:
+        # the master leaves engines running for the next master to adopt; a test run must not
+        orchestrator = manager_for(app.state.server).orchestrator
+        for ref in orchestrator.list():
+            orchestrator.remove(ref.id)
 
 
 if __name__ == "__main__":

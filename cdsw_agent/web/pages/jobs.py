@@ -33,7 +33,7 @@ def timezones() -> List[str]:
     return sorted(zoneinfo.available_timezones())
 
 
-def _scripts(state: ServerState, access: Access) -> List[str]:
+def project_scripts(state: ServerState, access: Access) -> List[str]:
     """Runnable scripts in the project (for the picker), breadth-first, bounded."""
     files = files_of(state, access)
     found: List[str] = []
@@ -55,7 +55,7 @@ def _form(request: Request, access: Access, db: Session, state: ServerState, pro
               if job is None or j.id != job.id]
     title = ("Edit job " + job.name) if job else "New job"
     return page(request, "job_form.html", title=title, access=access, db=db, job=job,
-                other_jobs=others, scripts=_scripts(state, access), timezones=timezones(),
+                other_jobs=others, scripts=project_scripts(state, access), timezones=timezones(),
                 images=list_images(access=access, db=db), profiles=list_profiles(access=access, db=db),
                 notify_events=NOTIFY_EVENTS, **ctx)
 

@@ -5,6 +5,7 @@
      <form data-api="METHOD /api/v1/...{field}..." data-then="reload|redirect:/url/{id}|event:name">
        fields: name="x" data-type="string|int|float|bool|lines|env|list|json" data-omit-empty
      <button data-api-action="METHOD /api/v1/..." data-confirm="..." data-then="...">
+   data-then="refresh:#a,#b" re-renders those elements (by id) from a fresh copy of the page.
 */
 "use strict";
 
@@ -162,8 +163,30 @@ const CDSW = (() => {
     return [method.toUpperCase(), url];
   }
 
+  /* Re-renders the elements matching `selector` (each with an id) from a fresh copy of this
+     page: the server's templates stay the one renderer, and nothing in the copy runs. */
+  async function refresh(selector) {
+    let response;
+    try {
+      response = await fetch(window.location.href, { headers: { "Accept": "text/html" }, credentials: "same-origin" });
+    } catch (e) {
+      throw new ApiFailure(0, "the server cannot be reached; check your connection and retry");
+    }
+    if (!response.ok) throw await failureOf(response);
+    const doc = new DOMParser().parseFromString(await response.text(), "text/html");
+    document.querySelectorAll(selector).forEach((el) => {
+      const fresh = el.id ? doc.getElementById(el.id) : null;
+      if (fresh) el.replaceWith(document.importNode(fresh, true));
+    });
+  }
+
   function then(spec, result, source) {
     if (!spec || spec === "reload") { window.location.reload(); return; }
+    if (spec.startsWith("refresh:")) {
+      const scope = source.closest("[data-error-scope]") || source.parentElement || document.body;
+      refresh(spec.slice(8)).catch((err) => showError(scope, err, source));
+      return;
+    }
     if (spec.startsWith("redirect:")) {
       const url = spec.slice(9).replace(/\{(\w+)\}/g, (_, k) => encodeURIComponent(result && result[k] !== undefined ? result[k] : ""));
       window.location.assign(url);
@@ -238,5 +261,5 @@ const CDSW = (() => {
     }
   });
 
-  return { api, upload, showError, clearErrors, serialize, ApiFailure };
+  return { api, upload, showError, clearErrors, serialize, refresh, then, ApiFailure };
 })();

@@ -1,7 +1,8 @@
 /* The project file tree: folders open on click and load their entries from the files API. */
 "use strict";
 (() => {
-  function item(projectId, entry) {
+  function item(root, entry) {
+    const projectId = root.dataset.project;
     const li = document.createElement("li");
     li.className = entry.type;
     if (entry.type === "directory") {
@@ -14,7 +15,9 @@
       li.appendChild(b);
     } else {
       const a = document.createElement("a");
-      a.href = "/projects/" + projectId + "/files/" + entry.path.split("/").map(encodeURIComponent).join("/");
+      a.href = root.dataset.linkQuery !== undefined ? root.dataset.linkQuery + encodeURIComponent(entry.path)
+        : "/projects/" + projectId + "/files/" + entry.path.split("/").map(encodeURIComponent).join("/");
+      a.dataset.path = entry.path;
       a.textContent = entry.name;
       li.appendChild(a);
     }
@@ -28,7 +31,8 @@
     if (open) { button.setAttribute("aria-expanded", "false"); if (existing) existing.hidden = true; return; }
     button.setAttribute("aria-expanded", "true");
     if (existing) { existing.hidden = false; return; }
-    const projectId = button.closest("ul.tree[data-project]").dataset.project;
+    const root = button.closest("ul.tree[data-project]");
+    const projectId = root.dataset.project;
     const ul = document.createElement("ul");
     li.appendChild(ul);
     try {
@@ -39,7 +43,7 @@
         empty.textContent = "empty";
         ul.appendChild(empty);
       }
-      listing.entries.forEach((e) => ul.appendChild(item(projectId, e)));
+      listing.entries.forEach((e) => ul.appendChild(item(root, e)));
     } catch (err) {
       ul.remove();
       button.setAttribute("aria-expanded", "false");

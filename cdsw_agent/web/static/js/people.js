@@ -19,7 +19,7 @@
       delete body.username;
       const [method, url] = form.dataset.addUser.split(" ");
       await CDSW.api(method, url.replace("{user_id}", id), body);
-      window.location.reload();
+      CDSW.then(form.dataset.then || "reload", null, form);
     } catch (err) {
       CDSW.showError(form, err);
     }
