@@ -44,9 +44,12 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-timeout>=2.2", "httpx>=0.25", "schemathesis>=3.30",
+                 "cm-client>=45.0.4",  # tests/packaging/test_cm_deploy.py
                  "aiosmtpd>=1.4", "playwright>=1.40",
                  # sessions on the local backend run the engine (jupyter_server) as a process
                  "jupyter_server>=2.10", "ipykernel>=6.25", "terminado>=0.18", "matplotlib>=3.7"],
+        # scripts/cm_deploy.py talks to Cloudera Manager through Cloudera's API client
+        "deploy": ["cm-client>=45.0.4"],
         "dev": ["pytest>=7", "pytest-timeout>=2.2", "httpx>=0.25", "schemathesis>=3.30",
                 "aiosmtpd>=1.4", "ruff"],
     },

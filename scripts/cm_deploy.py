@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Deploy or upgrade CDSW on a Cloudera Manager cluster through the CM REST API (v41+).
+"""Deploy or upgrade CDSW on a Cloudera Manager cluster through the CM API (v41+), with cm_client.
 
     cm_deploy.py --cm-url https://cm.example.com:7183 --user admin --password-file pw \\
         --cluster Cluster1 install --repo-url https://repo/cdsw/0.1.0/ \\
@@ -10,72 +10,139 @@
     cm_deploy.py ... status
 
 The CSD jar must already be in /opt/cloudera/csd on the CM host (CM has no API for that).
-It talks to the REST API with `requests` rather than the `cm_client` package: the calls and
-bodies are the same ones cm_client's swagger model sends (its ApiCommand, ApiParcel,
-ApiService, ApiRole JSON), without pinning cm_client's old urllib3/six stack into our tools,
-and the tests can check each body against the documented API.
+Every CM call goes through Cloudera's `cm_client` package (pip install cm-client) against the
+API version the server reports (at least v41); an HTTP error or a timeout ends the run with one
+line naming the call.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "packaging"))
 
-from deploy_common import (DeployError, RestClient, parse_pairs, read_password,  # noqa: E402
-                           run_main, say, wait_for)
+from deploy_common import (DeployError, error_message, parse_pairs,  # noqa: E402
+                           read_password, run_main, say, wait_for)
+
+try:
+    import cm_client
+    import urllib3
+    from cm_client.rest import ApiException
+except ImportError:  # pragma: no cover - depends on the admin's environment
+    print("error: the cm_client package is missing: pip install cm-client", file=sys.stderr)
+    sys.exit(1)
 
 PRODUCT = "CDSW"
 SERVICE_TYPE = "CDSW"
 MIN_API = 41
-# The parcel stages in order, and the command that moves a parcel to each.
-STAGES = [("DOWNLOADED", "startDownload"), ("DISTRIBUTED", "startDistribution"),
-          ("ACTIVATED", "activate")]
+# The parcel stages in order, and the ParcelResourceApi method that moves a parcel to each.
+STAGES = [("DOWNLOADED", "start_download_command"),
+          ("DISTRIBUTED", "start_distribution_command"), ("ACTIVATED", "activate_command")]
 ORDER = ["AVAILABLE_REMOTELY", "DOWNLOADING", "DOWNLOADED", "DISTRIBUTING", "DISTRIBUTED",
          "ACTIVATING", "ACTIVATED"]
+MESSAGE = "cm_deploy.py"  # the change message CM records with each configuration update
+
+
+class CmApiClient(cm_client.ApiClient):
+    """cm_client's ApiClient with a timeout on every request and each failure turned into a
+    DeployError naming the call: `PUT https://cm:7183/api/v41/cm/config: HTTP 400: ...`."""
+
+    def __init__(self, host: str, timeout: float):
+        super().__init__(host)
+        self.timeout = timeout
+        # One attempt per call, so --http-timeout bounds it; urllib3 would otherwise retry reads
+        # three times, logging each through the handler cm_client attaches to urllib3's logger.
+        self.rest_client.pool_manager.connection_pool_kw["retries"] = False
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("_request_timeout") is None:
+            # a (connect, read) pair: cm_client silently ignores a float given on its own
+            kwargs["_request_timeout"] = (self.timeout, self.timeout)
+        try:
+            return super().request(method, url, *args, **kwargs)
+        except ApiException as e:
+            if not e.status:  # cm_client's own failure, e.g. TLS: the reason says what
+                raise DeployError("%s %s: %s" % (method, url, e.reason)) from None
+            raise DeployError("%s %s: HTTP %d: %s" % (method, url, e.status, error_message(
+                _json(e.body), e.reason or ""))) from None
+        except urllib3.exceptions.HTTPError as e:
+            reason = getattr(e, "reason", None) or e
+            # NewConnectionError (refused, unresolvable) is a ConnectTimeoutError subclass
+            if isinstance(reason, urllib3.exceptions.TimeoutError) and \
+                    not isinstance(reason, urllib3.exceptions.NewConnectionError):
+                raise DeployError("%s %s: no answer within %gs (is the server up and reachable?)"
+                                  % (method, url, self.timeout)) from None
+            raise DeployError("%s %s: cannot connect: %s"
+                              % (method, url, str(reason).split(": ", 1)[-1][:200])) from None
+
+
+def _json(body: Any) -> Any:
+    """An error answer's body as JSON when it is JSON, else as text."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    try:
+        return json.loads(body) if body else None
+    except ValueError:
+        return body
 
 
 class Cm:
+    """The cm_client resource APIs for one cluster, bound to the server's API version."""
+
     def __init__(self, args: argparse.Namespace):
-        password = read_password(args.password_file, "CM_PASSWORD")
-        verify: Any = args.ca_bundle or not args.insecure
-        root = RestClient(args.cm_url + "/api", args.user, password, args.http_timeout, verify)
-        version = str(root.get("/version") or "").strip().strip('"')
+        config = cm_client.configuration  # cm_client keeps its settings in one global object
+        config.username = args.user
+        config.password = read_password(args.password_file, "CM_PASSWORD")
+        config.verify_ssl = not args.insecure
+        config.ssl_ca_cert = args.ca_bundle or None
+        root = CmApiClient(args.cm_url + "/api", args.http_timeout)
+        version = str(root.call_api("/version", "GET", response_type="str",
+                                    auth_settings=["basic"], _return_http_data_only=True) or "")
+        version = version.strip().strip('"')
         if not version.startswith("v") or not version[1:].isdigit() or int(version[1:]) < MIN_API:
             raise DeployError("Cloudera Manager API %s is too old: CDSW needs v%d or newer "
                               "(Cloudera Manager 7.1+)" % (version or "?", MIN_API))
-        self.api = RestClient("%s/api/%s" % (args.cm_url, version), args.user, password,
-                              args.http_timeout, verify)
+        client = CmApiClient("%s/api/%s" % (args.cm_url, version), args.http_timeout)
+        self.http_timeout = args.http_timeout
+        self.cm = cm_client.ClouderaManagerResourceApi(client)
+        self.clusters = cm_client.ClustersResourceApi(client)
+        self.commands = cm_client.CommandsResourceApi(client)
+        self.parcel = cm_client.ParcelResourceApi(client)
+        self.hosts = cm_client.HostsResourceApi(client)
+        self.services = cm_client.ServicesResourceApi(client)
+        self.roles = cm_client.RolesResourceApi(client)
+        self.groups = cm_client.RoleConfigGroupsResourceApi(client)
         self.cluster = args.cluster
         self.timeout = args.timeout
         self.poll = args.poll_interval
         say("Cloudera Manager %s, API %s, cluster %s" % (args.cm_url, version, args.cluster))
 
-    @property
-    def c(self) -> str:
-        return "/clusters/" + self.cluster
-
-    def wait_command(self, command: Dict[str, Any], what: str) -> None:
-        cid = command.get("id")
+    def wait_command(self, command: Any, what: str) -> None:
+        cid = getattr(command, "id", None)
         if cid is None:
             raise DeployError("%s: Cloudera Manager returned no command id" % what)
 
         def probe() -> Any:
-            cmd = self.api.get("/commands/%s" % cid)
-            if cmd.get("active"):
+            cmd = self.commands.read_command(cid)
+            if cmd.active:
                 return False, "running (command %s)" % cid
-            if not cmd.get("success"):
+            if not cmd.success:
                 raise DeployError("%s failed (command %s): %s" % (
-                    what, cid, cmd.get("resultMessage") or "no message"))
+                    what, cid, cmd.result_message or "no message"))
             return True, "done"
         wait_for(what, probe, self.timeout, self.poll)
 
 
+def _configs(values: Dict[str, str]) -> List[Any]:
+    return [cm_client.ApiConfig(name=k, value=v) for k, v in sorted(values.items())]
+
+
 def check_csd(cm: Cm) -> None:
-    types = cm.api.get(cm.c + "/serviceTypes").get("items", [])
+    types = cm.clusters.list_service_types(cm.cluster).items or []
     if SERVICE_TYPE not in types:
         raise DeployError("service type %s is unknown to Cloudera Manager: copy CDSW-<version>.jar "
                           "to /opt/cloudera/csd on the CM host and restart cloudera-scm-server"
@@ -83,20 +150,20 @@ def check_csd(cm: Cm) -> None:
 
 
 def add_repo(cm: Cm, repo_url: str) -> None:
-    config = cm.api.get("/cm/config").get("items", [])
-    current = next((i.get("value") or "" for i in config
-                    if i.get("name") == "REMOTE_PARCEL_REPO_URLS"), "")
+    config = cm.cm.get_config().items or []
+    current = next((i.value or "" for i in config if i.name == "REMOTE_PARCEL_REPO_URLS"), "")
     urls = [u.strip() for u in current.split(",") if u.strip()]
     if repo_url.rstrip("/") not in [u.rstrip("/") for u in urls]:
         urls.append(repo_url)
-        cm.api.put("/cm/config", {"items": [{"name": "REMOTE_PARCEL_REPO_URLS",
-                                             "value": ",".join(urls)}]})
+        cm.cm.update_config(message=MESSAGE, body=cm_client.ApiConfigList(
+            items=_configs({"REMOTE_PARCEL_REPO_URLS": ",".join(urls)})))
         say("parcel repository %s added" % repo_url)
-    cm.wait_command(cm.api.post("/cm/commands/refreshParcelRepos"), "refresh parcel repositories")
+    cm.wait_command(cm.cm.refresh_parcel_repos(), "refresh parcel repositories")
 
 
 def repo_version(repo_url: str, timeout: float) -> str:
-    """The CDSW version the repository offers, read from its manifest.json."""
+    """The CDSW version the repository offers, read from its manifest.json (plain HTTP: the
+    repository is not Cloudera Manager)."""
     import requests
 
     url = repo_url.rstrip("/") + "/manifest.json"
@@ -112,33 +179,31 @@ def repo_version(repo_url: str, timeout: float) -> str:
 
 
 def activate_parcel(cm: Cm, version: str) -> None:
-    path = "%s/parcels/products/%s/versions/%s" % (cm.c, PRODUCT, version)
-    parcel = cm.api.get(path)
+    parcel = cm.parcel.read_parcel(cm.cluster, PRODUCT, version)
     for target, command in STAGES:
-        stage = parcel.get("stage", "")
+        stage = parcel.stage or ""
         if stage not in ORDER:
             raise DeployError("parcel %s-%s is in stage %r; expected one of %s"
                               % (PRODUCT, version, stage, ", ".join(ORDER)))
         if ORDER.index(stage) >= ORDER.index(target):
             continue
         if stage not in ("DOWNLOADING", "DISTRIBUTING", "ACTIVATING"):
-            cm.api.post(path + "/commands/" + command)
+            getattr(cm.parcel, command)(cm.cluster, PRODUCT, version)
 
         def probe(target: str = target) -> Any:
             nonlocal parcel
-            parcel = cm.api.get(path)
-            state = parcel.get("state") or {}
-            if state.get("errors"):
-                raise DeployError("parcel %s-%s: %s" % (PRODUCT, version, state["errors"][0]))
-            total = state.get("totalProgress") or 0
-            pct = " %d%%" % (100 * state.get("progress", 0) // total) if total else ""
-            return parcel.get("stage") == target, "%s%s" % (parcel.get("stage"), pct)
+            parcel = cm.parcel.read_parcel(cm.cluster, PRODUCT, version)
+            state = parcel.state
+            if state is not None and state.errors:
+                raise DeployError("parcel %s-%s: %s" % (PRODUCT, version, state.errors[0]))
+            total = (state.total_progress if state is not None else 0) or 0
+            pct = " %d%%" % (100 * (state.progress or 0) // total) if total else ""
+            return parcel.stage == target, "%s%s" % (parcel.stage, pct)
         wait_for("parcel %s-%s" % (PRODUCT, version), probe, cm.timeout, cm.poll)
 
 
 def host_ids(cm: Cm, names: List[str]) -> Dict[str, str]:
-    hosts = cm.api.get("/hosts").get("items", [])
-    by_name = {h.get("hostname"): h.get("hostId") for h in hosts}
+    by_name = {h.hostname: h.host_id for h in cm.hosts.read_hosts().items or []}
     missing = [n for n in names if n not in by_name]
     if missing:
         raise DeployError("hosts %s are not managed by Cloudera Manager (known: %s)"
@@ -147,19 +212,19 @@ def host_ids(cm: Cm, names: List[str]) -> Dict[str, str]:
 
 
 def ensure_service(cm: Cm, name: str, config: Dict[str, str]) -> None:
-    services = cm.api.get(cm.c + "/services").get("items", [])
-    existing = next((s for s in services if s.get("name") == name), None)
-    items = [{"name": k, "value": v} for k, v in sorted(config.items())]
+    services = cm.services.read_services(cm.cluster).items or []
+    existing = next((s for s in services if s.name == name), None)
     if existing is None:
-        cm.api.post(cm.c + "/services", {"items": [{"name": name, "type": SERVICE_TYPE,
-                                                     "config": {"items": items}}]})
+        service = cm_client.ApiService(name=name, type=SERVICE_TYPE,
+                                       config=cm_client.ApiServiceConfig(items=_configs(config)))
+        cm.services.create_services(cm.cluster, body=cm_client.ApiServiceList(items=[service]))
         say("service %s created" % name)
-    elif existing.get("type") != SERVICE_TYPE:
+    elif existing.type != SERVICE_TYPE:
         raise DeployError("service %s exists with type %s, not %s"
-                          % (name, existing.get("type"), SERVICE_TYPE))
-    elif items:
-        cm.api.put("%s/services/%s/config" % (cm.c, name), {"items": items},
-                   params={"message": "cm_deploy.py"})
+                          % (name, existing.type, SERVICE_TYPE))
+    elif config:
+        cm.services.update_service_config(cm.cluster, name, message=MESSAGE,
+                                          body=cm_client.ApiServiceConfig(items=_configs(config)))
         say("service %s configuration updated" % name)
 
 
@@ -170,44 +235,41 @@ def ensure_roles(cm: Cm, service: str, master: str, workers: List[str]) -> None:
     ids = host_ids(cm, [master] + workers)
     wanted = [("CDSW_MASTER", master)] + [("CDSW_DOCKER", h) for h in [master] + workers] + \
              [("CDSW_WORKER", h) for h in workers]
-    roles = cm.api.get("%s/services/%s/roles" % (cm.c, service)).get("items", [])
-    have = {(r.get("type"), (r.get("hostRef") or {}).get("hostId")) for r in roles}
-    new = [{"type": t, "hostRef": {"hostId": ids[h]}} for t, h in wanted
-           if (t, ids[h]) not in have]
-    if new:
-        cm.api.post("%s/services/%s/roles" % (cm.c, service), {"items": new})
-        say("roles created: %s" % ", ".join("%s on %s" % (t, h) for t, h in wanted
-                                              if (t, ids[h]) not in have))
+    roles = cm.roles.read_roles(cm.cluster, service).items or []
+    have = {(r.type, r.host_ref.host_id if r.host_ref else None) for r in roles}
+    missing = [(t, h) for t, h in wanted if (t, ids[h]) not in have]
+    if missing:
+        new = [cm_client.ApiRole(type=t, host_ref=cm_client.ApiHostRef(host_id=ids[h]))
+               for t, h in missing]
+        cm.roles.create_roles(cm.cluster, service, body=cm_client.ApiRoleList(items=new))
+        say("roles created: %s" % ", ".join("%s on %s" % (t, h) for t, h in missing))
 
 
 def configure_roles(cm: Cm, service: str, role_config: Dict[str, Dict[str, str]]) -> None:
     if not role_config:
         return
-    groups = cm.api.get("%s/services/%s/roleConfigGroups" % (cm.c, service)).get("items", [])
+    groups = cm.groups.read_role_config_groups(cm.cluster, service).items or []
     for role_type, values in sorted(role_config.items()):
-        base = next((g for g in groups if g.get("roleType") == role_type and g.get("base")), None)
+        base = next((g for g in groups if g.role_type == role_type and g.base), None)
         if base is None:
             raise DeployError("service %s has no base role config group for %s"
                               % (service, role_type))
-        cm.api.put("%s/services/%s/roleConfigGroups/%s/config" % (cm.c, service, base["name"]),
-                   {"items": [{"name": k, "value": v} for k, v in sorted(values.items())]},
-                   params={"message": "cm_deploy.py"})
-        say("%s configuration updated (%s)" % (base["name"], ", ".join(sorted(values))))
+        cm.groups.update_config(cm.cluster, base.name, service, message=MESSAGE,
+                                body=cm_client.ApiConfigList(items=_configs(values)))
+        say("%s configuration updated (%s)" % (base.name, ", ".join(sorted(values))))
 
 
 def print_health(cm: Cm, service: str) -> bool:
-    svc = cm.api.get("%s/services/%s" % (cm.c, service), params={"view": "full"})
-    say("service %s: state %s, health %s" % (service, svc.get("serviceState"),
-                                               svc.get("healthSummary")))
-    for check in svc.get("healthChecks") or []:
-        say("  check %-40s %s" % (check.get("name"), check.get("summary")))
-    roles = cm.api.get("%s/services/%s/roles" % (cm.c, service),
-                       params={"view": "full"}).get("items", [])
-    for role in sorted(roles, key=lambda r: (r.get("type", ""), r.get("name", ""))):
-        say("  role %-12s %-28s %-8s %s" % (role.get("type"), (role.get("hostRef") or {}).get(
-            "hostname") or (role.get("hostRef") or {}).get("hostId"), role.get("roleState"),
-            role.get("healthSummary")))
-    return svc.get("healthSummary") == "GOOD"
+    svc = cm.services.read_service(cm.cluster, service, view="full")
+    say("service %s: state %s, health %s" % (service, svc.service_state, svc.health_summary))
+    for check in svc.health_checks or []:
+        say("  check %-40s %s" % (check.name, check.summary))
+    roles = cm.roles.read_roles(cm.cluster, service, view="full").items or []
+    for role in sorted(roles, key=lambda r: (r.type or "", r.name or "")):
+        host = role.host_ref.hostname or role.host_ref.host_id if role.host_ref else None
+        say("  role %-12s %-28s %-8s %s" % (role.type, host, role.role_state,
+                                            role.health_summary))
+    return svc.health_summary == "GOOD"
 
 
 def role_config_pairs(pairs: Optional[List[str]]) -> Dict[str, Dict[str, str]]:
@@ -226,31 +288,34 @@ def install(cm: Cm, args: argparse.Namespace) -> int:
     config = parse_pairs(args.config, "--config")
     role_config = role_config_pairs(args.role_config)
     check_csd(cm)
-    version = args.version or repo_version(args.repo_url, cm.api.timeout)
+    version = args.version or repo_version(args.repo_url, cm.http_timeout)
     add_repo(cm, args.repo_url)
     activate_parcel(cm, version)
     ensure_service(cm, args.service, config)
     ensure_roles(cm, args.service, args.master, workers)
     configure_roles(cm, args.service, role_config)
-    cm.wait_command(cm.api.post("%s/services/%s/commands/firstRun" % (cm.c, args.service)),
+    cm.wait_command(cm.services.first_run(cm.cluster, args.service),
                     "First Run of %s" % args.service)
     return 0 if print_health(cm, args.service) or not args.require_healthy else 2
 
 
 def upgrade(cm: Cm, args: argparse.Namespace) -> int:
     check_csd(cm)
-    version = args.version or repo_version(args.repo_url, cm.api.timeout)
+    version = args.version or repo_version(args.repo_url, cm.http_timeout)
     add_repo(cm, args.repo_url)
-    s = "%s/services/%s" % (cm.c, args.service)
-    cm.wait_command(cm.api.post(s + "/commands/CdswBackupDb"), "database backup")
+    cm.wait_command(cm.services.service_command_by_name(cm.cluster, "CdswBackupDb",
+                                                        args.service), "database backup")
     activate_parcel(cm, version)
     if args.rolling:
-        body = {"slaveBatchSize": 1, "sleepSeconds": 0, "slaveFailCountThreshold": 0,
-                "staleConfigsOnly": False, "unUpgradedOnly": False, "restartRoleTypes": [
-                    "CDSW_DOCKER", "CDSW_MASTER", "CDSW_WORKER"]}
-        cm.wait_command(cm.api.post(s + "/commands/rollingRestart", body), "rolling restart")
+        restart = cm_client.ApiRollingRestartArgs(
+            slave_batch_size=1, sleep_seconds=0, slave_fail_count_threshold=0,
+            stale_configs_only=False, un_upgraded_only=False,
+            restart_role_types=["CDSW_DOCKER", "CDSW_MASTER", "CDSW_WORKER"])
+        cm.wait_command(cm.services.rolling_restart(cm.cluster, args.service, body=restart),
+                        "rolling restart")
     else:
-        cm.wait_command(cm.api.post(s + "/commands/restart"), "restart of %s" % args.service)
+        cm.wait_command(cm.services.restart_command(cm.cluster, args.service),
+                        "restart of %s" % args.service)
     return 0 if print_health(cm, args.service) or not args.require_healthy else 2
 
 

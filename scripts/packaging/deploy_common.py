@@ -44,7 +44,7 @@ class RestClient:
             data = resp.text
         if resp.status_code not in ok:
             raise DeployError("%s %s: HTTP %d: %s" % (method, url, resp.status_code,
-                                                      _message(data, resp.reason)))
+                                                      error_message(data, resp.reason)))
         return resp.status_code, data
 
     def get(self, path: str, **kw: Any) -> Any:
@@ -57,7 +57,8 @@ class RestClient:
         return self.call("PUT", path, body, **kw)[1]
 
 
-def _message(data: Any, reason: str) -> str:
+def error_message(data: Any, reason: str) -> str:
+    """The first line of the server's own message in an error answer, else the reason."""
     if isinstance(data, dict):
         for key in ("message", "error", "detail"):
             if data.get(key):

@@ -34,15 +34,25 @@ def _pip_env(epoch: int) -> Dict[str, str]:
     return env
 
 
+def _packages(root: Path) -> List[str]:
+    """The top-level Python packages setup.py can ship: cdsw_agent, and any other (such as the
+    engines' `cdsw` library); tests/ is never one."""
+    return sorted(p.name for p in root.iterdir()
+                  if p.is_dir() and (p / "__init__.py").is_file() and p.name != "tests")
+
+
 def _source_files(root: Path) -> List[str]:
-    """The files of the agent package as git sees them (tracked plus new, ignored ones left out)."""
+    """The files of the agent's packages as git sees them (tracked plus new, ignored ones left
+    out)."""
+    packages = _packages(root)
     try:
         out = subprocess.run(["git", "-C", str(root), "ls-files", "-co", "--exclude-standard",
-                              "--", "cdsw_agent", *AGENT_SOURCES],
+                              "--", *packages, *AGENT_SOURCES],
                              capture_output=True, text=True, check=True).stdout
         names = [n for n in out.splitlines() if n and (root / n).is_file()]
     except (OSError, subprocess.CalledProcessError):
-        names = [p.relative_to(root).as_posix() for p in (root / "cdsw_agent").rglob("*")
+        names = [p.relative_to(root).as_posix() for package in packages
+                 for p in (root / package).rglob("*")
                  if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"]
         names += [n for n in AGENT_SOURCES if (root / n).is_file()]
     if "setup.py" not in names and "pyproject.toml" not in names:

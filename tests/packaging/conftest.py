@@ -51,8 +51,11 @@ def agent_sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A frozen copy of the agent's sources, so edits made while the tests run (by a developer)
     cannot make the session's two builds differ; CI builds the same files either way."""
     snap = tmp_path_factory.mktemp("agent-src")
-    shutil.copytree(ROOT / "cdsw_agent", snap / "cdsw_agent",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    # every top-level package setup.py may pick up (cdsw_agent, the engines' `cdsw` library, ...)
+    for package in sorted(p for p in ROOT.iterdir()
+                          if (p / "__init__.py").is_file() and p.name != "tests"):
+        shutil.copytree(package, snap / package.name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for name in ("setup.py", "setup.cfg", "pyproject.toml", "MANIFEST.in", "README.md"):
         if (ROOT / name).is_file():
             shutil.copy2(ROOT / name, snap / name)

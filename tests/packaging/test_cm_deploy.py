@@ -1,4 +1,4 @@
-"""scripts/cm_deploy.py against a stand-in Cloudera Manager.
+"""scripts/cm_deploy.py (through Cloudera's cm_client package) against a stand-in Cloudera Manager.
 
 Boundary: the stand-in implements only the CM REST API v41 endpoints cm_deploy.py calls, with the
 request and response shapes of the documented API (cm_client 45 models: ApiCommand {id, active,
@@ -11,7 +11,8 @@ poll. It checks what the script sends, not what CM then does.
 from __future__ import annotations
 
 import base64
-
+import os
+import socket
 import subprocess
 import sys
 from typing import Any, Dict, List
@@ -260,3 +261,17 @@ def test_unknown_host_is_refused_before_any_role_is_created(cm, monkeypatch):
     assert cm.roles == []
 
 
+
+
+def test_refused_connection_ends_with_one_line():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "cm_deploy.py"), "--cm-url",
+                        "http://127.0.0.1:%d" % port, "--cluster", "c1", "status"],
+                       capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, CM_PASSWORD="secret"))
+    assert r.returncode == 1
+    assert r.stderr.strip().startswith("error: GET http://127.0.0.1:%d/api/version: cannot "
+                                       "connect: " % port), r.stderr
+    assert "Connection refused" in r.stderr and len(r.stderr.strip().splitlines()) == 1
