@@ -54,6 +54,20 @@ def experiments_for(state: ServerState) -> ExperimentRunner:
         return runner
 
 
+def stop_project_workloads(state: ServerState, project_id: int, who: str) -> None:
+    """Before a project is deleted: no engine of any kind outlives it."""
+    from ..store.models_models import Model
+
+    runner_for(state).stop_project_runs(project_id, who)
+    experiments_for(state).stop_project_runs(project_id, who)
+    session_monitor.manager_for(state).stop_project_sessions(project_id, who)
+    with state.db.session() as s:
+        model_ids = list(s.scalars(select(Model.id).where(Model.project_id == project_id)))
+    service = model_service.service_for(state)
+    for model_id in model_ids:
+        service.stop_model(model_id)
+
+
 def _orchestrator(state: ServerState) -> Orchestrator:
     with _create_lock:
         orchestrator = state.extras.get("orchestrator")

@@ -28,7 +28,7 @@ from ..errors import ApiError
 from ..permissions import (Access, project_role, project_roles, require, team_role,
                            visible_projects)
 from ..schemas import contains_pattern, Id, Strict
-from ..scheduler import runner_for
+from ..scheduler import stop_project_workloads
 from ..state import ServerState
 from .uploads import read_multipart, save_upload
 
@@ -333,7 +333,7 @@ def delete_project(project_id: Id, request: Request, access: Access = require("p
     p = access.project
     assert p is not None
     folder = project_dir(state, p.id)
-    runner_for(state).stop_project_runs(p.id, access.user.username)  # no engine outlives its job
+    stop_project_workloads(state, p.id, access.user.username)  # no engine outlives its project
     audit.record(db, "project.delete", access.user, target="%s/%s" % (p.namespace, p.slug),
                  request=request, project_id=p.id)
     db.delete(p)
