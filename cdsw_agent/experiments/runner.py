@@ -43,10 +43,6 @@ class RunError(Exception):
         self.status = status
 
 
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
-
-
 class ExperimentRunner:
     def __init__(self, db: Database, settings: Any, orchestrator: oneshot.OrchestratorSource,
                  clock: Any = utcnow, max_snapshot_bytes: int = snapshot.DEFAULT_MAX_BYTES):
@@ -130,18 +126,12 @@ class ExperimentRunner:
                 return
             if taken is not None:
                 run.snapshot = taken.as_dict()
-            try:
-                spec = launch.workload_spec(s, self.settings, self.orchestrator, run)
-                ref = self.orchestrator.launch(spec)
-            except LaunchError as e:
-                self._end(run, "failed", str(e))
-                return
-            except OrchestratorError as e:
-                self._end(run, "failed", "cannot start the engine: %s" % e)
-                return
-            except Exception as e:  # a bug must end the run, not leave it queued forever
-                log.exception("cannot start experiment run %d", run_id)
-                self._end(run, "failed", "cannot start the run: %s" % _first_line(e))
+            ref, reason = oneshot.start(
+                self.orchestrator, lambda: launch.workload_spec(s, self.settings,
+                                                                self.orchestrator, run),
+                "experiment run %d" % run_id)
+            if ref is None:
+                self._end(run, "failed", reason)
                 return
             run.workload_id, run.started_at = ref.id, self.clock()
             log.info("experiment run %d started as %s", run_id, ref.id)

@@ -12,13 +12,10 @@ from ..orchestrators import Orchestrator, WorkloadSpec
 from ..settings import Settings
 from ..store.jobs_models import Job, JobRun
 from ..workloads import EngineError, EngineRequest, build_spec
+from ..workloads.oneshot import LaunchError  # noqa: F401  (raised here, caught by the runners)
 
 INTERPRETERS = {".py": "python3", ".r": "Rscript", ".sh": "bash"}
 RUN_LABEL = "io.cdsw.job-run"
-
-
-class LaunchError(Exception):
-    """The run cannot start; str() is the run's one-line reason."""
 
 
 def check_script_path(script: str) -> str:

@@ -24,7 +24,7 @@ from ..store.jobs_models import ACTIVE_STATUSES, FINAL_STATUSES, Job, JobRun
 from ..store.models import AuditEvent, utcnow
 from ..workloads import oneshot
 from . import notify
-from .launch import RUN_LABEL, LaunchError, workload_spec
+from .launch import RUN_LABEL, workload_spec
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], dt.datetime]  # naive UTC, like the database
@@ -121,20 +121,12 @@ class JobRunner:
 
     def _launch(self, s: Session, run: JobRun) -> None:
         job = run.job
-        try:
-            spec = workload_spec(s, self.settings, self.orchestrator, job, run,
-                                 self.project_dir(job.project_id))
-            ref = self.orchestrator.launch(spec)
-        except LaunchError as e:
-            self._end(run, "failed", str(e))
-            return
-        except OrchestratorError as e:
-            self._end(run, "failed", "cannot start the engine: %s" % e)
-            return
-        except Exception as e:  # a bug must end the run, not leave it queued forever
-            log.exception("cannot start run %d of job %s", run.id, job.name)
-            self._end(run, "failed", "cannot start the run: %s" % (str(e).strip().splitlines()
-                                                                  or [type(e).__name__])[0])
+        ref, reason = oneshot.start(
+            self.orchestrator, lambda: workload_spec(s, self.settings, self.orchestrator, job, run,
+                                                     self.project_dir(job.project_id)),
+            "run %d of job %s" % (run.id, job.name))
+        if ref is None:
+            self._end(run, "failed", reason)
             return
         # queued until the orchestrator says it runs (it may wait for a node with room)
         run.workload_id, run.started_at = ref.id, self.clock()

@@ -15,11 +15,34 @@ from pathlib import Path
 from typing import Callable, Dict, Hashable, List, Optional, Tuple, Union
 
 from ..orchestrators import (FAILED, LOST, SUCCEEDED, Orchestrator, OrchestratorError,
-                             WorkloadNotFound, WorkloadStatus)
+                             WorkloadNotFound, WorkloadRef, WorkloadSpec, WorkloadStatus)
 
 log = logging.getLogger(__name__)
 STOP_GRACE_SECONDS = 5.0
 OrchestratorSource = Union[Orchestrator, Callable[[], Orchestrator]]
+
+
+class LaunchError(Exception):
+    """The run cannot start; str() is the run's one-line reason."""
+
+
+def first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def start(orchestrator: Orchestrator, describe: Callable[[], WorkloadSpec],
+          what: str) -> Tuple[Optional[WorkloadRef], str]:
+    """Launch the workload describe() gives: (ref, "") or (None, the run's one-line reason).
+    Any other exception is a bug: it is logged and ends the run, never leaves it queued."""
+    try:
+        return orchestrator.launch(describe()), ""
+    except LaunchError as e:
+        return None, str(e)
+    except OrchestratorError as e:
+        return None, "cannot start the engine: %s" % e
+    except Exception as e:
+        log.exception("cannot start %s", what)
+        return None, "cannot start the run: %s" % first_line(e)
 
 
 def naive_utc(when: Optional[dt.datetime]) -> Optional[dt.datetime]:

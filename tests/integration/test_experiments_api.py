@@ -249,17 +249,27 @@ def test_stop_and_timeout(exp: Exp) -> None:
     again = e.client.post(e.base + "/%d/stop" % run["id"])
     assert again.status_code == 409 and "already ended (stopped)" in again.json()["error"]
 
-    # deleting the project deletes its runs: their engines are removed, not left running
-    orphan = e.wait(e.start(script="slow.py")["id"], statuses=("running",))
+    # deleting the project stops its runs first: their engines are removed, not left running
+    doomed = e.wait(e.start(script="slow.py")["id"], statuses=("running",))
     workloads = LocalOrchestrator(Path(e.api.settings.data_dir) / "orchestrator" / "local")
-    [ref] = workloads.list({launch.RUN_LABEL: str(orphan["id"])})
+    assert len(workloads.list({launch.RUN_LABEL: str(doomed["id"])})) == 1
     other = e.client.post("/api/v1/projects", json={"name": "kept"}).json()["id"]
     r = e.client.delete("/api/v1/projects/%d" % e.project_id)
     assert r.status_code == 204, r.text
+    assert workloads.list({"io.cdsw.kind": "experiment"}) == []
+    assert not launch.shared_dir(e.api.settings, doomed["id"]).exists()
+    e.project_id = other
+
+    # an engine whose run vanished some other way (a database restored from an older backup)
+    # is found by the orphan sweep and removed with its snapshot
+    e.file("slow.py", "import time\nprint('working', flush=True)\ntime.sleep(30)\n")
+    orphan = e.wait(e.start(script="slow.py")["id"], statuses=("running",))
+    [ref] = workloads.list({launch.RUN_LABEL: str(orphan["id"])})
+    with e.api.db.session() as s:
+        s.delete(s.get(ExperimentRun, orphan["id"]))
     assert e.runner.remove_orphans() == [ref.id]
     assert workloads.list({"io.cdsw.kind": "experiment"}) == []
     assert not launch.shared_dir(e.api.settings, orphan["id"]).exists()
-    e.project_id = other
 
     e.file("slow.py", "import time\nprint('working', flush=True)\ntime.sleep(30)\n")
     timed = e.wait(e.start(script="slow.py", timeout_minutes=1)["id"], statuses=("running",))
