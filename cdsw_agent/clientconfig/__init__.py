@@ -10,9 +10,10 @@ deploys on a gateway (bundle.py) and the mounts, environment and Spark settings 
 from .bundle import (KEEP_BUNDLES, KINDS, Bundle, bundles_dir, collect, current, current_version,
                      detect_kinds, list_bundles, prune)
 from .engine import (BUNDLE_LABEL, ENV_FOR_KIND, KRB5_TARGET, MOUNT_ROOT, EngineClientConfig,
-                     SparkPorts, engine_mounts_and_env, render_spark_defaults)
+                     SparkPorts, engine_mounts_and_env, hadoop_mounts_and_env,
+                     render_spark_defaults)
 
 __all__ = ["KEEP_BUNDLES", "KINDS", "Bundle", "bundles_dir", "collect", "current",
            "current_version", "detect_kinds", "list_bundles", "prune", "BUNDLE_LABEL",
            "ENV_FOR_KIND", "KRB5_TARGET", "MOUNT_ROOT", "EngineClientConfig", "SparkPorts",
-           "engine_mounts_and_env", "render_spark_defaults"]
+           "engine_mounts_and_env", "hadoop_mounts_and_env", "render_spark_defaults"]

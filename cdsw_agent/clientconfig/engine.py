@@ -148,6 +148,25 @@ def engine_mounts_and_env(bundle: Optional[Bundle], settings: Settings, node_add
     engine's Spark conf dir; bundle may be None where no client configuration is collected."""
     address = check_address(node_address)
     ports.validate()
+    out = hadoop_mounts_and_env(bundle, settings, java_and_kerberos=False)  # added after Spark
+    kinds = bundle.kinds if bundle is not None else ()
+    base = ""
+    if "spark" in kinds and (bundle.dir("spark") / SPARK_DEFAULTS).is_file():
+        base = (bundle.dir("spark") / SPARK_DEFAULTS).read_text(encoding="utf-8", errors="replace")
+    version = bundle.version if bundle is not None else ""
+    out.spark_defaults = render_spark_defaults(settings, base, address, ports, version)
+    spark_dir = write_spark_dir(bundle, out.spark_defaults, Path(engine_dir))
+    out.mounts.append(Mount(str(spark_dir), MOUNT_ROOT + "/spark", True))
+    out.env["SPARK_CONF_DIR"] = MOUNT_ROOT + "/spark"
+    out.ports = [Port(ports.driver, ports.driver), Port(ports.block_manager, ports.block_manager)]
+    add_java_and_kerberos(out, settings)
+    return out
+
+
+def hadoop_mounts_and_env(bundle: Optional[Bundle], settings: Settings,
+                          java_and_kerberos: bool = True) -> EngineClientConfig:
+    """What does not depend on the node: the Hadoop, YARN and Hive configuration, Java and
+    Kerberos. Enough for engines that start no Spark driver (model replicas)."""
     out = EngineClientConfig()
     kinds = bundle.kinds if bundle is not None else ()
     for kind in kinds:
@@ -159,19 +178,15 @@ def engine_mounts_and_env(bundle: Optional[Bundle], settings: Settings, node_add
     if "hadoop" in kinds or "yarn" in kinds:
         out.env.setdefault("HADOOP_CONF_DIR", out.env.get("YARN_CONF_DIR", ""))
         out.env.setdefault("YARN_CONF_DIR", out.env["HADOOP_CONF_DIR"])
+    if bundle is not None:
+        out.labels[BUNDLE_LABEL] = bundle.version
+    if java_and_kerberos:
+        add_java_and_kerberos(out, settings)
+    return out
 
-    base = ""
-    if "spark" in kinds and (bundle.dir("spark") / SPARK_DEFAULTS).is_file():
-        base = (bundle.dir("spark") / SPARK_DEFAULTS).read_text(encoding="utf-8", errors="replace")
-    version = bundle.version if bundle is not None else ""
-    out.spark_defaults = render_spark_defaults(settings, base, address, ports, version)
-    spark_dir = write_spark_dir(bundle, out.spark_defaults, Path(engine_dir))
-    out.mounts.append(Mount(str(spark_dir), MOUNT_ROOT + "/spark", True))
-    out.env["SPARK_CONF_DIR"] = MOUNT_ROOT + "/spark"
-    out.ports = [Port(ports.driver, ports.driver), Port(ports.block_manager, ports.block_manager)]
-    if version:
-        out.labels[BUNDLE_LABEL] = version
 
+def add_java_and_kerberos(out: EngineClientConfig, settings: Settings) -> None:
+    """JAVA_HOME and krb5.conf from the gateway, read-only."""
     java_home = settings.java_home
     if java_home and os.path.isdir(java_home):
         out.mounts.append(Mount(java_home, java_home, True))
@@ -186,4 +201,3 @@ def engine_mounts_and_env(bundle: Optional[Bundle], settings: Settings, node_add
     elif krb5:
         out.notes.append("krb5_conf %s does not exist; engines get no Kerberos configuration"
                          % krb5)
-    return out

@@ -72,7 +72,8 @@ def replica_spec(db: Session, settings: Settings, orchestrator: Orchestrator,
         profile_id=deployment.profile_id, env=environment(build, deployment, replica, files, local),
         ports=[Port(replica.port, replica.port)],
         labels={REPLICA_LABEL: str(replica.id), DEPLOYMENT_LABEL: str(deployment.id)},
-        restart=RESTART_ON_FAILURE, image_override=None if local else build.artifact)
+        restart=RESTART_ON_FAILURE, image_override=None if local else build.artifact,
+        spark=False)  # a replica starts no Spark driver: no pinning, no driver ports
     spec = build_spec(db, settings, orchestrator, request)
     if not local:
         # the build image holds the snapshot at /home/cdsw (with what cdsw-build.sh made there);

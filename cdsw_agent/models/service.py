@@ -48,6 +48,16 @@ DRAIN_TIMEOUT = dt.timedelta(seconds=60)  # requests still running after this ar
 STOP_GRACE_SECONDS = 5.0
 HEALTH_TIMEOUT = 2.0
 STATUS_EVERY = 8  # ticks between orchestrator status reads of ready replicas
+# a new build's image reaches the workers through their image sync (every heartbeat): until it
+# is there, a replica placed on a worker is rejected; it is replaced, not counted as a failure
+IMAGE_WAIT = dt.timedelta(minutes=10)
+IMAGE_RETRY = dt.timedelta(seconds=5)
+
+
+def image_missing(reason: str) -> bool:
+    """The orchestrator's reason says the node does not have the image (yet)."""
+    text = (reason or "").lower()
+    return "no such image" in text or ("image" in text and "not found" in text)
 
 
 class ModelService:
@@ -63,6 +73,7 @@ class ModelService:
         self._thread: Optional[threading.Thread] = None
         self._ticks = 0
         self._draining_since: Dict[int, dt.datetime] = {}
+        self._launch_after: Dict[int, dt.datetime] = {}  # deployment id -> no launches before
         self._started_up = False
 
     @property
@@ -171,6 +182,11 @@ class ModelService:
             self._end(r, "failed", "the replica's workload disappeared")
             return nodes
         if status.state in FINAL_STATES:
+            if image_missing(status.reason) and now - r.created_at < IMAGE_WAIT:
+                self._end(r, "stopped", "the build image is not on %s yet; trying again"
+                          % (status.node or "its node"), remove=True)
+                self._launch_after[r.deployment_id] = now + IMAGE_RETRY
+                return nodes
             self._end(r, "failed", "the replica ended: %s" % (status.reason or status.state),
                       remove=False)
             return nodes
@@ -259,7 +275,9 @@ class ModelService:
         for r in old:
             if r.state == "starting":  # never served: nothing to wait for
                 self._drain(r, "replaced by build %d" % dep.build_id)
-        if cannot_load is None:
+        if self._launch_after.get(dep.id, dt.datetime.min) > utcnow():
+            pass  # waiting for the build image to reach the nodes
+        elif cannot_load is None:
             if old:  # rolling: one new replica at a time, each replacing one old
                 if len(target) < dep.replicas and all(r.state == "ready" for r in target):
                     self._launch(s, dep)

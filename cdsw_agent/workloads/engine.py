@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..clientconfig import SparkPorts, bundles_dir, current, engine_mounts_and_env
+from ..clientconfig import (SparkPorts, bundles_dir, current, engine_mounts_and_env,
+                            hadoop_mounts_and_env)
 from ..errors import UserError
 from ..orchestrators import Mount, Orchestrator, OrchestratorError, Port, WorkloadSpec
 from ..orchestrators.base import RESTART_NEVER, Node
@@ -62,6 +65,7 @@ class EngineRequest:
     labels: Dict[str, str] = field(default_factory=dict)
     restart: str = RESTART_NEVER
     image_override: Optional[str] = None  # a model build's image instead of an engine image
+    spark: bool = True  # may start a Spark driver: placed first, driver ports published
 
 
 def proxies(settings: Settings) -> Dict[str, str]:
@@ -100,20 +104,46 @@ def cdsw_variables(settings: Settings, req: EngineRequest) -> Dict[str, str]:
     }
 
 
+# Engines placed here but maybe not yet seen by the orchestrator: several launched in the same
+# instant (a model's replicas) must not all be pinned to the node that looked emptiest.
+PLACEMENT_MEMORY_SECONDS = 15.0
+_placed: List[Tuple[float, str, float, int]] = []  # (forget at, node, cpu, memory)
+_placed_lock = threading.Lock()
+
+
 def place(orchestrator: Orchestrator, cpu: float, memory: int) -> Node:
     """The ready node with the most free memory that fits the reservation."""
     try:
-        nodes = orchestrator.nodes()
+        nodes = [n for n in orchestrator.nodes() if n.state == "ready"
+                 and n.availability == "active"]
     except OrchestratorError as e:
         raise EngineError("cannot list the nodes to place the engine: %s" % e)
-    fitting = [n for n in nodes if n.state == "ready" and n.availability == "active"
-               and n.cpu_capacity - n.cpu_allocated >= cpu
-               and n.memory_capacity - n.memory_allocated >= memory]
-    if not fitting:
-        raise EngineError("no node has %.1f CPU and %d MiB free for this engine; stop a session "
-                          "or choose a smaller profile" % (cpu, memory // 2**20))
-    return max(fitting, key=lambda n: (n.memory_capacity - n.memory_allocated,
-                                       n.cpu_capacity - n.cpu_allocated))
+
+    def free(n: Node, pending: Dict[str, Tuple[float, int]]) -> Tuple[float, int]:
+        p_cpu, p_mem = pending.get(n.name, (0.0, 0))
+        return (n.cpu_capacity - n.cpu_allocated - p_cpu,
+                n.memory_capacity - n.memory_allocated - p_mem)
+
+    with _placed_lock:
+        now = time.monotonic()
+        _placed[:] = [p for p in _placed if p[0] > now]
+        pending: Dict[str, Tuple[float, int]] = {}
+        for _, name, p_cpu, p_mem in _placed:
+            c, m = pending.get(name, (0.0, 0))
+            pending[name] = (c + p_cpu, m + p_mem)
+        # the orchestrator's numbers decide what fits; the recent placements (which may
+        # already be counted there, or be gone) only rank the nodes, so engines spread out
+        fits = [n for n in nodes if free(n, {})[0] >= cpu and free(n, {})[1] >= memory]
+        if not fits:
+            raise EngineError("no node has %.1f CPU and %d MiB free for this engine; stop a "
+                              "session or choose a smaller profile" % (cpu, memory // 2**20))
+
+        def rank(n: Node) -> Tuple[bool, int, float]:
+            f_cpu, f_mem = free(n, pending)
+            return (f_cpu >= cpu and f_mem >= memory, f_mem, f_cpu)
+        best = max(fits, key=rank)
+        _placed.append((now + PLACEMENT_MEMORY_SECONDS, best.name, cpu, memory))
+    return best
 
 
 def spark_ports(rng: Optional[random.Random] = None) -> SparkPorts:
@@ -150,7 +180,7 @@ def build_spec(db: Session, settings: Settings, orchestrator: Orchestrator,
         cpu_reservation=cpu, cpu_limit=cpu, memory_reservation=memory, memory_limit=memory,
         gpus=profile.gpus if profile else 0, ports=list(req.ports), labels=labels,
         restart=req.restart)
-    attach_client_config(settings, orchestrator, spec)
+    attach_client_config(settings, orchestrator, spec, req.spark)
     return spec
 
 
@@ -160,14 +190,19 @@ def engine_dir(settings: Settings, name: str) -> Path:
 
 
 def attach_client_config(settings: Settings, orchestrator: Orchestrator,
-                         spec: WorkloadSpec) -> None:
-    """Mount the current client-configuration bundle, if one was collected."""
+                         spec: WorkloadSpec, spark: bool = True) -> None:
+    """Mount the current client-configuration bundle, if one was collected. Only an engine
+    that may start a Spark driver is pinned to a node; the others go where the orchestrator
+    finds room."""
     try:
         bundle = current(bundles_dir(settings))
     except UserError as e:
         log.warning("engine %s gets no Hadoop client configuration: %s", spec.name, e)
         return
     if bundle is None:
+        return
+    if not spark:
+        hadoop_mounts_and_env(bundle, settings).apply(spec)
         return
     # spark-defaults.conf names this node as the driver host: place the engine first
     node = place(orchestrator, spec.cpu_reservation, spec.memory_reservation)

@@ -172,6 +172,9 @@ def test_a_runtime_change_makes_a_new_image_without_reinstalling_python(
     for f in (PACKAGE_ROOT / "engine").glob("*.py"):
         shutil.copy(f, pkg / "engine" / f.name)
     (pkg / "engine" / "test_marker.py").write_text('MARKER = "runtime-change-test"\n')
+    # the `cdsw` library beside the package is part of the runtime too (RUNTIME_PATHS)
+    shutil.copytree(PACKAGE_ROOT.parent / "cdsw", tmp_path / "cdsw",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     venv_cached = any((CACHE_DIR / "venv").glob("*.tar"))
     lines: list = []
     built = build_image(docker_engine.client, Recipe(), CACHE_DIR, Progress(lines.append),

@@ -20,6 +20,7 @@ the right mounts and environment and read the files, not that the files crossed 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -279,7 +280,12 @@ def test_three_gateways(cluster: Cluster) -> None:
     # --- a job pipeline through the API, as a user runs it: the product's own engine builder
     # places both runs on a worker (the only node with room for their profile) with the project
     # files and the collected client configuration
-    pipeline_on_workers(c, http, project, marker, site)
+    profile = pipeline_on_workers(c, http, project, marker, site)
+
+    # --- a session and a model with two replicas on the workers: h3's engine makes room first
+    c.orch.remove(third.id)
+    session_on_a_worker(c, http, project, profile, marker)
+    model_spread_over_workers(c, http, project, profile)
 
 
 def api_ok(r: requests.Response, *codes: int) -> Any:
@@ -289,7 +295,8 @@ def api_ok(r: requests.Response, *codes: int) -> Any:
 
 
 def pipeline_on_workers(c: Cluster, http: requests.Session, project: int, marker: str,
-                        site: str) -> None:
+                        site: str) -> int:
+    """Returns the id of the worker-sized profile it made."""
     repository, tag = c.engine.rsplit(":", 1)
     api_ok(http.post(c.url + "/api/v1/engine-images", json={
         "repository": repository, "tag": tag, "is_default": True}), 201)
@@ -321,3 +328,88 @@ def pipeline_on_workers(c: Cluster, http: requests.Session, project: int, marker
             assert marker in log and site.strip() in log and "user=%s" % ADMIN in log, log
         else:
             assert "extracted" in log, log
+    return profile
+
+
+def session_on_a_worker(c: Cluster, http: requests.Session, project: int, profile: int,
+                        marker: str) -> None:
+    """The router reaches the engine's jupyter_server on the worker's published port."""
+    s = api_ok(http.post(c.url + "/api/v1/projects/%d/sessions" % project,
+                         json={"profile_id": profile}), 201)
+    url = c.url + "/api/v1/sessions/%d" % s["id"]
+    s = wait_for(lambda: (lambda x: x if x["status"] != "starting" else None)(
+        api_ok(http.get(url), 200)), 240, "the session to start")
+    assert s["status"] == "running" and s["node"] in ("h2", "h3"), s
+    r = http.post(url + "/execute", json={"code": "print(open('hello.txt').read().strip())\n"
+                                                  "import os; print(os.environ['HADOOP_USER_NAME'])\n1+1"},
+                  stream=True)
+    assert r.status_code == 200, r.text
+    events = [json.loads(line) for line in r.iter_lines() if line]
+    text = "".join(e.get("text", "") for e in events)
+    assert text == "%s\n%s\n" % (marker, ADMIN), events
+    assert any(e["type"] == "execute_result" and e["data"]["text/plain"] == "2" for e in events)
+    api_ok(http.post(url + "/stop"), 200)
+    wait_for(lambda: api_ok(http.get(url), 200)["status"] == "stopped", 60, "the session to stop")
+
+
+def model_spread_over_workers(c: Cluster, http: requests.Session, project: int,
+                              profile: int) -> None:
+    """Two replicas, one per worker (each fits only one); the master's router uses both."""
+    api_ok(http.put(c.url + "/api/v1/projects/%d/files/content" % project, json={
+        "path": "model.py", "content": "import socket\n\ndef predict(args):\n"
+        "    return {'double': 2 * args['x'], 'host': socket.gethostname()}\n"}), 200)
+    base = c.url + "/api/v1/projects/%d/models" % project
+    model = api_ok(http.post(base, json={"name": "doubler", "file": "model.py",
+                                         "function": "predict"}), 201)
+    one = "%s/%d" % (base, model["id"])
+    build = api_ok(http.post(one + "/builds"), 201)
+    build = wait_for(lambda: (lambda b: b if b["status"] not in ("queued", "building") else None)(
+        api_ok(http.get("%s/builds/%d" % (one, build["id"])), 200)), 300, "the model build")
+    assert build["status"] == "succeeded", http.get("%s/builds/%d/log" % (one, build["id"])).text
+    api_ok(http.post(one + "/deployment", json={"replicas": 2, "profile_id": profile}), 201)
+
+    def ready() -> Any:
+        replicas = api_ok(http.get(one + "/replicas"), 200)
+        live = [r for r in replicas if r["state"] == "ready"]
+        return live if len(live) == 2 else None
+    try:
+        replicas = wait_for(ready, 300, "two ready replicas (the build image reaches the workers)")
+    except AssertionError as e:
+        raise AssertionError("%s\nreplicas: %s\ndeployments: %s\nswarm: %s" % (
+            e, http.get(one + "/replicas").text, http.get(one + "/deployments").text,
+            swarm_state(c)))
+    assert sorted(r["node"] for r in replicas) == ["h2", "h3"], replicas
+    for x in range(10):
+        r = requests.post(c.url + "/model", json={"accessKey": model["access_key"],
+                                                  "request": {"x": x}}, timeout=30)
+        assert r.status_code == 200 and r.json()["success"], r.text
+        assert r.json()["response"]["double"] == 2 * x
+    counts = {r["node"]: r for r in api_ok(http.get(one + "/replicas"), 200)
+              if r["state"] == "ready"}
+    assert sum(r["successes"] for r in counts.values()) == 10, counts
+    assert all(r["requests"] > 0 for r in counts.values()), counts  # balanced over both
+    r = requests.post(c.url + "/model", json={"accessKey": "wrong", "request": {"x": 1}},
+                      timeout=30)
+    assert r.status_code == 401 and not r.json()["success"]
+    api_ok(http.post(one + "/deployment/stop"), 200)
+
+
+def swarm_state(c: Cluster) -> str:
+    """Services, their tasks and the nodes' reservations, for a failure message."""
+    client = c.docker["h1"][1]
+    lines = []
+    for node in client.nodes.list():
+        spec, desc = node.attrs["Spec"], node.attrs["Description"]
+        lines.append("node %s %s %s cpus=%s" % (desc.get("Hostname"), node.attrs["Status"]["State"],
+                                                spec.get("Availability"),
+                                                desc["Resources"].get("NanoCPUs", 0) / 1e9))
+    for svc in client.services.list():
+        task_spec = svc.attrs["Spec"]["TaskTemplate"]
+        lines.append("service %s constraints=%s reserve=%s" % (
+            svc.name, task_spec.get("Placement", {}).get("Constraints"),
+            task_spec.get("Resources", {}).get("Reservations")))
+        for t in svc.tasks():
+            lines.append("  task %s desired=%s state=%s node=%s err=%s msg=%s" % (
+                t["ID"][:10], t["DesiredState"], t["Status"]["State"], t.get("NodeID", "")[:10],
+                t["Status"].get("Err"), t["Status"].get("Message")))
+    return "\n".join(lines)

@@ -141,3 +141,33 @@ def test_place_refuses_when_nothing_fits() -> None:
     with pytest.raises(EngineError, match="no node has 1.0 CPU"):
         place(orch, 1.0, 2**30)
     assert place(orch, 0.5, 2**30).name == "a"
+
+
+def test_engines_placed_together_spread_over_the_nodes() -> None:
+    """Two engines placed in the same instant (a model's replicas) go to different nodes even
+    though the orchestrator does not show the first one's reservation yet."""
+    from cdsw_agent.workloads import engine
+
+    engine._placed.clear()
+    orch = FixedNodes([node("w1", "10.0.0.1", cpu_free=2.0, mem_free_gib=8),
+                       node("w2", "10.0.0.2", cpu_free=2.0, mem_free_gib=7)])
+    first, second = place(orch, 1.5, 2**30), place(orch, 1.5, 2**30)
+    assert (first.name, second.name) == ("w1", "w2")
+    # the recent placements may be stale (engines removed since): they never refuse an engine
+    # the orchestrator's numbers allow, they only rank the nodes, so placement keeps spreading
+    assert [place(orch, 1.5, 2**30).name for _ in range(3)] == ["w1", "w2", "w1"]
+    engine._placed.clear()
+
+
+def test_an_engine_without_spark_gets_the_configuration_but_is_not_pinned(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    settings, db, alice, project, profile = world
+    conf = tmp_path / "hadoop-conf"
+    conf.mkdir()
+    (conf / "core-site.xml").write_text("<configuration/>\n")
+    collect([conf], bundles_dir(settings))
+    with db.session() as s:
+        spec = build_spec(s, settings, FixedNodes([]), request(
+            s, alice, project, tmp_path, profile_id=profile, spark=False))
+    assert spec.node is None and spec.ports == [] and "SPARK_CONF_DIR" not in spec.env
+    targets = {m.target: m for m in spec.mounts}
+    assert Path(targets[spec.env["HADOOP_CONF_DIR"]].source, "core-site.xml").is_file()
