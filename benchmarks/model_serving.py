@@ -58,7 +58,11 @@ async def load(url: str, key: str, concurrency: int, total: int) -> Dict[str, An
             while remaining[0] > 0:
                 remaining[0] -= 1
                 t0 = time.perf_counter()
-                r = await client.post(url, json={"accessKey": key, "request": {"i": i}})
+                try:
+                    r = await client.post(url, json={"accessKey": key, "request": {"i": i}})
+                except httpx.TransportError:  # a dropped connection is an error, not the end
+                    errors[0] += 1
+                    continue
                 latencies.append(time.perf_counter() - t0)
                 if r.status_code != 200 or not r.json().get("success"):
                     errors[0] += 1
