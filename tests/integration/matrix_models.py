@@ -31,6 +31,7 @@ DELETE /api/v1/projects/{project_id}/models/{model_id}/access-keys/{access_key_i
 # --- calling a model: the access key in the body is the permission (the bogus body gets 422
 # before any key is looked at); a browser session without its CSRF token is still refused
 POST   /model                                                ok     ok     ok     ok     ok     ok     ok     ok     ok     ok     ok     403
+POST   /api/altus-ds-1/models/call-model                     ok     ok     ok     ok     ok     ok     ok     ok     ok     ok     ok     403
 """
 
 # "METHOD /path" keys that change the world and must run against a fresh copy

@@ -8,6 +8,7 @@ calls to POST /model go through the same pooled async router as in production.
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -219,13 +220,23 @@ def test_build_deploy_call_balance_fail_scale_stop(models: Models) -> None:
     # ... as is a malformed body
     r = httpx.post(m.master.url + "/model", json={"accessKey": key, "extra": 1})
     assert r.status_code == 422
+    # curl -d '{...}' sends no JSON content type: CDSW accepted it, and so do we; its legacy
+    # address answers the same
+    raw = json.dumps({"accessKey": key, "request": {"a": 1, "b": 2}})
+    r = httpx.post(m.master.url + "/model", content=raw,
+                   headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 200 and r.json()["response"]["sum"] == 3, r.text
+    r = httpx.post(m.master.url + "/api/altus-ds-1/models/call-model", content=raw)
+    assert r.status_code == 200 and r.json()["response"]["sum"] == 3, r.text
+    r = httpx.post(m.master.url + "/model", content=b"accessKey=x")
+    assert r.status_code == 422 and "not JSON" in r.json()["error"], r.text
 
     # balancing: every replica gets traffic
     served = {m.call(key, {"a": i, "b": 0}).json()["response"]["replica"] for i in range(20)}
     replica_ids = {str(x["id"]) for x in model["deployment"]["replica_states"]}
     assert served == replica_ids, (served, replica_ids)
     counts = m.get(model_id)["deployment"]["replica_states"]
-    assert sum(c["requests"] for c in counts) == 22 and all(c["requests"] >= 5 for c in counts)
+    assert sum(c["requests"] for c in counts) == 24 and all(c["requests"] >= 5 for c in counts)
     assert sum(c["failures"] for c in counts) == 1  # the call without a request
     assert all(c["latency_ms_p50"] for c in counts), counts
 

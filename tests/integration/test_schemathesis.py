@@ -290,7 +290,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def _check_error_shape(label: str, status: int, content_type: str, text: str) -> None:
     if status >= 400 and content_type.startswith("application/json"):
         body = json.loads(text)
-        if label.endswith(" /model"):  # refused calls add CDSW's `success: false` to the shape
+        if label.endswith((" /model", "/call-model")):  # refused calls add CDSW's `success: false` to the shape
             assert isinstance(body, dict) and set(body) - {"success"} == {"error", "detail"} \
                 and body.get("success", False) is False \
                 and isinstance(body.get("error"), str) and body["error"], \
