@@ -1,4 +1,5 @@
-"""Jobs and their runs. Declared on the shared Base; the schema comes from migration 0002."""
+"""Jobs and their runs. Declared on the shared Base; the schema comes from migrations 0002 and
+0006 (who a job's scheduled runs act as)."""
 
 from __future__ import annotations
 
@@ -43,12 +44,18 @@ class Job(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_by_id: Mapped[Optional[int]] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+    # scheduled and dependent runs act as the person who last changed what the job runs
+    # (jobs/identity.py), since that change
+    run_as_user_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+    run_as_since: Mapped[Optional[dt.datetime]] = mapped_column(DateTime, nullable=True)
     # the cron fire time last handled (run, skipped or caught up), naive UTC
     last_scheduled_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     project: Mapped[Project] = relationship()
-    created_by: Mapped[Optional[User]] = relationship()
+    created_by: Mapped[Optional[User]] = relationship(foreign_keys=[created_by_id])
+    run_as: Mapped[Optional[User]] = relationship(foreign_keys=[run_as_user_id])
     __table_args__ = (UniqueConstraint("project_id", "name", name="uq_job_project_name"),)
 
 
@@ -69,9 +76,13 @@ class JobRun(Base):
         ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
     parent_run_id: Mapped[Optional[int]] = mapped_column(
         ForeignKey("job_runs.id", ondelete="SET NULL"), nullable=True, index=True)
+    # whom the run acts as, fixed when it is recorded (jobs/identity.py)
+    run_as_user_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
     log_path: Mapped[str] = mapped_column(String(1024), default="")  # relative to data_dir
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime, nullable=True)
     finished_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime, nullable=True)
     job: Mapped[Job] = relationship()
-    triggered_by: Mapped[Optional[User]] = relationship()
+    triggered_by: Mapped[Optional[User]] = relationship(foreign_keys=[triggered_by_id])
+    run_as: Mapped[Optional[User]] = relationship(foreign_keys=[run_as_user_id])

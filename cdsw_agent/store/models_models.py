@@ -1,6 +1,7 @@
 """Tables of the models feature: models, their builds, deployments, replicas and access keys.
 
-Declared on the shared Base; the schema comes from migration 0005. Access keys are stored as
+Declared on the shared Base; the schema comes from migrations 0005 and 0006 (who a
+deployment's replicas act as). Access keys are stored as
 SHA-256 digests only; a replica's token (what the master presents to the replica server) is
 kept in clear because the master must send it again after a restart.
 """
@@ -82,12 +83,17 @@ class ModelDeployment(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     created_by_id: Mapped[Optional[int]] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+    # whoever last deployed or redeployed it: its replicas act as this user
+    deployed_by_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+    deployed_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     stopped_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime, nullable=True)
     model: Mapped[Model] = relationship()
     build: Mapped[ModelBuild] = relationship()
-    created_by: Mapped[Optional[User]] = relationship()
+    created_by: Mapped[Optional[User]] = relationship(foreign_keys=[created_by_id])
+    deployed_by: Mapped[Optional[User]] = relationship(foreign_keys=[deployed_by_id])
 
 
 class ModelReplica(Base):
@@ -104,10 +110,14 @@ class ModelReplica(Base):
     node: Mapped[Optional[str]] = mapped_column(String(255), nullable=True)
     address: Mapped[Optional[str]] = mapped_column(String(255), nullable=True)
     token: Mapped[str] = mapped_column(String(128))
+    # whom the replica acts as: its deployment's deployer when it was launched
+    run_as_user_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     ready_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime, nullable=True)
     stopped_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime, nullable=True)
     deployment: Mapped[ModelDeployment] = relationship()
+    run_as: Mapped[Optional[User]] = relationship()
 
 
 class ModelAccessKey(Base):
