@@ -48,15 +48,40 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         job_scheduler.stop(app.state.server)
 
 
+def _api_docs(app: FastAPI, path: str) -> None:
+    """Swagger UI at `path`, its JavaScript and CSS from the npm package `swagger-ui-dist`
+    under /vendor (FastAPI's default loads them from a CDN: a blank page on an air-gapped site)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from starlette.requests import Request
+    from starlette.responses import HTMLResponse
+
+    from ..web import assets
+
+    async def docs(_: Request) -> HTMLResponse:
+        if not (assets.VENDOR_DIR / "swagger-ui-dist" / "swagger-ui-bundle.js").is_file():
+            return HTMLResponse("<p>The interactive API documentation needs the npm package "
+                                "swagger-ui-dist: %s. The OpenAPI document is at "
+                                "<a href='%s'>%s</a>.</p>" % (assets.INSTALL_HINT, app.openapi_url,
+                                                             app.openapi_url), status_code=503)
+        return get_swagger_ui_html(openapi_url=app.openapi_url or "", title=app.title + " - docs",
+                                   swagger_js_url="/vendor/swagger-ui-dist/swagger-ui-bundle.js",
+                                   swagger_css_url="/vendor/swagger-ui-dist/swagger-ui.css",
+                                   swagger_favicon_url="/static/img/logo.svg")
+
+    app.add_route(path, docs, include_in_schema=False)
+    app.docs_url = path  # what the permission walker knows as the (public) docs page
+
+
 def create_app(settings: Settings, db: Optional[Database] = None) -> FastAPI:
     app = FastAPI(
         lifespan=_lifespan,
         title="CDSW workbench API",
         version=__version__,
         openapi_url=API_PREFIX + "/openapi.json",
-        docs_url=API_PREFIX + "/docs",
+        docs_url=None,  # served by _api_docs from the packaged Swagger UI, not a CDN
         redoc_url=None,
     )
+    _api_docs(app, API_PREFIX + "/docs")
     app.state.server = ServerState.create(settings, db)
     errors.install(app)
     _security_headers(app, hsts=settings.tls_enable)
