@@ -8,6 +8,7 @@ from .registry import (NETWORK_TIMEOUT, REGISTRY, HealthContext, Outcome, critic
                        reason, unknown, warning)
 
 ENGINE_LABEL = "com.cdsw.engine.version"
+MODEL_BUILD_LABEL = "io.cdsw.model-build"  # models/builds.py BUILD_LABEL; asserted equal in tests
 
 
 class DockerUnavailable(Exception):
@@ -134,6 +135,8 @@ def engine_image(ctx: HealthContext) -> Outcome:
         return unknown(str(e))
     found = []
     for image in images:
+        if MODEL_BUILD_LABEL in (image.labels or {}):
+            continue  # a model build inherits the engine's label from its base: not an engine
         version = (image.labels or {}).get(ENGINE_LABEL, "")
         found.append({"id": image.short_id, "tags": list(image.tags), "version": version})
     if not found:

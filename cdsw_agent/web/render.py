@@ -73,7 +73,30 @@ def _metric(value: Any) -> str:
     return str(value)
 
 
-_env.filters.update(when=_when, size=_size, duration=_duration, mtime=_mtime, metric=_metric)
+def _number(x: float) -> str:
+    return "%g" % x
+
+
+def profile_label(p: Any) -> str:
+    """A profile for a menu: its resources once. A name that only restates them (the built-in
+    "1 vCPU / 2 GiB") is not repeated beside them."""
+    resources = "%s vCPU / %s GiB" % (_number(p.cpu), _number(p.memory_gb))
+    if p.gpus:
+        resources += " / %d GPU" % p.gpus
+    name = p.name.strip()
+    return resources if name.replace(" ", "").lower() == resources.replace(" ", "").lower() \
+        else "%s — %s" % (name, resources)
+
+
+def image_label(i: Any) -> str:
+    """An engine image for a menu: its description (or reference) and the kernels it holds."""
+    ref = "%s:%s" % (i.repository, i.tag)
+    label = i.description or ref
+    return "%s (%s)" % (label, ", ".join(i.kernels)) if i.kernels else label
+
+
+_env.filters.update(when=_when, size=_size, duration=_duration, mtime=_mtime, metric=_metric,
+                    profile=profile_label, image=image_label)
 
 
 def can(request: Request, access: Access, db: Session, action: str) -> bool:

@@ -98,8 +98,11 @@ def test_session_console_plot_terminal_and_log(page: Page, browser: object, serv
 
     page.once("dialog", lambda d: d.accept())
     page.get_by_role("button", name="Stop").click()
+    # the page reflects Stop at once ("stopping" while the engine goes, then "stopped")
+    expect(page.locator("#session-status .status-badge")).not_to_have_text("running",
+                                                                           timeout=5000)
+    expect(page.get_by_label("Console input")).to_be_disabled(timeout=5000)
     expect(page.locator("#session-status")).to_contain_text("stopped", timeout=60000)
-    expect(page.get_by_label("Console input")).to_be_disabled()
 
     # a stopped session's console stays readable
     page.reload()

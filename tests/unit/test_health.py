@@ -283,6 +283,15 @@ def test_engine_image_present_or_missing(tmp_path, docker_api):
     r = run_check("engine_image", s)
     assert r.status == Status.OK and "cdsw/engine:1.0" in r.message
     assert [i["version"] for i in r.data["images"]] == ["1.0"]
+    # a model build carries the engine label of its base image, but is no engine image
+    from cdsw_agent.health.docker_checks import MODEL_BUILD_LABEL
+    from cdsw_agent.models.builds import BUILD_LABEL
+    assert MODEL_BUILD_LABEL == BUILD_LABEL
+    build = {"Id": "sha256:" + "b" * 64, "RepoTags": ["cdsw/model:m1-b1"], "Config": {"Labels": {
+        "com.cdsw.engine.version": "1.0", BUILD_LABEL: "1"}}}
+    docker_api.state["images"] = [ENGINE, build]
+    r = run_check("engine_image", s)
+    assert r.status == Status.OK and r.message.startswith("1 engine image(s)"), r.message
     docker_api.state["images"] = [OTHER]  # an image without the engine label does not count
     r = run_check("engine_image", s)
     assert r.status == Status.CRITICAL and "cdsw images build" in r.message

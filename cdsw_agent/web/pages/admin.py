@@ -21,7 +21,7 @@ from ...server.routes.site_settings import SITE_SETTINGS
 from ...server.schemas import user_out
 from ...server.state import ServerState
 from ...store.models import User
-from ..render import page
+from ..render import image_label, page, profile_label
 from .common import page_router
 
 router = page_router()
@@ -60,8 +60,14 @@ def engines_page(request: Request, access: Access = require("site.admin"),
 def settings_page(request: Request, access: Access = require("site.admin"),
                   db: Session = Depends(get_db), state: ServerState = Depends(get_state)) -> Response:
     values = get_site_settings(access=access, db=db, state=state)
+    # settings that name an image or a profile are menus of what exists, not id fields
+    choices = {"default_engine_image_id": [(i.id, image_label(i))
+                                           for i in list_images(access=access, db=db)],
+               "default_engine_profile_id": [(p.id, profile_label(p))
+                                             for p in list_profiles(access=access, db=db)]}
     return _admin_page(request, access, db, "admin_settings.html", "settings", "Site settings",
-                       values=values, definitions=SITE_SETTINGS, env=listing(db, SITE))
+                       values=values, definitions=SITE_SETTINGS, choices=choices,
+                       env=listing(db, SITE))
 
 
 @router.get("/admin/audit")

@@ -12,6 +12,7 @@
   const prompt = document.getElementById("console-prompt");
   const interactive = root.dataset.interactive === "yes";
   const ACTIVE = ["starting", "running"];
+  let stopping = false;  // Stop was asked; the page shows "stopping" until the engine is gone
   const LONG_INPUT = 6;  // lines of an input shown before it folds
   let status = root.dataset.status;
   let logOffset = 0;
@@ -160,6 +161,7 @@
   async function follow() {
     try {
       const s = await CDSW.api("GET", base);
+      if (stopping && ACTIVE.includes(s.status)) { window.setTimeout(follow, 1000); return; }
       if (s.status !== status || s.status === "starting") setStatus(s.status, s.reason);
       if (s.status === "failed" || s.status === "stopped") {
         note("session " + s.status + (s.reason ? ": " + s.reason : ""), s.status === "failed" ? "error-text" : "");
@@ -184,8 +186,10 @@
     try {
       const result = await CDSW.api("POST", base + "/" + what);
       if (what === "stop") {
-        setStatus(result.status, result.reason);
-        note("session stopped", "");
+        // the engine may take a few seconds to go: say "stopping" at once, then follow it
+        stopping = ACTIVE.includes(result.status);
+        setStatus(stopping ? "stopping" : result.status, result.reason);
+        if (stopping) follow(); else note("session stopped", "");
         document.dispatchEvent(new CustomEvent("cdsw:session-ended"));
       } else {
         note(result.message, "");
