@@ -1,6 +1,6 @@
 """Validate parcels and a parcel repository's manifest.json.
 
-Rules from cloudera/cm_ext's parcel validator as summarised in shared/reference/cm.md §3: file
+Rules from cloudera/cm_ext's parcel validator (docs/packaging.md, "Sources"): file
 name NAME-VERSION-DISTRO.parcel, a gzip'd tar whose only top-level directory is NAME-VERSION,
 a strict meta/parcel.json, a defines script that exists and never exits, and manifest hashes
 equal to the files' SHA-1. Usage:

@@ -1,7 +1,7 @@
 """Validate a CSD service descriptor (service.sdl) against the rules of CM's cm-schema.
 
-The rules follow cloudera/cm_ext's descriptor classes and reference validators as summarised in
-shared/reference/cm.md §2 (strict mode: unknown fields are refused). Each problem names the file,
+The rules follow cloudera/cm_ext's descriptor classes and reference validators (docs/packaging.md,
+"Sources") (strict mode: unknown fields are refused). Each problem names the file,
 the field path and the rule it breaks. Usage:
 
     validate_sdl.py service.sdl [--jar-root DIR] [--schema-json FILE]

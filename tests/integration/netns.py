@@ -1,4 +1,4 @@
-"""Several "hosts" on one machine for multi-host tests (design.md section 4).
+"""Several "hosts" on one machine for multi-host tests (docs/architecture.md; the README's fresh-machine notes).
 
 Each host is a network namespace joined to a private bridge by a veth pair, and runs its
 processes in a fresh UTS namespace with its own host name (swarm nodes are told apart by host

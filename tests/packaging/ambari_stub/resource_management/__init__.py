@@ -1,7 +1,7 @@
 """A minimal stand-in for Ambari's resource_management library, for the mpack contract tests.
 
 Boundary: only the calls the CDSW scripts use are implemented, with the signatures and the
-behaviour documented for Ambari 2.7/3.0 (shared/reference/ambari.md section 3): Script.execute()'s argv
+behaviour documented for Ambari 2.7/3.0 (docs/packaging.md, "Sources"): Script.execute()'s argv
 (command, command JSON, base dir, structured-output file, log level, tmp dir), Script.get_config,
 default('/a/b', fallback), Execute (runs the command for real through /bin/sh, with
 environment, ignoring `user=`/`sudo=` since tests run as one user), File/Directory (really write
