@@ -34,6 +34,7 @@ setup(
         "alembic>=1.12",
         "psycopg[binary]>=3.1",
         "argon2-cffi>=23.1",
+        "zxcvbn>=4.4.28",  # its list of common passwords, refused for new passwords
         "ldap3>=2.9",
         "docker>=7.0",
         "croniter>=2.0",

@@ -11,10 +11,11 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from .errors import UserError
+from .security import signin_throttle
 from .security.passwords import Passwords, check_strength
 from .settings import Settings
 from .store.models import Team, User, utcnow
@@ -23,8 +24,20 @@ log = logging.getLogger(__name__)
 USERNAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 
 
+INVALID_CREDENTIALS = "invalid username or password"
+
+
 class SignInError(Exception):
     """Sign-in refused; str() is safe to show (it never says which part was wrong)."""
+
+
+class SlowDown(SignInError):
+    """Too many failures from this client: it must wait; the same answer for every name."""
+
+    def __init__(self, until: dt.datetime, now: dt.datetime):
+        self.retry_after = max(1, int((until - now).total_seconds() + 0.999))
+        super().__init__("too many failed sign-ins from here; wait %d seconds and try again"
+                         % self.retry_after)
 
 
 @dataclass
@@ -80,8 +93,6 @@ def set_password(passwords: Passwords, settings: Settings, user: User, new_passw
     if problem:
         raise UserError(problem)
     user.password_hash = passwords.hash(new_password)
-    user.failed_logins = 0
-    user.locked_until = None
 
 
 def find_user(db: Session, username: str) -> Optional[User]:
@@ -89,17 +100,28 @@ def find_user(db: Session, username: str) -> Optional[User]:
 
 
 def authenticate(db: Session, passwords: Passwords, settings: Settings, username: str,
-                 password: str) -> SignInResult:
-    """Checks the credentials and applies the lockout rule. Commits the failure counters."""
-    username = normalize_username(username)
+                 password: str, *, address: str) -> SignInResult:
+    """Checks the credentials under the backoff rules of security/signin_throttle.py.
+
+    `address` is the client's address (signin_throttle.client_key). Raises SlowDown while the
+    client must wait, SignInError otherwise; both say the same for unknown names and accounts,
+    and a password is hashed in both cases (a dummy hash for unknown names). Commits the
+    failure counters itself."""
+    name = normalize_username(username)[:64]
     now = utcnow()
-    user = find_user(db, username) if USERNAME_RE.match(username) else None
-    if user is not None and user.locked_until and user.locked_until > now:
-        raise SignInError("account locked after %d failed sign-ins; try again after %s UTC or "
-                          "ask an administrator to unlock it"
-                          % (settings.login_max_failures, user.locked_until.strftime("%H:%M")))
-    if not password:
-        raise SignInError("wrong username or password")
+    throttle = signin_throttle.Throttle(db, settings, name, address)
+    wait_until = throttle.check(now)
+    db.commit()  # ends the read (SQLite cannot turn a read into a write once another wrote)
+    if wait_until is not None:
+        raise SlowDown(wait_until, now)
+    reservation = throttle.reserve(now)
+    user = find_user(db, name) if USERNAME_RE.match(name) else None
+    if user is not None:  # the administrators' view of the account counter, counted atomically
+        db.execute(update(User).where(User.id == user.id).values(
+            failed_logins=User.failed_logins + 1, locked_until=reservation.account_until))
+    db.commit()
+    if reservation.wait_until is not None:
+        raise SlowDown(reservation.wait_until, now)
 
     method = None
     if user is None or user.auth_source == "local":
@@ -108,22 +130,26 @@ def authenticate(db: Session, passwords: Passwords, settings: Settings, username
             if user.password_hash and passwords.needs_rehash(user.password_hash):
                 user.password_hash = passwords.hash(password)
     if method is None and settings.ldap_url and (user is None or user.auth_source == "ldap"):
-        user = _ldap_sign_in(db, settings, username, password, user)
+        user = _ldap_sign_in(db, settings, name, password, user)
         method = "ldap" if user is not None else None
-
     if method is None or user is None:
-        if user is not None:
-            user.failed_logins += 1
-            if user.failed_logins >= settings.login_max_failures:
-                user.locked_until = now + dt.timedelta(minutes=settings.login_lockout_minutes)
-            db.commit()
-        raise SignInError("wrong username or password")
+        db.rollback()
+        raise SignInError(INVALID_CREDENTIALS)
     if not user.is_active:
+        db.rollback()
         raise SignInError("this account is disabled; ask an administrator")
+    throttle.succeeded()
     user.failed_logins = 0
     user.locked_until = None
     user.last_login_at = now
     return SignInResult(user, method)
+
+
+def unlock(db: Session, user: User) -> None:
+    """An administrator lets the user in again at once, from anywhere."""
+    user.failed_logins = 0
+    user.locked_until = None
+    signin_throttle.forget_account(db, user.username)
 
 
 def _ldap_sign_in(db: Session, settings: Settings, username: str, password: str,

@@ -90,6 +90,7 @@ def reset_password(ctx: CliContext, username: str, password_stdin: bool, generat
         if user is None:
             raise UserError("no user named %r" % username)
         accounts.set_password(passwords, settings, user, password)
+        accounts.unlock(s, user)
         s.add(AuditEvent(actor="cli", action="user.password.reset", target=user.username, detail={}))
     click.echo("password of %s changed" % user.username)
     if generated:
@@ -106,6 +107,6 @@ def unlock(ctx: CliContext, username: str) -> None:
         user = accounts.find_user(s, username)
         if user is None:
             raise UserError("no user named %r" % username)
-        user.failed_logins, user.locked_until = 0, None
+        accounts.unlock(s, user)
         s.add(AuditEvent(actor="cli", action="user.unlock", target=user.username, detail={}))
     click.echo("%s unlocked" % username)

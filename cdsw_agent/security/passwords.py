@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 import string
+from typing import FrozenSet
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -43,4 +45,14 @@ def check_strength(password: str, min_length: int) -> str | None:
         return "password must be at most 1024 characters long"
     if password.strip() != password:
         return "password must not start or end with spaces"
+    if password.lower() in common_passwords():
+        return "this password is on a list of the most common passwords; choose another"
     return None
+
+
+@functools.lru_cache(maxsize=1)
+def common_passwords() -> FrozenSet[str]:
+    """The 30,000 most common passwords of zxcvbn's list (lower case)."""
+    from zxcvbn.frequency_lists import FREQUENCY_LISTS
+
+    return frozenset(p.lower() for p in FREQUENCY_LISTS["passwords"])

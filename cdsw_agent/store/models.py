@@ -40,6 +40,16 @@ class User(Base):
     last_login_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime, nullable=True)
 
 
+class SigninFailure(Base):
+    """A counter of failed sign-ins for one name, one client address or one pair of both
+    (security/signin_throttle.py holds the rules). Kept for names that are no account too."""
+    __tablename__ = "signin_failures"
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    first_failure_at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)
+    last_failure_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
 class WebSession(Base):
     """A browser sign-in. Only a hash of the cookie value is stored."""
     __tablename__ = "web_sessions"

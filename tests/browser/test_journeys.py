@@ -47,7 +47,7 @@ def test_unauthenticated_pages_send_to_sign_in_and_back(page: Page, console: Con
     page.get_by_label("Password").fill("wrong password")
     console.allow(r"status of 401")  # the sign-in call answers 401 on purpose here
     page.get_by_role("button", name="Sign in").click()
-    expect(page.locator(".form-error")).to_contain_text("wrong username or password")
+    expect(page.locator(".form-error")).to_contain_text("invalid username or password")
     screenshot(page, "signin-error")
     page.get_by_label("Password").fill("correct-horse-42")
     page.get_by_role("button", name="Sign in").click()

@@ -48,7 +48,7 @@ def test_wrong_password_is_generic_and_audited(any_api: Api) -> None:
     r1 = any_api.client.post("/api/v1/auth/signin", json={"username": u.username, "password": "nope"})
     r2 = any_api.client.post("/api/v1/auth/signin", json={"username": "nobody", "password": "nope"})
     assert r1.status_code == r2.status_code == 401
-    assert r1.json()["error"] == r2.json()["error"] == "wrong username or password"
+    assert r1.json()["error"] == r2.json()["error"] == "invalid username or password"
     assert audit_actions(any_api).count("signin.failure") == 2
 
 
@@ -57,10 +57,12 @@ def test_lockout_after_repeated_failures(any_api: Api) -> None:
     for _ in range(any_api.settings.login_max_failures):
         any_api.client.post("/api/v1/auth/signin", json={"username": u.username, "password": "bad"})
     r = any_api.client.post("/api/v1/auth/signin", json={"username": u.username, "password": PASSWORD})
-    assert r.status_code == 401 and "locked" in r.json()["error"]
-    # an administrator unlocks it
+    assert r.status_code == 429 and "too many failed sign-ins" in r.json()["error"]
+    assert int(r.headers["Retry-After"]) > 0
+    # an administrator (from another address) unlocks it
     admin = any_api.user(admin=True)
     a = any_api.client_for(admin)
+    assert a.get("/api/v1/users/%d/details" % u.id).json()["locked"] is True
     assert a.patch("/api/v1/users/%d" % u.id, json={"unlock": True}).status_code == 200
     assert any_api.client_for(u).get("/api/v1/account").status_code == 200
 

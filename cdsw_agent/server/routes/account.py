@@ -7,7 +7,7 @@ from typing import List, Optional
 
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from ... import accounts
@@ -32,6 +32,9 @@ class ProfileUpdate(Strict):
 class PasswordChange(Strict):
     current_password: str = Field(min_length=1, max_length=1024)
     new_password: str = Field(min_length=1, max_length=1024)
+    revoke_api_keys: bool = Field(default=False, description="also revoke every API key of yours "
+                                  "(scripts using them stop working); other browsers are always "
+                                  "signed out")
 
 
 class ApiKeyCreate(Strict):
@@ -92,10 +95,16 @@ def change_password(body: PasswordChange, request: Request, access: Access = req
         accounts.set_password(state.passwords, state.settings, user, body.new_password)
     except UserError as e:
         raise ApiError(422, str(e), [{"field": "new_password", "message": str(e)}])
-    # sign out every other browser
+    # sign out every other browser; API keys only when asked (scripts would stop)
     keep = access.caller.web_session.id if access.caller.web_session else -1
     db.execute(delete(WebSession).where(WebSession.user_id == user.id, WebSession.id != keep))
-    audit.record(db, "password.change", user, target=user.username, request=request)
+    revoked = 0
+    if body.revoke_api_keys:
+        revoked = db.execute(update(ApiKey).where(ApiKey.user_id == user.id,
+                                                  ApiKey.revoked_at.is_(None))
+                             .values(revoked_at=utcnow())).rowcount
+    audit.record(db, "password.change", user, target=user.username, request=request,
+                 api_keys_revoked=revoked)
     db.commit()
     return Response(status_code=204)
 

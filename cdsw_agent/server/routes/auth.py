@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Optional
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session
 from ... import accounts
 from ...errors import UserError
 from ...security import tokens
+from ...security.signin_throttle import client_key
 from ...store.models import WebSession, utcnow
 from .. import audit
 from ..auth import SESSION_COOKIE
@@ -62,13 +64,24 @@ def _open_session(state: ServerState, db: Session, response: Response, user_id: 
     return ws
 
 
-@router.post("/signin", response_model=SignedIn)
+SIGNIN_RESPONSES = {401: {"description": "invalid username or password"},
+                    429: {"description": "too many failed sign-ins from this client; the "
+                                         "Retry-After header says how many seconds to wait"}}
+
+
+@router.post("/signin", response_model=SignedIn, responses=SIGNIN_RESPONSES)
 def sign_in(body: SignIn, request: Request, response: Response,
             access: Access = require("public"), db: Session = Depends(get_db),
             state: ServerState = Depends(get_state)) -> SignedIn:
+    address = client_key(request.client.host if request.client else None)
     try:
         result = accounts.authenticate(db, state.passwords, state.settings, body.username,
-                                       body.password)
+                                       body.password, address=address)
+    except accounts.SlowDown as e:
+        audit.record_now(state.db, "signin.throttled", actor_name=body.username[:64],
+                         request=request, retry_after=e.retry_after)
+        return JSONResponse({"error": str(e), "detail": {"retry_after": e.retry_after}},  # type: ignore[return-value]
+                            status_code=429, headers={"Retry-After": str(e.retry_after)})
     except accounts.SignInError as e:
         audit.record_now(state.db, "signin.failure", actor_name=body.username[:64],
                          request=request, reason=str(e))

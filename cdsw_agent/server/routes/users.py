@@ -109,9 +109,8 @@ def update_user(user_id: Id, body: UserUpdate, request: Request,
         user.is_active = body.is_active
         if not body.is_active:
             db.execute(delete(WebSession).where(WebSession.user_id == user.id))
-    if body.unlock:
-        user.failed_logins = 0
-        user.locked_until = None
+    if body.unlock or body.password is not None:
+        accounts.unlock(db, user)
     if body.password is not None:
         try:
             accounts.set_password(state.passwords, state.settings, user, body.password)

@@ -15,6 +15,20 @@ document.addEventListener("key-created", (e) => {
   document.getElementById("key-form").reset();
 });
 document.addEventListener("password-changed", () => {
-  document.getElementById("password-ok").hidden = false;
-  document.getElementById("password-form").reset();
+  const form = document.getElementById("password-form");
+  const revoked = form.querySelector("[name=revoke_api_keys]").checked;
+  const ok = document.getElementById("password-ok");
+  ok.textContent = revoked ? "Password changed; your other browsers were signed out and your API keys revoked."
+    : "Password changed; your other browsers were signed out.";
+  ok.hidden = false;
+  if (revoked) {
+    document.querySelectorAll("#keys tbody tr[data-key] td:last-child").forEach((td) => {
+      td.textContent = "";
+      const badge = document.createElement("span");
+      badge.className = "badge muted";
+      badge.textContent = "revoked";
+      td.appendChild(badge);
+    });
+  }
+  form.reset();
 });
