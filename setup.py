@@ -8,6 +8,9 @@ from setuptools import find_namespace_packages, setup
 HERE = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "cdsw_agent" / "__init__.py").read_text()).group(1)
 
+LOCAL_ENGINE = ["jupyter_server>=2.10", "ipykernel>=6.25", "terminado>=0.18", "matplotlib>=3.7",
+                "pandas>=1.5"]
+
 setup(
     name="cdsw-agent",
     version=VERSION,
@@ -44,11 +47,14 @@ setup(
         "websockets>=15.0",  # the router's WebSocket proxy and kernel channel client
     ],
     extras_require={
+        # sessions on the local backend (`cdsw standalone` without Docker) run the engine as a
+        # process on this host: what the engine image holds (cdsw_agent/images/recipe.py)
+        "local": LOCAL_ENGINE,
         "test": ["pytest>=7", "pytest-timeout>=2.2", "httpx>=0.25", "schemathesis>=3.30",
                  "cm-client>=45.0.4",  # tests/packaging/test_cm_deploy.py
                  "aiosmtpd>=1.4", "playwright>=1.40",
-                 # sessions on the local backend run the engine (jupyter_server) as a process
-                 "jupyter_server>=2.10", "ipykernel>=6.25", "terminado>=0.18", "matplotlib>=3.7"],
+                 # a Python 2.7 grammar check of the Ambari scripts where no python2.7 exists
+                 "vermin>=1.6"] + LOCAL_ENGINE,
         # scripts/cm_deploy.py talks to Cloudera Manager through Cloudera's API client
         "deploy": ["cm-client>=45.0.4"],
         "dev": ["pytest>=7", "pytest-timeout>=2.2", "httpx>=0.25", "schemathesis>=3.30",

@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import shutil
 import signal
 import threading
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import docker
 from docker.errors import DockerException
@@ -53,11 +54,12 @@ def cgroup_parent(settings: Settings) -> str:
     return "/cdsw-" + hashlib.sha1(sock.encode()).hexdigest()[:8]
 
 
-def daemon_config(settings: Settings) -> str:
+def daemon_config(settings: Settings, storage_driver: Optional[str] = None) -> str:
     rd = run_dir(settings)
     return render("daemon.json.j2", settings, hosts=[settings.docker_host],
                   exec_root=str(rd / "exec"), pidfile=str(rd / "dockerd.pid"),
-                  cgroup_parent=cgroup_parent(settings))
+                  cgroup_parent=cgroup_parent(settings),
+                  storage_driver=storage_driver or choose_storage_driver(settings)[0])
 
 
 def dockerd_env(settings: Settings) -> Dict[str, str]:
@@ -100,15 +102,71 @@ def _check_cgroups() -> Optional[str]:
             "controllers); mount them or boot with systemd")
 
 
-def _check_storage(driver: str) -> Optional[str]:
-    if driver != "overlay2":
-        return None
+OVERLAY_UNSAFE_FS = ("overlay", "aufs", "ecryptfs")  # overlay2 cannot use them as its upper dir
+
+
+def _overlay_in_kernel() -> bool:
     filesystems = Path("/proc/filesystems").read_text() if Path("/proc/filesystems").exists() else ""
     modules = Path("/lib/modules/%s" % os.uname().release)
-    if "overlay" in filesystems or any(modules.glob("kernel/fs/overlayfs/overlay.ko*")):
-        return None
-    return ("the overlay kernel module is missing for storage driver overlay2; run `modprobe "
-            "overlay` or set cdsw.docker.storage.driver to vfs (slow, uses more disk)")
+    return "overlay" in filesystems or any(modules.glob("kernel/fs/overlayfs/overlay.ko*"))
+
+
+def _unescape_mount(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def filesystem_type(path: str, mountinfo: Optional[str] = None) -> str:
+    """Type of the file system holding path (its nearest existing ancestor): the fstype of the
+    longest mount point in /proc/self/mountinfo that contains it; "" when unknown."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    target = os.path.realpath(str(p))
+    if mountinfo is None:
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text()
+        except OSError:
+            return ""
+    best, fstype = "", ""
+    for line in mountinfo.splitlines():
+        pre, sep, post = line.partition(" - ")
+        fields = pre.split()
+        if not sep or len(fields) < 5 or not post.split():
+            continue
+        mount = _unescape_mount(fields[4])
+        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best):  # later mounts over the same point win
+            best, fstype = mount, post.split()[0]
+    return fstype
+
+
+def choose_storage_driver(settings: Settings) -> Tuple[str, str]:
+    """(driver, why): the configured one, or with "auto" overlay2 where the data root's file
+    system can hold it, else fuse-overlayfs when installed, else vfs (slow, always works)."""
+    configured = settings.docker_storage_driver
+    if configured != "auto":
+        return configured, "set by docker_storage_driver"
+    root = settings.docker_data_root
+    fstype = filesystem_type(root)
+    if not _overlay_in_kernel():
+        problem = "the kernel has no overlay file system"
+    elif fstype in OVERLAY_UNSAFE_FS:
+        problem = "the data root %s is on %s, which overlay2 cannot stack on" % (root, fstype)
+    else:
+        return "overlay2", "the data root %s is on %s" % (root, fstype or "an unknown file system")
+    if shutil.which("fuse-overlayfs") and os.path.exists("/dev/fuse"):
+        return "fuse-overlayfs", problem + "; fuse-overlayfs is installed"
+    return "vfs", problem + " and fuse-overlayfs is not installed (apt-get install fuse-overlayfs)"
+
+
+def _check_storage(driver: str) -> Optional[str]:
+    if driver == "overlay2" and not _overlay_in_kernel():
+        return ("the overlay kernel module is missing for storage driver overlay2; run `modprobe "
+                "overlay` or set cdsw.docker.storage.driver to auto or vfs")
+    if driver == "fuse-overlayfs" and not shutil.which("fuse-overlayfs"):
+        return ("fuse-overlayfs is not installed for storage driver fuse-overlayfs; run `apt-get "
+                "install fuse-overlayfs` or set cdsw.docker.storage.driver to auto")
+    return None
 
 
 def _check_free_disk(settings: Settings) -> Optional[str]:
@@ -138,7 +196,7 @@ def prepare(settings: Settings) -> List[str]:
         "cdsw.dockerd.path" % settings.dockerd_path,
         None if shutil.which("iptables") else
         "iptables not found; install it (dockerd needs it for container networking)",
-        _check_dirs(settings), _check_cgroups(), _check_storage(settings.docker_storage_driver),
+        _check_dirs(settings), _check_cgroups(), _check_storage(choose_storage_driver(settings)[0]),
     ) if p]
     if not problems:
         disk = _check_free_disk(settings)
@@ -152,9 +210,11 @@ def prepare(settings: Settings) -> List[str]:
 def write_config(settings: Settings) -> Path:
     rd = run_dir(settings)
     (rd / "exec").mkdir(parents=True, exist_ok=True)
+    driver, why = choose_storage_driver(settings)
+    log.info("storage driver %s: %s", driver, why)
     path = rd / "daemon.json"
     tmp = rd / ".daemon.json.tmp"
-    tmp.write_text(daemon_config(settings))
+    tmp.write_text(daemon_config(settings, driver))
     os.replace(tmp, path)
     return path
 

@@ -105,8 +105,11 @@ SETTINGS: List[Setting] = [
       "one in the CDSW_DOCKER role.", group="docker"),
     S("dockerd_path", "str", "dockerd", "dockerd executable started by the CDSW_DOCKER role.",
       group="docker"),
-    S("docker_storage_driver", "choice", "overlay2", "Docker storage driver.",
-      choices=("overlay2", "vfs", "devicemapper", "btrfs", "zfs"), group="docker"),
+    S("docker_storage_driver", "choice", "auto", "Docker storage driver; auto picks overlay2 where "
+      "the data root's file system can hold it (not on overlayfs), else fuse-overlayfs when "
+      "installed, else vfs.",
+      choices=("auto", "overlay2", "fuse-overlayfs", "vfs", "devicemapper", "btrfs", "zfs"),
+      group="docker"),
     S("docker_data_root", "path", "/var/lib/cdsw/docker", "Docker's data root.", group="docker"),
     S("docker_registries", "list", [], "Insecure (HTTP) registries Docker may pull from.",
       group="docker"),

@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # Install what the test suite needs on a fresh Debian/Ubuntu machine (idempotent).
+# Every slow step prints a line before it starts and how long it took.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+
+step_start=0
+step() { step_start=$SECONDS; echo "==> $*"; }
+step_done() { echo "    done in $((SECONDS - step_start)) s"; }
 
 missing=()
 while read -r pkg; do
@@ -12,32 +18,38 @@ while read -r pkg; do
 done < "$HERE/apt-packages.txt"
 
 if [ "${#missing[@]}" -gt 0 ]; then
-  echo "==> installing Debian packages: ${missing[*]}"
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
   # do not let package scripts start services; the tests start their own
   printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
   $SUDO chmod +x /usr/sbin/policy-rc.d
+  step "updating the Debian package lists (apt-get update)"
   $SUDO apt-get update -qq
+  step_done
+  step "installing ${#missing[@]} Debian packages (a few minutes on a fresh machine): ${missing[*]}"
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   $SUDO rm -f /usr/sbin/policy-rc.d
+  step_done
 fi
 
 VENV="${CDSW_VENV:-$ROOT/.venv}"
 if [ ! -x "$VENV/bin/python" ]; then
-  echo "==> creating virtualenv $VENV"
+  step "creating virtualenv $VENV"
   "${PYTHON:-python3}" -m venv "$VENV"
+  step_done
 fi
-echo "==> installing cdsw_agent and test dependencies into $VENV"
+step "installing cdsw_agent and test dependencies into $VENV (pip; a minute or two the first time)"
 "$VENV/bin/pip" install -q --upgrade pip >/dev/null
 "$VENV/bin/pip" install -q -e "$ROOT[test]"
+step_done
 
-# the web UI's browser libraries (cdsw_agent/web/package-lock.json) into its git-ignored node_modules
+# the web UI's browser libraries (cdsw_agent/web/package-lock.json) into its git-ignored node_modules;
+# npm from Debian only when no node brings its own (a NodeSource nodejs conflicts with Debian's npm)
 if ! command -v npm >/dev/null 2>&1; then
-  echo "==> installing npm"
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  step "installing Node.js and npm from Debian (about 100 s on a fresh machine)"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+  step_done
 fi
-echo "==> installing the web UI's browser libraries (npm ci)"
+step "installing the web UI's browser libraries (npm ci in cdsw_agent/web)"
 (cd "$ROOT/cdsw_agent/web" && npm ci --no-audit --no-fund --loglevel=error)
+step_done

@@ -3,13 +3,14 @@
 #
 # Prints the daemon's URL (unix:///...) as the last line of stdout once `docker info` answers;
 # progress and errors go to stderr. Exits non-zero with a one-line reason when dockerd cannot run.
-# Tries the overlay2 storage driver first and falls back to vfs.
+# Chooses the storage driver by probing the data root's file system: overlay2 where it can stack
+# (not on overlayfs, as in a container), else fuse-overlayfs when installed; vfs as the last resort.
 #
 # Environment (all optional):
 #   CDSW_TEST_DOCKER_RUN    run directory: socket, pid file, exec root  (default /var/run/cdsw-test)
 #   CDSW_TEST_DOCKER_DATA   data root                                   (default /var/lib/cdsw-test/docker)
 #   CDSW_TEST_DOCKER_LOG    daemon log file                             (default $RUN/dockerd.log)
-#   CDSW_TEST_DOCKER_DRIVER storage driver to use instead of overlay2-then-vfs
+#   CDSW_TEST_DOCKER_DRIVER storage driver to use instead of probing
 #   CDSW_TEST_DOCKER_WAIT   seconds to wait for the daemon to answer    (default 60)
 #   DOCKERD                 dockerd executable                          (default dockerd)
 set -euo pipefail
@@ -97,7 +98,18 @@ try_driver() {
 if [ -n "${CDSW_TEST_DOCKER_DRIVER:-}" ]; then
   drivers=("$CDSW_TEST_DOCKER_DRIVER")
 else
-  drivers=(overlay2 vfs)
+  fstype="$(stat -f -c %T "$DATA" 2>/dev/null || echo unknown)"
+  case "$fstype" in
+    overlay*|aufs|ecryptfs)
+      if command -v fuse-overlayfs >/dev/null 2>&1 && [ -e /dev/fuse ]; then
+        drivers=(fuse-overlayfs vfs)
+      else
+        drivers=(vfs)
+      fi
+      say "data root $DATA is on $fstype, where overlay2 cannot stack: using ${drivers[*]}" ;;
+    *)
+      drivers=(overlay2 vfs) ;;
+  esac
 fi
 for driver in "${drivers[@]}"; do
   if try_driver "$driver"; then

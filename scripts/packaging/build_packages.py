@@ -26,7 +26,7 @@ from mpack import MPACK_PYTHONS, build_mpack
 from parcel import DISTROS, build_parcel, write_manifest
 from pkgcommon import ROOT, BuildError, source_date_epoch, version
 from settings_schema import load_schema
-from validate_mpack import find_python2, validate_mpack
+from validate_mpack import find_python2, validate_mpack, vermin_installed
 from validate_parcel import validate_manifest, validate_parcel
 from validate_sdl import check_cdsw_contract, validate_sdl
 
@@ -121,7 +121,9 @@ def _build(out: Path, cache: Path, parts: List[str], agent_root: Path) -> List[P
         fail_if(validate_mpack(pack, python2), pack.name)
         made.append(pack)
         log("%s built and valid%s" % (pack.name, "" if python2 else
-                                     " (Python 2.7 syntax check skipped: no python2.7 found)"))
+                                     " (Python 2.7 checked by vermin: no python2.7 found)"
+                                     if vermin_installed() else
+                                     " (Python 2.7 check skipped: neither python2.7 nor vermin)"))
     log("done in %.1fs" % (time.time() - started))
     return made
 

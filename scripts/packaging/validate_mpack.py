@@ -1,10 +1,11 @@
 """Validate an Ambari management pack tarball.
 
-Rules from ambari-server's setupMpacks.py and the stack definition readers as summarised in
-shared/reference/ambari.md §1-2: one root directory, mpack.json with underscore prerequisite keys
+Rules from ambari-server's setupMpacks.py and the stack definition readers as documented in
+Apache Ambari's management-pack guide (docs/packaging.md, "Sources"): one root directory, mpack.json with underscore prerequisite keys
 and artifacts whose directories exist, well-formed metainfo.xml and configuration XML with the
 required elements, alerts/quick links/role command order/kerberos JSON, and every Python script
-compiling under Python 3 and (when a python2.7 is given) Python 2.7. Usage:
+compiling under Python 3 and under Python 2.7 (a real python2.7 when one is found, else the
+vermin package's check of what each line needs). Usage:
 
     validate_mpack.py PACK.tar.gz [--python2 PATH]
 """
@@ -12,6 +13,8 @@ compiling under Python 3 and (when a python2.7 is given) Python 2.7. Usage:
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib.util
 import json
 import os
 import re
@@ -21,7 +24,7 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 from xml.etree import ElementTree
 
 ARTIFACT_TYPES = {"stack-definitions", "extension-definitions", "service-definitions",
@@ -335,28 +338,92 @@ def check_service_files(pack: Pack, rel: str, problems: Problems) -> None:
             problems.add(rel + "/kerberos.json", "services", "must be a list")
 
 
+def _import_fallbacks(paths: List[Path]) -> List[str]:
+    """Names imported in a `try:` whose handler catches ImportError (the Python 2 fallback
+    follows), e.g. shlex.quote in `try: from shlex import quote / except ImportError: ...`."""
+    names = set()
+    for path in paths:
+        try:
+            tree = ast.parse(path.read_bytes())
+        except SyntaxError:
+            continue  # reported by the compile check
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Try) or not any(
+                    isinstance(h.type, ast.Name) and h.type.id in ("ImportError",
+                                                                   "ModuleNotFoundError")
+                    for h in node.handlers):
+                continue
+            for stmt in node.body:
+                if isinstance(stmt, ast.ImportFrom) and stmt.module:
+                    names.update("%s.%s" % (stmt.module, a.name) for a in stmt.names)
+                    names.add(stmt.module)
+                elif isinstance(stmt, ast.Import):
+                    names.update(a.name for a in stmt.names)
+    return sorted(names)
+
+
+def vermin_installed() -> bool:
+    return importlib.util.find_spec("vermin") is not None
+
+
+def python27_features(paths: List[Path]) -> List[Tuple[Path, str, str]]:
+    """(file, line, feature) for what Python 2.7 lacks, found without a Python 2.7 by vermin
+    (PyPI), which reads the Python 3 syntax tree and knows in which version each syntax
+    feature, module and member appeared."""
+    cmd = [sys.executable, "-c", "import sys; from vermin import main; sys.exit(main())",
+           "-t=2.7-", "-t=3.0-", "--violations", "--format", "parsable", "--no-parse-comments",
+           "--processes", "1"]
+    for name in _import_fallbacks(paths):
+        cmd += ["--exclude", name]
+    proc = subprocess.run(cmd + [str(p) for p in paths], capture_output=True, text=True)
+    if proc.returncode not in (0, 1) or "No module named" in proc.stderr:
+        raise RuntimeError("vermin failed: %s" % (proc.stderr.strip()[-200:] or proc.returncode))
+    found = []
+    for line in proc.stdout.splitlines():
+        parts = line.rsplit(":", 5)
+        if len(parts) == 6 and parts[0] and parts[5] and parts[3].startswith("!2"):
+            found.append((Path(parts[0]), parts[1] or "?", parts[5].strip()))
+    return found
+
+
 def check_python(pack: Pack, problems: Problems, python2: Optional[str]) -> None:
-    scripts = sorted(p for p in (pack.base / pack.root).rglob("*.py"))
+    """Every script compiles under Python 3, and under Python 2.7 when python2 is given;
+    without one, vermin checks that nothing needs more than Python 2.7 (runs anywhere)."""
+    base = pack.base / pack.root
+    scripts = sorted(p for p in base.rglob("*.py"))
     for path in scripts:
-        rel = path.relative_to(pack.base / pack.root).as_posix()
+        rel = path.relative_to(base).as_posix()
         try:
             compile(path.read_bytes(), rel, "exec")
         except SyntaxError as e:
             problems.add(rel, "line %s" % e.lineno, "Python 3 syntax error: %s" % e.msg)
-    if python2 and scripts:
-        code = ("import py_compile, sys\nbad = 0\nfor f in sys.argv[1:]:\n"
-                "    try:\n        py_compile.compile(f, cfile='/dev/null', doraise=True)\n"
-                "    except py_compile.PyCompileError as e:\n"
-                "        bad = 1\n        sys.stdout.write(f + '\\t' + str(e.msg).strip()"
-                ".replace('\\n', ' ') + '\\n')\nsys.exit(bad)\n")
-        proc = subprocess.run([python2, "-c", code] + [str(p) for p in scripts],
-                              capture_output=True, text=True)
-        for line in proc.stdout.splitlines():
-            path_s, _, msg = line.partition("\t")
-            rel = Path(path_s).relative_to(pack.base / pack.root).as_posix()
-            problems.add(rel, "(syntax)", "Python 2.7 cannot compile it: %s" % msg)
-        if proc.returncode not in (0, 1):
-            problems.add(python2, "(interpreter)", "failed: %s" % proc.stderr.strip()[-200:])
+    if not scripts:
+        return
+    if not python2:
+        if not vermin_installed():
+            return  # neither check can run here: main() says so
+        try:
+            features = python27_features(scripts)
+        except RuntimeError as e:
+            problems.add("vermin", "(interpreter)", str(e))
+            return
+        for path, line, feature in features:
+            problems.add(path.relative_to(base).as_posix(), "line %s" % line,
+                         "Python 2.7 cannot run it: %s" % feature)
+        return
+    code = ("import py_compile, sys\nbad = 0\nfor f in sys.argv[1:]:\n"
+            "    try:\n        py_compile.compile(f, cfile='/dev/null', doraise=True)\n"
+            "    except py_compile.PyCompileError as e:\n"
+            "        bad = 1\n        sys.stdout.write(f + '\\t' + str(e.msg).strip()"
+            ".replace('\\n', ' ') + '\\n')\nsys.exit(bad)\n")
+    proc = subprocess.run([python2, "-c", code] + [str(p) for p in scripts],
+                          capture_output=True, text=True)
+    for line in proc.stdout.splitlines():
+        path_s, _, msg = line.partition("\t")
+        rel = Path(path_s).relative_to(base).as_posix()
+        problems.add(rel, "(syntax)", "Python 2.7 cannot compile it: %s" % msg)
+    if proc.returncode not in (0, 1):
+        problems.add(python2, "(interpreter)", "failed: %s" % proc.stderr.strip()[-200:])
 
 
 def validate_mpack(path: Path, python2: Optional[str] = None) -> List[str]:
@@ -395,8 +462,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     for line in problems:
         print(line, file=sys.stderr)
     if not problems:
-        print("%s: valid%s" % (args.mpack, "" if python2 else " (Python 2.7 check skipped: no "
-                                                                 "python2.7 found)"))
+        how = ("" if python2 else " (Python 2.7 checked by vermin: no python2.7 found)"
+               if vermin_installed() else " (Python 2.7 check skipped: neither python2.7 nor "
+               "vermin found)")
+        print("%s: valid%s" % (args.mpack, how))
     return 1 if problems else 0
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Optional
 
 import pytest
 
@@ -72,10 +72,11 @@ def dist(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path, epoch: int,
 
 
 @pytest.fixture(scope="session")
-def python2() -> str:
-    from validate_mpack import find_python2
+def python2() -> Optional[str]:
+    """How the Ambari scripts are checked for Python 2.7: a real python2.7 where this machine has
+    one (pyenv; Debian bookworm has none), else None: vermin's check, which runs anywhere."""
+    from validate_mpack import find_python2, vermin_installed
 
     found = find_python2()
-    if not found:
-        pytest.skip("no python2.7 on this machine (looked in ~/.pyenv/versions/2.7.18, PATH)")
+    assert found or vermin_installed(), "neither python2.7 nor vermin: pip install -e '.[test]'"
     return found

@@ -108,4 +108,31 @@ def test_python2_incompatible_script_is_refused(tmp_path, entries, python2):
     problems = validate_mpack(_write(tmp_path, entries), python2)
     rel = key.split("/", 1)[1]
     assert len(problems) == 1, problems
-    assert problems[0].startswith("%s: (syntax): Python 2.7 cannot compile it" % rel)
+    assert problems[0].startswith("%s: (syntax): Python 2.7 cannot compile it" % rel
+                                  if python2 else "%s: line " % rel), problems
+
+
+@pytest.mark.parametrize("added,feature", [
+    (b'\nlabel = f"cdsw {version}"\n', "f-strings"),
+    (b"\nimport pathlib\n", "'pathlib' module"),
+    (b"\nfrom subprocess import run\n", "'subprocess.run' member"),
+    (b"\ndef f(*, key=None):\n    return key\n", "keyword-only parameters"),
+])
+def test_vermin_finds_what_python2_lacks_without_a_python2(tmp_path, entries, added, feature):
+    """The check that runs on every machine (Debian bookworm has no Python 2.7)."""
+    key = _key(entries, "package/scripts/params.py")
+    lines = entries[key][0].count(b"\n") + 1
+    entries[key] = (entries[key][0] + added, False)
+    problems = validate_mpack(_write(tmp_path, entries), None)
+    rel = key.split("/", 1)[1]
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("%s: line " % rel), problems
+    assert int(problems[0].split(": line ")[1].split(":")[0]) >= lines
+    assert "Python 2.7 cannot run it: %s" % feature in problems[0], problems
+
+
+def test_vermin_accepts_an_import_with_a_python2_fallback(tmp_path, entries):
+    key = _key(entries, "package/scripts/params.py")
+    entries[key] = (entries[key][0] + b"\ntry:\n    from shlex import quote\nexcept ImportError:"
+                    b"\n    from pipes import quote\n", False)
+    assert validate_mpack(_write(tmp_path, entries), None) == []
