@@ -16,11 +16,20 @@ class CliContext:
         self.properties = properties
         self.overrides: Dict[str, Any] = {}
         self._settings: Optional[Settings] = None
+        self.instance_properties: Optional[str] = None  # set when read from a running instance
+        self.discover_instance = True  # `cdsw standalone` starts one: it must not read another's
 
     @property
     def settings(self) -> Settings:
+        """The configuration given to this command, else the running standalone instance's
+        (cli/instance.py), else the built-in defaults."""
         if self._settings is None:
-            self._settings = load_settings(self.conf, self.properties, overrides=self.overrides)
+            from .instance import discovered_properties
+
+            if self.discover_instance:
+                self.instance_properties = discovered_properties(self.conf, self.properties)
+            self._settings = load_settings(self.conf, self.properties or self.instance_properties,
+                                           overrides=self.overrides)
         return self._settings
 
     def override(self, **values: Any) -> None:

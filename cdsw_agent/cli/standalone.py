@@ -10,6 +10,7 @@ import click
 
 from .. import bootstrap, standalone
 from ..roles import master
+from . import instance
 from .context import CliContext, pass_ctx
 
 
@@ -27,6 +28,7 @@ def default_data_dir() -> str:
 def command(ctx: CliContext, data_dir: Optional[str], port: Optional[int],
             bind_address: Optional[str]) -> None:
     """Set up and start the workbench on this host, in the foreground."""
+    ctx.discover_instance = False
     settings = ctx.settings
     overrides = {}
     if data_dir:
@@ -71,8 +73,18 @@ def command(ctx: CliContext, data_dir: Optional[str], port: Optional[int],
     else:
         click.echo("  administrator:  exists already (reset with `cdsw admin reset-password "
                    "admin --generate-password`)")
+    record = instance.register(settings)
+    if record:
+        click.echo("  `cdsw status` and `cdsw health` find this instance through %s" % record)
+    else:
+        click.echo("!!! another workbench instance is registered in %s; `cdsw status` reports "
+                   "that one (pass --properties %s for this one)" % (
+                       instance.pointer_path(),
+                       Path(settings.data_dir) / "run" / "instance.properties"), err=True)
     click.echo("")
     try:
         master.start(settings, db)
     finally:
+        if record:
+            instance.unregister(record)
         engines.stop()

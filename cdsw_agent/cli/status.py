@@ -207,10 +207,16 @@ def document(report: StatusReport) -> Dict[str, Any]:
 @pass_ctx
 def command(ctx: CliContext, as_json: bool) -> None:
     """Show nodes, roles, workloads and failing checks; exit 0 when the workbench is ready."""
-    report = gather(ctx.settings)
+    settings = ctx.settings
+    report = gather(settings)
     if as_json:
         click.echo(json.dumps(document(report), indent=2, default=str))
     else:
+        if ctx.instance_properties:
+            from .instance import pointer_path
+
+            click.echo("Instance: %s (data dir %s; found through %s)" % (
+                settings.base_url, settings.data_dir, pointer_path()))
         for line in text_lines(report):
             click.echo(line)
     sys.exit(0 if report.ready else 1)
