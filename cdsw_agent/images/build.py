@@ -27,7 +27,7 @@ from .. import __version__
 from ..errors import UserError
 from .mirror import resolve_mirror
 from .progress import Progress, run_logged
-from .recipe import (ENGINE_HOME, ENGINE_UID, ENGINE_USER, MANIFEST_PATH, RECIPE_VERSION, REPOSITORY,
+from .recipe import (ENGINE_UID, ENGINE_USER, MANIFEST_PATH, RECIPE_VERSION, REPOSITORY, USER_HOME,
                      VENV, Recipe)
 from .rootfs import CHROOT_ENV, Rootfs, cached_rootfs, check_host, ensure_rootfs, tar_create, tar_extract
 from .runtime import PACKAGE_ROOT, install_runtime, runtime_digest
@@ -202,7 +202,7 @@ def assemble(root: Path, recipe: Recipe, rootfs: Rootfs, wheelhouse: Wheelhouse,
     run_logged(chroot(root, "groupadd", "--gid", str(ENGINE_UID), ENGINE_USER), log, progress,
                "groupadd", env=CHROOT_ENV)
     run_logged(chroot(root, "useradd", "--uid", str(ENGINE_UID), "--gid", str(ENGINE_UID),
-                      "--create-home", "--home-dir", ENGINE_HOME, "--shell", "/bin/bash",
+                      "--create-home", "--home-dir", USER_HOME, "--shell", "/bin/bash",
                       ENGINE_USER), log, progress, "useradd", env=CHROOT_ENV)
     manifest = {
         "tag": tag, "content_sha256": content, "recipe_version": RECIPE_VERSION,

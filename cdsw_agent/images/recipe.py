@@ -14,7 +14,7 @@ from typing import Dict, List, Tuple
 from .. import __version__
 from ..errors import UserError
 
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"  # 2: the engine user's home is USER_HOME, not the project
 
 # Where images live locally; a registry (settings.engine_registry) is prefixed when pushing.
 REPOSITORY = "cdsw/engine"
@@ -22,7 +22,8 @@ REPOSITORY = "cdsw/engine"
 # The CDSW engine contract: who runs the workload and where.
 ENGINE_USER = "cdsw"
 ENGINE_UID = 8536
-ENGINE_HOME = "/home/cdsw"
+ENGINE_HOME = "/home/cdsw"  # the project: the working directory, as in CDSW
+USER_HOME = "/home/cdsw-user"  # $HOME (and the passwd entry): the launcher's own folder, mounted
 VENV = "/opt/cdsw/venv"
 MANIFEST_PATH = "/opt/cdsw/image.json"
 
@@ -140,7 +141,7 @@ class Recipe:
     def env(self) -> Dict[str, str]:
         return {
             "PATH": VENV + "/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "HOME": ENGINE_HOME,
+            "HOME": USER_HOME,
             "USER": ENGINE_USER,
             "SHELL": "/bin/bash",
             "LANG": "C.UTF-8",
@@ -158,7 +159,7 @@ class Recipe:
             "USER %d:%d" % (ENGINE_UID, ENGINE_UID),
             "WORKDIR " + ENGINE_HOME,
             'ENTRYPOINT ["/usr/bin/tini", "--"]',
-            'CMD ["%s/bin/python", "-m", "cdsw_agent.engine"]' % VENV,
+            'CMD ["%s/bin/python", "-I", "-m", "cdsw_agent.engine"]' % VENV,
             "EXPOSE 8888",
         ]
         return changes

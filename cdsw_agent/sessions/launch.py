@@ -95,13 +95,12 @@ def engine_env(settings: Settings, orchestrator: Orchestrator, session: EngineSe
            "CDSW_ENGINE_BASE_URL": base_path(session.id), "CDSW_SESSION_ID": str(session.id),
            "CDSW_KERNEL": session.kernel}
     if orchestrator.name == "local":
-        # a plain process: /home/cdsw does not exist, so jupyter's own files go to the
-        # engine's private directory and the server shows the project folder itself
+        # a plain process: /home/cdsw does not exist, so the server shows the project folder
+        # itself and keeps its runtime files (connection files) in the engine's private
+        # directory; $HOME and Jupyter's other folders are the user's (workloads.user_home)
         private = Path(settings.data_dir) / "sessions" / str(session.id) / "engine"
-        private.mkdir(parents=True, exist_ok=True)
+        private.mkdir(mode=0o700, parents=True, exist_ok=True)
         env.update(CDSW_ENGINE_ROOT_DIR=str(files_dir), JUPYTER_RUNTIME_DIR=str(private / "run"),
-                   JUPYTER_DATA_DIR=str(private / "data"), IPYTHONDIR=str(private / "ipython"),
-                   MPLCONFIGDIR=str(private / "mpl"),
                    CDSW_ENGINE_ALLOW_ROOT="1" if os.geteuid() == 0 else "0")
     else:
         env["JUPYTER_RUNTIME_DIR"] = "/tmp/jupyter-runtime"  # connection files stay private
@@ -122,7 +121,8 @@ def session_spec(db: Session, settings: Settings, orchestrator: Orchestrator,
         ports = []  # published below, once the node is known
     request = EngineRequest(
         kind="session", name=session.name, project=project, launcher=launcher,
-        command=[python, "-m", "cdsw_agent.engine"], files_dir=files_dir,
+        # -I: nothing from the project (working directory, PYTHON* variables, user site)
+        command=[python, "-I", "-m", "cdsw_agent.engine"], files_dir=files_dir,
         image_id=session.engine_image_id, profile_id=session.profile_id,
         env=engine_env(settings, orchestrator, session, token, port, files_dir), ports=ports,
         labels={SESSION_LABEL: str(session.id)})

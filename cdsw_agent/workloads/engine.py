@@ -8,7 +8,11 @@ Every kind builds its engine here, so the rules live once:
 - environment, later wins: proxies, site variables, project variables, the kind's own variables,
   then CDSW's (CDSW_PROJECT, CDSW_ENGINE_ID, CDSW_MASTER_IP, CDSW_DOMAIN, HADOOP_USER_NAME, ...),
   which a user cannot override: HADOOP_USER_NAME is the launcher, never the project owner;
-- the files (the project folder, or an experiment's snapshot) are mounted at /home/cdsw;
+- the files (the project folder, or an experiment's snapshot) are mounted at /home/cdsw, the
+  working directory, as in CDSW; but $HOME is the launcher's own folder (DATA_DIR/projects/
+  .homes/USER_ID, mounted at /home/cdsw-user), so the start-up files that Python, Jupyter,
+  IPython, pip and shells read from $HOME are the launcher's, never files a collaborator wrote
+  into the project (see user_home);
 - the current client-configuration bundle, when one was collected, is mounted read-only with
   HADOOP_CONF_DIR and friends, and the engine is placed on a node first: spark.driver.host must
   be that node's address, and the driver ports are published there.
@@ -17,6 +21,7 @@ Every kind builds its engine here, so the rules live once:
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -30,6 +35,7 @@ from sqlalchemy.orm import Session
 from ..clientconfig import (SparkPorts, bundles_dir, current, engine_mounts_and_env,
                             hadoop_mounts_and_env)
 from ..errors import UserError
+from ..images.recipe import USER_HOME
 from ..orchestrators import Mount, Orchestrator, OrchestratorError, Port, WorkloadSpec
 from ..orchestrators.base import RESTART_NEVER, Node
 from ..settings import Settings
@@ -39,6 +45,8 @@ from ..store.models import EngineImage, EngineProfile, Project, User
 log = logging.getLogger(__name__)
 
 PROJECT_MOUNT = "/home/cdsw"  # where engines see the project folder, as in CDSW
+USER_HOME_MOUNT = USER_HOME  # $HOME of an engine: its launcher's own folder
+HOMES_DIR = ".homes"  # under projects_dir (the storage every node shares)
 KIND_LABEL = "io.cdsw.kind"
 PROJECT_LABEL = "io.cdsw.project"
 USER_LABEL = "io.cdsw.user"
@@ -87,7 +95,41 @@ def image_name(db: Session, image_id: Optional[int], project: Project, required:
     return "none"  # the local backend runs processes and ignores images
 
 
-def cdsw_variables(settings: Settings, req: EngineRequest) -> Dict[str, str]:
+def user_home(settings: Settings, user: User) -> Path:
+    """The user's home folder on the shared storage, created (mode 0700, given to the engines'
+    uid when this process may) on first use. Only engines acting as that user mount it."""
+    from ..projects.storage import engine_owner
+
+    home = Path(settings.projects_dir) / HOMES_DIR / str(user.id)
+    if not home.is_dir():
+        home.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
+        home.mkdir(mode=0o700, exist_ok=True)
+        owner = engine_owner()
+        if owner is not None:
+            os.chown(home, owner, owner)
+    return home
+
+
+def home_variables(home: str) -> Dict[str, str]:
+    """Where everything that reads start-up files from the home folder looks. Also set
+    explicitly, so a project variable cannot point Jupyter, IPython or pip back into the
+    project: JUPYTER_PATH and JUPYTER_CONFIG_PATH are emptied for the same reason."""
+    return {
+        "HOME": home,
+        "JUPYTER_CONFIG_DIR": home + "/.jupyter",
+        "JUPYTER_DATA_DIR": home + "/.local/share/jupyter",
+        "JUPYTER_PATH": "",
+        "JUPYTER_CONFIG_PATH": "",
+        "IPYTHONDIR": home + "/.ipython",
+        "PYTHONUSERBASE": home + "/.local",
+        "XDG_CONFIG_HOME": home + "/.config",
+        "XDG_DATA_HOME": home + "/.local/share",
+        "XDG_CACHE_HOME": home + "/.cache",
+        "MPLCONFIGDIR": home + "/.config/matplotlib",
+    }
+
+
+def cdsw_variables(settings: Settings, req: EngineRequest, home: str = USER_HOME) -> Dict[str, str]:
     """The variables CDSW defines in every engine."""
     user = req.launcher.username if req.launcher is not None else "cdsw"
     return {
@@ -99,8 +141,8 @@ def cdsw_variables(settings: Settings, req: EngineRequest) -> Dict[str, str]:
         "CDSW_ENGINE_KIND": req.kind,
         "HADOOP_USER_NAME": user,
         "CDSW_USER": user,
-        "HOME": PROJECT_MOUNT,
         "PYTHONUNBUFFERED": "1",
+        **home_variables(home),
     }
 
 
@@ -169,14 +211,25 @@ def build_spec(db: Session, settings: Settings, orchestrator: Orchestrator,
     env = proxies(settings)
     env.update(stored_env(db, req.project.id))
     env.update({str(k): str(v) for k, v in req.env.items()})
-    env.update(cdsw_variables(settings, req))
+    mounts = [Mount(str(req.files_dir), PROJECT_MOUNT)]
+    local = orchestrator.name == "local"
+    if req.kind != "model" and req.launcher is not None:
+        host_home = user_home(settings, req.launcher)
+        home = str(host_home) if local else USER_HOME_MOUNT
+        if not local:
+            mounts.append(Mount(str(host_home), USER_HOME_MOUNT))
+    else:  # acts as nobody, or a model replica: the image's (the build's) home, or an empty one
+        home = str(engine_dir(settings, req.name) / "home") if local else USER_HOME_MOUNT
+        if local:
+            Path(home).mkdir(mode=0o700, parents=True, exist_ok=True)
+    env.update(cdsw_variables(settings, req, home))
     labels = dict(req.labels)
     labels.update({KIND_LABEL: req.kind, PROJECT_LABEL: str(req.project.id)})
     if req.launcher is not None:
         labels[USER_LABEL] = str(req.launcher.id)
     spec = WorkloadSpec(
         name=req.name, image=image, command=list(req.command), env=env,
-        mounts=[Mount(str(req.files_dir), PROJECT_MOUNT)], workdir=PROJECT_MOUNT,
+        mounts=mounts, workdir=PROJECT_MOUNT,
         cpu_reservation=cpu, cpu_limit=cpu, memory_reservation=memory, memory_limit=memory,
         gpus=profile.gpus if profile else 0, ports=list(req.ports), labels=labels,
         restart=req.restart)

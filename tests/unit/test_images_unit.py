@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Dict, List
 from unittest import mock
@@ -335,12 +336,45 @@ def test_run_logged_failure_names_the_error_and_the_log(tmp_path: Path) -> None:
 
 def test_entrypoint_builds_the_jupyter_command_from_the_environment() -> None:
     argv, env = jupyter_command({"CDSW_ENGINE_TOKEN": "tok-123", "CDSW_ENGINE_PORT": "9000",
-                                 "CDSW_ENGINE_BASE_URL": "/s/abc", "HOME": "/home/cdsw"})
-    assert argv[1:3] == ["-m", "jupyter_server"]
+                                 "CDSW_ENGINE_BASE_URL": "/s/abc", "JUPYTER_TOKEN": "tok-123",
+                                 "CDSW_ENGINE_ROOT_DIR": "/home/cdsw", "HOME": "/home/cdsw-user"},
+                                "/tmp/cdsw-engine-x/token")
+    # isolated: nothing from the working directory (the project) is importable at start
+    assert argv[1:4] == ["-I", "-m", "cdsw_agent.engine.server"]
     assert "--port=9000" in argv and "--ServerApp.base_url=/s/abc/" in argv
     assert "--ServerApp.root_dir=/home/cdsw" in argv and "--ip=0.0.0.0" in argv
     assert not any("tok-123" in a for a in argv)
-    assert env["JUPYTER_TOKEN"] == "tok-123"
+    # the token reaches the server in a file only: kernels and terminals inherit this env
+    assert "tok-123" not in env.values() and "CDSW_ENGINE_TOKEN" not in env
+    assert env["CDSW_ENGINE_TOKEN_FILE"] == "/tmp/cdsw-engine-x/token"
+
+
+def test_entrypoint_token_file_is_private_and_read_once() -> None:
+    from cdsw_agent.engine.entrypoint import write_token
+    from cdsw_agent.engine.server import read_token
+
+    path = write_token("tok-456")
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert os.stat(os.path.dirname(path)).st_mode & 0o777 == 0o700
+    assert read_token(path) == "tok-456"
+    assert not os.path.exists(path) and not os.path.exists(os.path.dirname(path))
+
+
+def test_engine_kernels_start_isolated() -> None:
+    from cdsw_agent.engine.server import kernel_argv
+
+    native = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    assert kernel_argv("python3", native) == [sys.executable, "-I", "-m",
+                                              "cdsw_agent.engine.kernel", "-f", "{connection_file}"]
+    ir = ["R", "--slave", "-e", "IRkernel::main()", "--args", "{connection_file}"]
+    assert kernel_argv("ir", ir)[:3] == ["R", "--no-restore", "--no-save"]
+
+
+def test_engine_kernel_adds_user_paths_after_the_image_packages() -> None:
+    from cdsw_agent.engine.kernel import user_paths
+
+    assert user_paths("/home/cdsw", "/opt/lib:/home/cdsw", "/home/cdsw-user/.local/lib/x") == \
+        ["/home/cdsw-user/.local/lib/x", "/opt/lib", "/home/cdsw"]
 
 
 @pytest.mark.parametrize("env,message", [

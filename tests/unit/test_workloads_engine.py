@@ -93,9 +93,29 @@ def test_identity_environment_and_resources(world, tmp_path: Path) -> None:  # t
     assert spec.image == "cdsw/engine:abc"  # the site default
     assert (spec.cpu_reservation, spec.cpu_limit) == (2.0, 2.0)
     assert spec.memory_limit == spec.memory_reservation == 4 * 2**30
-    assert [(m.source, m.target) for m in spec.mounts] == [(str(tmp_path), "/home/cdsw")]
+    # the project is the working directory; $HOME is alice's own folder, outside the project
+    home = Path(settings.projects_dir) / ".homes" / str(alice)
+    assert [(m.source, m.target) for m in spec.mounts] == [(str(tmp_path), "/home/cdsw"),
+                                                           (str(home), "/home/cdsw-user")]
+    assert spec.workdir == "/home/cdsw" and home.is_dir()
+    assert home.stat().st_mode & 0o777 == 0o700
+    assert env["HOME"] == "/home/cdsw-user" and env["IPYTHONDIR"] == "/home/cdsw-user/.ipython"
+    assert env["JUPYTER_CONFIG_DIR"] == "/home/cdsw-user/.jupyter"
+    assert env["PYTHONUSERBASE"] == "/home/cdsw-user/.local"
+    assert env["XDG_CONFIG_HOME"] == "/home/cdsw-user/.config"
     assert spec.labels["io.cdsw.kind"] == "session" and spec.labels["io.cdsw.user"] == str(alice)
     assert spec.node is None  # no client configuration: the orchestrator places the engine
+
+
+def test_project_variables_cannot_point_startup_files_into_the_project(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    settings, db, alice, project, _ = world
+    with db.session() as s:
+        spec = build_spec(s, settings, FixedNodes([]), request(
+            s, alice, project, tmp_path, env={"HOME": "/home/cdsw", "IPYTHONDIR": "/home/cdsw",
+                                              "JUPYTER_PATH": "/home/cdsw/j"}))
+    assert spec.env["HOME"] == "/home/cdsw-user" and spec.env["IPYTHONDIR"].startswith(
+        "/home/cdsw-user/")
+    assert spec.env["JUPYTER_PATH"] == ""
 
 
 def test_no_image_is_a_clear_error_on_swarm(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -126,7 +146,7 @@ def test_client_configuration_places_the_engine_and_mounts_the_bundle(world, tmp
     assert spec.node == "roomy"
     targets = {m.target: m for m in spec.mounts}
     assert targets["/home/cdsw"].read_only is False
-    conf_mounts = [m for m in spec.mounts if m.target != "/home/cdsw"]
+    conf_mounts = [m for m in spec.mounts if m.target not in ("/home/cdsw", "/home/cdsw-user")]
     assert conf_mounts and all(m.read_only for m in conf_mounts)
     assert Path(targets[spec.env["HADOOP_CONF_DIR"]].source, "core-site.xml").is_file()
     spark = Path(targets[spec.env["SPARK_CONF_DIR"]].source, "spark-defaults.conf").read_text()
