@@ -1,11 +1,12 @@
 """The copy of a project's files an experiment run works on, taken when the run is launched.
 
 Everything in the project folder is copied (hidden files and .git included), symlinks as
-symlinks (never followed: a link out of the project stays a link). Only what cannot be copied
-as data is skipped, and listed in the run's log: sockets, FIFOs and device nodes. The copy is
-made in a temporary folder next to the destination and renamed into place, so a snapshot that
-failed (too large, disk full, unreadable file) leaves nothing behind and a found snapshot is
-complete.
+symlinks (never followed: a link out of the project stays a link), through directory
+descriptors (safe_fs), so a folder swapped for a link while the copy runs is not entered.
+Only what cannot be copied as data is skipped, and listed in the run's log: sockets, FIFOs
+and device nodes. The copy is made in a temporary folder next to the destination and renamed
+into place, so a snapshot that failed (too large, disk full, unreadable file) leaves nothing
+behind and a found snapshot is complete.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from ..projects import safe_fs
 from ..projects.storage import chown_tree
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
@@ -60,49 +62,36 @@ def human(n: int) -> str:
     return "%.1f %s" % (value, unit)
 
 
-def _measure(src: Path) -> Snapshot:
-    """Files and bytes a copy of src takes, and what it would skip."""
+def _measure(src_fd: int) -> Snapshot:
+    """Files and bytes a copy of the open folder takes, and what it would skip."""
     out = Snapshot()
-    for dirpath, dirnames, filenames in os.walk(src, onerror=_raise):
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            st = os.lstat(path)
-            if stat.S_ISREG(st.st_mode):
-                out.files += 1
-                out.bytes += st.st_size
-            elif not (stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode)):
-                out.skipped.append(os.path.relpath(path, src))
+    for parts, st, _ in safe_fs.scan(src_fd):
+        if stat.S_ISREG(st.st_mode):
+            out.files += 1
+            out.bytes += st.st_size
+        elif not (stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+            out.skipped.append("/".join(parts))
     out.skipped.sort()
     return out
-
-
-def _raise(e: OSError) -> None:
-    raise e
-
-
-def _copy_tree(src: Path, dest: Path) -> None:
-    os.mkdir(dest)
-    shutil.copystat(src, dest)
-    with os.scandir(src) as entries:
-        for entry in entries:
-            target = dest / entry.name
-            st = entry.stat(follow_symlinks=False)
-            if stat.S_ISLNK(st.st_mode):
-                os.symlink(os.readlink(entry.path), target)
-            elif stat.S_ISDIR(st.st_mode):
-                _copy_tree(Path(entry.path), target)
-            elif stat.S_ISREG(st.st_mode):
-                shutil.copy2(entry.path, target, follow_symlinks=False)
 
 
 def take(project_dir: Path, dest: Path, max_bytes: int = DEFAULT_MAX_BYTES,
          owner: Optional[int] = None) -> Snapshot:
     """Copies project_dir to dest (which must not exist); SnapshotError when it cannot.
     `owner`: the uid the copy is given to (engines run as that uid and write there)."""
-    if not project_dir.is_dir():
+    try:
+        src_fd = os.open(str(project_dir), safe_fs.DIR_FLAGS)
+    except OSError:
         raise SnapshotError("the project folder %s is missing" % project_dir)
     try:
-        info = _measure(project_dir)
+        return _take(src_fd, dest, max_bytes, owner)
+    finally:
+        os.close(src_fd)
+
+
+def _take(src_fd: int, dest: Path, max_bytes: int, owner: Optional[int]) -> Snapshot:
+    try:
+        info = _measure(src_fd)
     except OSError as e:
         raise SnapshotError("cannot read the project to snapshot it: %s" % _why(e))
     if info.bytes > max_bytes:
@@ -117,11 +106,22 @@ def take(project_dir: Path, dest: Path, max_bytes: int = DEFAULT_MAX_BYTES,
     tmp = dest.with_name("." + dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)  # left by a master that died while copying
     try:
-        _copy_tree(project_dir, tmp)
+        os.mkdir(tmp, 0o700)
+        out = os.open(str(tmp), safe_fs.DIR_FLAGS)
+        try:  # through descriptors: a folder swapped for a link meanwhile is not followed
+            safe_fs.copy_tree(src_fd, out, budget=[max_bytes])
+            st = os.fstat(src_fd)
+            os.chmod(out, stat.S_IMODE(st.st_mode))
+            os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(out)
         chown_tree(tmp, owner)
         os.rename(tmp, dest)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno == errno.EFBIG:
+            raise SnapshotError("the project grew beyond the %s an experiment snapshot may hold "
+                                "while it was copied" % human(max_bytes))
         if e.errno == errno.ENOSPC:
             raise SnapshotError("the disk filled up while copying the project (%s) into %s; "
                                 "free some space and start the run again"

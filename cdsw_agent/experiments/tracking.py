@@ -17,6 +17,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import cdsw
 
+from ..projects import safe_fs
+
 MAX_RECORDS_BYTES = 16 * 1024**2
 MAX_METRICS = 1000
 MAX_HISTORY = 1000  # values kept per metric
@@ -111,21 +113,16 @@ def read(records: Path) -> Tracked:
 
 def _open_inside(root: Path, rel: str) -> Optional[int]:
     """Opens root/rel for reading, refusing symlinks at every level and non-regular files."""
-    parts = PurePosixPath(rel).parts
     try:
-        dir_fd = os.open(str(root), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        root_fd = os.open(str(root), safe_fs.DIR_FLAGS)
     except OSError:
         return None
     try:
-        for part in parts[:-1]:
-            nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
-            os.close(dir_fd)
-            dir_fd = nxt
-        fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+        fd = safe_fs.open_beneath(root_fd, PurePosixPath(rel).parts, safe_fs.READ_FLAGS)
     except OSError:
         return None
     finally:
-        os.close(dir_fd)
+        os.close(root_fd)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         return None

@@ -27,6 +27,7 @@ from sqlalchemy import select
 
 from ..images.recipe import ENGINE_HOME, ENGINE_UID, VENV
 from ..orchestrators import Orchestrator, OrchestratorError
+from ..projects import safe_fs
 from ..settings import Settings
 from ..store.db import Database
 from ..store.models import utcnow
@@ -42,7 +43,7 @@ BUILD_TIMEOUT_SECONDS = 3600
 IMAGE_REPOSITORY = "cdsw/model"
 BUILD_LABEL = "io.cdsw.model-build"
 MODEL_LABEL = "io.cdsw.model"
-SKIPPED = shutil.ignore_patterns(".git", "__pycache__", ".ipynb_checkpoints")
+SKIPPED = frozenset((".git", "__pycache__", ".ipynb_checkpoints"))  # names, at every level
 
 
 class BuildError(Exception):
@@ -54,12 +55,23 @@ def builds_dir(settings: Settings) -> Path:
 
 
 def snapshot(project_dir: Path, dest: Path) -> None:
-    """A copy of the project folder (symbolic links stay links: nothing outside is read)."""
-    if not project_dir.is_dir():
+    """A copy of the project folder (symbolic links stay links: nothing outside is read), made
+    through directory descriptors so a folder swapped for a link meanwhile is not entered."""
+    try:
+        src = os.open(str(project_dir), safe_fs.DIR_FLAGS)
+    except OSError:
         raise BuildError("the project folder %s is missing" % project_dir)
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.copytree(project_dir, dest, symlinks=True, ignore=SKIPPED)
+    try:
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.mkdir(parents=True)
+        out = os.open(str(dest), safe_fs.DIR_FLAGS)
+        try:
+            safe_fs.copy_tree(src, out, skip=SKIPPED.__contains__)
+        finally:
+            os.close(out)
+    finally:
+        os.close(src)
 
 
 def dockerfile(base: str, files: Path) -> str:

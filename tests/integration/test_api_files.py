@@ -81,9 +81,17 @@ def test_symlink_escape_refused(proj, tmp_path) -> None:  # type: ignore[no-unty
     secret.write_text("top secret")
     os.symlink(secret, root / "leak")
     os.symlink(tmp_path, root / "leakdir")
-    assert c.get(base + "/content", params={"path": "leak"}).status_code == 403
-    assert c.get(base + "/download", params={"path": "leak"}).status_code == 403
-    assert c.put(base + "/content", json={"path": "leakdir/new", "content": "x"}).status_code == 403
+    for r in (c.get(base + "/content", params={"path": "leak"}),
+              c.get(base + "/download", params={"path": "leak"}),
+              c.get(base + "/download", params={"path": "leakdir"}),
+              c.get(base, params={"path": "leakdir"}),
+              c.put(base + "/content", json={"path": "leakdir/new", "content": "x"}),
+              c.put(base + "/content", json={"path": "leak", "content": "x"}),
+              c.post(base + "/mkdir", json={"path": "leakdir/sub"}),
+              c.post(base + "/upload", params={"path": "leakdir"}, files=[("files", ("a", b"x"))])):
+        assert r.status_code == 409 and "symbolic link" in r.json()["error"], r.text
+    assert secret.read_text() == "top secret"
+    assert sorted(os.listdir(tmp_path)) == sorted(["outside.txt", "data"])
     folder = c.get(base + "/download", params={"path": ""})
     with tarfile.open(fileobj=io.BytesIO(folder.content), mode="r:gz") as t:
         assert "leak" not in t.getnames()

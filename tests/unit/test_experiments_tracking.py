@@ -59,16 +59,16 @@ def test_snapshot_failures_leave_nothing(project: Path, tmp_path: Path,
         snapshot.take(project, dest)
     monkeypatch.undo()
 
-    real_copy = shutil.copy2
+    real_copy = snapshot.safe_fs.copy_file
     calls = []
 
-    def fill_disk(src: Any, dst: Any, **kw: Any) -> Any:
-        calls.append(src)
+    def fill_disk(src: int, dest_dir: int, name: str, *args: Any) -> Any:
+        calls.append(name)
         if len(calls) == 2:  # the disk fills up in the middle of the copy
-            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
-        return real_copy(src, dst, **kw)
+            raise OSError(errno.ENOSPC, "No space left on device", name)
+        return real_copy(src, dest_dir, name, *args)
 
-    monkeypatch.setattr(snapshot.shutil, "copy2", fill_disk)
+    monkeypatch.setattr(snapshot.safe_fs, "copy_file", fill_disk)
     with pytest.raises(snapshot.SnapshotError, match="the disk filled up"):
         snapshot.take(project, dest)
     assert len(calls) == 2

@@ -24,25 +24,48 @@ def files(tmp_path: Path) -> ProjectFiles:
 
 @pytest.mark.parametrize("bad", ["../x", "src/../../x", "/etc/passwd", "a\x00b", "\\etc"])
 def test_escaping_paths_are_refused(files: ProjectFiles, bad: str) -> None:
-    with pytest.raises(FileError) as e:
-        files.resolve(bad)
-    assert e.value.status == 400
+    for op in (files.entry, files.read_text, files.list, files.mkdir, files.delete,
+               files.download, lambda p: files.write_text(p, "x"), lambda p: files.move("src", p)):
+        with pytest.raises(FileError) as e:
+            op(bad)
+        assert e.value.status == 400
 
 
-def test_symlink_out_of_project_is_refused(files: ProjectFiles, tmp_path: Path) -> None:
+def test_symlinks_are_listed_never_followed(files: ProjectFiles, tmp_path: Path) -> None:
     outside = tmp_path / "secret.txt"
     outside.write_text("secret")
     os.symlink(outside, files.root / "link")
     os.symlink(tmp_path, files.root / "dirlink")
+    os.symlink("src/a.py", files.root / "inner")  # even a link that stays inside
+    os.symlink("src", files.root / "innerdir")
+    kinds = {e.name: e.type for e in files.list("")}
+    assert kinds == {"src": "directory", "link": "symlink", "dirlink": "symlink",
+                     "inner": "symlink", "innerdir": "symlink"}
+    for rel in ("link", "inner"):
+        with pytest.raises(FileError, match="symbolic link") as e:
+            files.read_text(rel)
+        assert e.value.status == 409
+        with pytest.raises(FileError, match="symbolic link") as e:
+            files.write_text(rel, "x")
+        assert e.value.status == 409
+    for rel in ("dirlink/new.txt", "innerdir/new.txt", "dirlink/secret.txt"):
+        with pytest.raises(FileError, match="symbolic link") as e:
+            files.write_text(rel, "x") if rel.endswith("new.txt") else files.read_text(rel)
+        assert e.value.status == 409
     with pytest.raises(FileError) as e:
-        files.read_text("link")
-    assert e.value.status == 403
-    with pytest.raises(FileError):
-        files.write_text("dirlink/new.txt", "x")
-    assert not (tmp_path / "new.txt").exists()
-    # a symlink that stays inside is fine
-    os.symlink("src/a.py", files.root / "inner")
-    assert files.read_text("inner") == "print(1)\n"
+        files.mkdir("dirlink/sub")
+    assert e.value.status == 409
+    with pytest.raises(FileError) as e:
+        files.list("dirlink")
+    assert e.value.status == 409
+    assert not (tmp_path / "new.txt").exists() and not (tmp_path / "sub").exists()
+    assert outside.read_text() == "secret"
+    # the link itself can be moved and deleted; what it points to stays
+    files.move("dirlink", "src/moved")
+    assert os.readlink(files.root / "src" / "moved") == str(tmp_path)
+    files.delete("src/moved")
+    files.delete("link")
+    assert outside.read_text() == "secret" and not os.path.lexists(files.root / "link")
 
 
 def test_read_refuses_binary_and_folders(files: ProjectFiles) -> None:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
-from typing import List, Optional
+from typing import Iterator, List, Optional
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from ...projects.storage import FileError, ProjectFiles, clean_relative, engine_owner
+from ...projects.storage import CHUNK, Entry, FileError, ProjectFiles, clean_relative, engine_owner
 from ..deps import get_state
 from ..errors import ApiError
 from ..permissions import Access, require
@@ -72,12 +73,8 @@ def files_of(state: ServerState, access: Access) -> ProjectFiles:
     return ProjectFiles(root, owner=engine_owner())
 
 
-def _entry(files: ProjectFiles, rel: str) -> EntryOut:
-    path = files.resolve(rel, must_exist=True)
-    st = path.lstat()
-    kind = "symlink" if path.is_symlink() else ("directory" if path.is_dir() else "file")
-    return EntryOut(name=path.name, path=files.relative(path), type=kind,
-                    size=st.st_size if kind == "file" else 0, modified=st.st_mtime)
+def _out(entry: Entry) -> EntryOut:
+    return EntryOut(**entry.__dict__)
 
 
 def _fail(e: FileError) -> ApiError:
@@ -91,7 +88,7 @@ def list_files(project_id: Id, path: str = PathQuery, access: Access = require("
     try:
         entries = files.list(path)
         return Listing(path=str(clean_relative(path)) if clean_relative(path).parts else "",
-                       entries=[EntryOut(**e.__dict__) for e in entries])
+                       entries=[_out(e) for e in entries])
     except FileError as e:
         raise _fail(e)
 
@@ -101,8 +98,7 @@ def read_file(project_id: Id, path: str = PathQuery, access: Access = require("p
               state: ServerState = Depends(get_state)) -> FileContent:
     files = files_of(state, access)
     try:
-        text = files.read_text(path)
-        entry = _entry(files, path)
+        text, entry = files.read_text_entry(path)
     except FileError as e:
         raise _fail(e)
     return FileContent(path=entry.path, content=text, size=entry.size, modified=entry.modified)
@@ -113,13 +109,11 @@ def write_file(project_id: Id, body: FileWrite, access: Access = require("projec
                state: ServerState = Depends(get_state)) -> EntryOut:
     files = files_of(state, access)
     try:
-        if body.expected_modified is not None:
-            current = files.resolve(body.path)
-            if current.exists() and abs(current.stat().st_mtime - body.expected_modified) > 1e-6:
+        if body.expected_modified is not None and files.exists(body.path):
+            if abs(files.entry(body.path).modified - body.expected_modified) > 1e-6:
                 raise ApiError(409, "%s changed since you opened it; reload it before saving"
                                % body.path)
-        files.write_text(body.path, body.content)
-        return _entry(files, body.path)
+        return _out(files.write_text(body.path, body.content))
     except FileError as e:
         raise _fail(e)
 
@@ -137,9 +131,7 @@ async def upload_files(project_id: Id, request: Request, path: str = PathQuery,
     files = files_of(state, access)
     max_bytes = state.settings.max_upload_mb * 1024 * 1024
     try:
-        folder = files.resolve(path, must_exist=True)
-        if not folder.is_dir():
-            raise FileError(400, "%r is a file, not a folder" % path)
+        files.require_folder(path)
     except FileError as e:
         raise _fail(e)
     form = await read_multipart(request, max_bytes)
@@ -163,8 +155,8 @@ async def upload_files(project_id: Id, request: Request, path: str = PathQuery,
                         return
                     yield data
             try:
-                await run_in_threadpool(files.write_stream, rel, chunks(), max_bytes)
-                written.append(_entry(files, rel))
+                written.append(_out(await run_in_threadpool(files.write_stream, rel, chunks(),
+                                                            max_bytes)))
             except FileError as e:
                 raise _fail(e)
         return Uploaded(files=written)
@@ -178,24 +170,30 @@ def download(project_id: Id, path: str = PathQuery, access: Access = require("pr
     """A file as it is, or a folder as a .tar.gz archive."""
     files = files_of(state, access)
     try:
-        target = files.resolve(path, must_exist=True)
-        if target.is_dir():
-            archive = files.archive_folder(path)
-            name = (target.name if clean_relative(path).parts else access.project.slug) + ".tar.gz"
-
-            def stream():  # type: ignore[no-untyped-def]
-                with archive:
-                    while True:
-                        chunk = archive.read(1024 * 1024)
-                        if not chunk:
-                            return
-                        yield chunk
-            return StreamingResponse(stream(), media_type="application/gzip", headers={
-                "Content-Disposition": 'attachment; filename="%s"' % name.replace('"', "")})
-        real = files.open_file(path)
-        return FileResponse(str(real), filename=real.name, media_type="application/octet-stream")
+        got = files.download(path)  # opened once; streamed from that descriptor, never reopened
     except FileError as e:
         raise _fail(e)
+
+    def stream() -> Iterator[bytes]:
+        with got.stream:
+            while True:
+                chunk = got.stream.read(CHUNK)
+                if not chunk:
+                    return
+                yield chunk
+    headers = {"Content-Disposition": _attachment(
+        (got.name or access.project.slug) + (".tar.gz" if got.archive else ""))}
+    if got.size is not None:
+        headers["Content-Length"] = str(got.size)
+    return StreamingResponse(stream(), headers=headers, media_type=(
+        "application/gzip" if got.archive else "application/octet-stream"))
+
+
+def _attachment(name: str) -> str:
+    quoted = quote(name)
+    if quoted != name:  # RFC 6266/5987, as starlette's FileResponse does
+        return "attachment; filename*=utf-8''%s" % quoted
+    return 'attachment; filename="%s"' % name.replace('"', "")
 
 
 @router.post("/mkdir", response_model=EntryOut, status_code=201)
@@ -203,8 +201,7 @@ def make_dir(project_id: Id, body: PathBody, access: Access = require("project.f
              state: ServerState = Depends(get_state)) -> EntryOut:
     files = files_of(state, access)
     try:
-        files.mkdir(body.path)
-        return _entry(files, body.path)
+        return _out(files.mkdir(body.path))
     except FileError as e:
         raise _fail(e)
 
@@ -214,8 +211,7 @@ def move(project_id: Id, body: MoveBody, access: Access = require("project.files
          state: ServerState = Depends(get_state)) -> EntryOut:
     files = files_of(state, access)
     try:
-        files.move(body.source, body.destination)
-        return _entry(files, body.destination)
+        return _out(files.move(body.source, body.destination))
     except FileError as e:
         raise _fail(e)
 

@@ -37,10 +37,12 @@ async def read_multipart(request: Request, max_bytes: int) -> FormData:
 
 
 async def save_upload(upload: UploadFile, target: Path, max_bytes: int) -> int:
-    """Copy an uploaded file to target in chunks; removes target when too large."""
+    """Copy an uploaded file to a new file target (never through a link) in chunks; removes
+    target when too large."""
     written = 0
     try:
-        with open(target, "wb") as out:
+        fd = os.open(str(target), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as out:
             while True:
                 chunk = await upload.read(1024 * 1024)
                 if not chunk:

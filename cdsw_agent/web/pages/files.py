@@ -53,13 +53,13 @@ def editor_page(request: Request, project_id: Id, file_path: str,
     files = files_of(state, access)
     content, modified, problem, is_new = "", None, "", False
     try:
-        target = files.resolve(file_path)
-        if target.is_dir():
+        kind = files.entry(file_path).type if files.exists(file_path) else ""
+        if kind == "directory":
             return RedirectResponse("/projects/%d/files?path=%s" % (project_id, quote(file_path)),
                                     status_code=303)
-        if target.exists():
-            content = files.read_text(file_path)
-            modified = target.stat().st_mtime
+        if kind:
+            content, entry = files.read_text_entry(file_path)
+            modified = entry.modified
         elif not ctx["allowed"]["write"]:
             raise ApiError(404, "no file %r in this project" % file_path)
         else:

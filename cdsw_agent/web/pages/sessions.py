@@ -47,9 +47,9 @@ def _open_file(files: ProjectFiles, wanted: str) -> Tuple[str, str, Optional[flo
     candidates = [wanted] if wanted else list(DEFAULT_FILES)
     for path in candidates:
         try:
-            target = files.resolve(path)
-            if target.is_file():
-                return path, files.read_text(path), target.stat().st_mtime, ""
+            if wanted or files.exists(path):
+                content, entry = files.read_text_entry(path)
+                return path, content, entry.modified, ""
         except FileError as e:
             if wanted:
                 return path, "", None, str(e)
