@@ -40,7 +40,7 @@ def _alive(pid: int) -> bool:
         cmdline = Path("/proc/%d/cmdline" % pid).read_bytes()
     except OSError:
         return False
-    return b"standalone" in cmdline  # the pid was not reused by another program
+    return b"standalone" in cmdline.split(b"\0")  # the pid was not reused by another program
 
 
 def read(path: Optional[Path] = None) -> Optional[Dict[str, Any]]:

@@ -7,21 +7,18 @@ place only when the database row is safely written, so a failure leaves nothing.
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import subprocess
 import tempfile
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Dict, List
-from urllib.parse import urlparse
+from typing import Dict, List, Optional, Sequence
 
+from ..security.ssh_keys import UserKey
+from . import git_clone
 from .storage import FileError, extract_archive
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "project_templates"
-GIT_TIMEOUT_SECONDS = 600
-_SCP_LIKE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^/].*|^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:/.*")
 
 
 def templates() -> Dict[str, str]:
@@ -50,36 +47,12 @@ def from_template(dest: Path, name: str) -> None:
     shutil.copytree(source, dest, dirs_exist_ok=True)
 
 
-def git_scheme(url: str) -> str:
-    if _SCP_LIKE.match(url):
-        return "ssh"
-    return urlparse(url).scheme.lower()
-
-
-def from_git(dest: Path, url: str, allowed_schemes: List[str]) -> None:
-    """Clone url into dest (an empty folder). Only allowed URL schemes; no prompts; bounded time."""
-    if url.startswith("-") or "\n" in url or "\x00" in url:
-        raise FileError(422, "git_url is not a valid URL")
-    scheme = git_scheme(url)
-    if scheme not in allowed_schemes:
-        raise FileError(422, "git URLs with scheme %r are not allowed here (allowed: %s)"
-                        % (scheme or "none", ", ".join(allowed_schemes)))
-    git = shutil.which("git")
-    if git is None:
-        raise FileError(503, "git is not installed on the master; install it (apt-get install git)")
-    env = dict(os.environ, GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="/bin/false",
-               GIT_ALLOW_PROTOCOL=":".join(allowed_schemes), GIT_CONFIG_NOSYSTEM="1",
-               GIT_SSH_COMMAND="ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new")
-    try:
-        proc = subprocess.run([git, "clone", "--quiet", "--depth", "1", "--", url, str(dest)],
-                              env=env, capture_output=True, text=True, timeout=GIT_TIMEOUT_SECONDS,
-                              stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise FileError(504, "git clone took longer than %d s; check the URL" % GIT_TIMEOUT_SECONDS)
-    if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-        reason = lines[-1] if lines else "exit code %d" % proc.returncode
-        raise FileError(422, "git clone failed: %s" % reason.replace("fatal: ", ""))
+def from_git(dest: Path, url: str, allowed_schemes: List[str], *, allowed_hosts: str = "",
+             ssh_key: Optional[UserKey] = None, master_hosts: Sequence[str] = ()) -> None:
+    """Clone url into dest (an empty folder) under git_clone's rules (allowed schemes and hosts,
+    never the master's own network, the user's own SSH key)."""
+    git_clone.clone(dest, url, allowed_schemes=allowed_schemes, allowed_hosts=allowed_hosts,
+                    ssh_key=ssh_key, master_hosts=master_hosts)
 
 
 def from_archive(dest: Path, archive: Path, max_bytes: int) -> int:

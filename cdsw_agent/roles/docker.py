@@ -25,6 +25,7 @@ from ..errors import UserError
 from ..logs import setup_logging
 from ..render import render
 from ..settings import Settings
+from . import engine_firewall
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,8 @@ OVERLAY_UNSAFE_FS = ("overlay", "aufs", "ecryptfs")  # overlay2 cannot use them 
 
 
 def _overlay_in_kernel() -> bool:
-    filesystems = Path("/proc/filesystems").read_text() if Path("/proc/filesystems").exists() else ""
+    fs_list = Path("/proc/filesystems")
+    filesystems = fs_list.read_text() if fs_list.exists() else ""
     modules = Path("/lib/modules/%s" % os.uname().release)
     return "overlay" in filesystems or any(modules.glob("kernel/fs/overlayfs/overlay.ko*"))
 
@@ -259,6 +261,7 @@ def start(settings: Settings) -> None:
     problems = prepare(settings)
     if problems:
         raise UserError("; ".join(problems))
+    engine_firewall.install()  # before dockerd: it keeps the DOCKER-USER chain it finds
     if settings.docker_use_system:
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -58,7 +58,7 @@ def test_create_from_git_file_url(api: Api, tmp_path: Path) -> None:
     assert body.json()["content"] == "print('hi')\n"
     before = (project_count(api), folders(api))
     r = c.post("/api/v1/projects", json={"name": "broken", "git_url": "file://%s/missing" % tmp_path})
-    assert r.status_code == 422 and "git clone failed" in r.json()["error"]
+    assert r.status_code == 422 and "could not clone" in r.json()["error"]
     r = c.post("/api/v1/projects", json={"name": "ext", "git_url": "ext::sh -c touch% /tmp/pwned"})
     assert r.status_code == 422 and "not allowed" in r.json()["error"]
     assert (project_count(api), folders(api)) == before

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from ... import accounts
 from ...errors import UserError
-from ...security import tokens
+from ...security import ssh_keys, tokens
 from ...store.models import ApiKey, WebSession, utcnow
 from .. import audit
 from ..deps import get_db, get_state
@@ -56,6 +56,18 @@ class ApiKeyOut(BaseModel):
 
 class ApiKeyCreated(ApiKeyOut):
     key: str  # shown once
+
+
+class SshKeyOut(BaseModel):
+    public_key: str = Field(description="add this line to your Git server (GitHub, GitLab, ...); "
+                            "ssh:// clones of your projects authenticate with it")
+    fingerprint: str
+    created_at: dt.datetime
+
+
+def _ssh_key_out(key: ssh_keys.UserKey) -> SshKeyOut:
+    return SshKeyOut(public_key=key.public_key, fingerprint=key.fingerprint,
+                     created_at=key.created_at)
 
 
 def _key_out(k: ApiKey) -> dict:
@@ -147,3 +159,21 @@ def revoke_key(key_id: Id, request: Request, access: Access = require("signed_in
                      key_id=row.id)
         db.commit()
     return Response(status_code=204)
+
+
+@router.get("/ssh-key", response_model=SshKeyOut)
+def get_ssh_key(access: Access = require("signed_in"),
+                state: ServerState = Depends(get_state)) -> SshKeyOut:
+    """Your SSH public key (made on first use), for `ssh://` and `git@host:path` clones."""
+    return _ssh_key_out(ssh_keys.for_user(state.settings, access.user.id, access.user.username))
+
+
+@router.post("/ssh-key/rotate", response_model=SshKeyOut)
+def rotate_ssh_key(request: Request, access: Access = require("signed_in"),
+                   db: Session = Depends(get_db), state: ServerState = Depends(get_state)) -> SshKeyOut:
+    """A new SSH key pair replaces yours; the old public key stops working where you added it."""
+    key = ssh_keys.rotate_for_user(state.settings, access.user.id, access.user.username)
+    audit.record(db, "sshkey.rotate", access.user, target=access.user.username, request=request,
+                 fingerprint=key.fingerprint)
+    db.commit()
+    return _ssh_key_out(key)

@@ -19,7 +19,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from ...projects import create as populate
+from ...projects.git_clone import git_scheme
 from ...projects.storage import FileError, chown_tree, engine_owner
+from ...security import ssh_keys
 from ...store.models import Collaborator, Project, Team, User
 from .. import audit, envvars
 from ..envvars import EnvOut, EnvSet
@@ -30,6 +32,7 @@ from ..permissions import (Access, project_role, project_roles, require, team_ro
 from ..schemas import contains_pattern, Id, Strict
 from ..scheduler import stop_project_workloads
 from ..state import ServerState
+from .site_settings import effective
 from .uploads import read_multipart, save_upload
 
 router = APIRouter(prefix="/projects", tags=["projects"])
@@ -218,9 +221,14 @@ def create_project(body: ProjectCreate, request: Request, access: Access = requi
     if body.git_url is not None:
         url = body.git_url
         source = "git"
+        hosts = effective(db, state.settings, "git_allowed_hosts")
+        key = (ssh_keys.for_user(state.settings, access.user.id, access.user.username)
+               if git_scheme(url) == "ssh" and "ssh" in state.settings.allowed_git_schemes else None)
 
         def fill(dest: Path) -> None:
-            populate.from_git(dest, url, state.settings.allowed_git_schemes)
+            populate.from_git(dest, url, state.settings.allowed_git_schemes, allowed_hosts=hosts,
+                              ssh_key=key,
+                              master_hosts=(state.settings.domain, state.settings.master_host))
     elif body.template is not None:
         template = body.template
         source = "template:" + template

@@ -6,10 +6,11 @@ Each has a type and a default; some default to the file/environment setting of t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from sqlalchemy.orm import Session
 
+from ...projects.git_clone import allow_list_problem
 from ...settings import Settings
 from ...store.models import SiteSetting
 
@@ -22,6 +23,7 @@ class SiteSettingDef:
     from_setting: Optional[str] = None  # default comes from this file setting
     minimum: Optional[int] = None
     maximum: Optional[int] = None
+    check: Optional[Callable[[Any], Optional[str]]] = None  # what is wrong with a value, or None
 
 
 SITE_SETTINGS: Dict[str, SiteSettingDef] = {
@@ -38,6 +40,11 @@ SITE_SETTINGS: Dict[str, SiteSettingDef] = {
                                               minimum=0, maximum=2**53),
     "default_engine_profile_id": SiteSettingDef(int, "Profile sessions start with.", default=0,
                                                 minimum=0, maximum=2**53),
+    "git_allowed_hosts": SiteSettingDef(
+        str, "Hosts projects may be cloned from: names, *.domain patterns, IP addresses or "
+             "networks, separated by commas. Empty: any public host. Loopback, link-local and "
+             "the master's own addresses are always refused.", default="", maximum=4000,
+        check=allow_list_problem),
 }
 
 
@@ -78,4 +85,6 @@ def validate(key: str, value: Any) -> Optional[str]:
             value.encode("utf-8")
         except UnicodeEncodeError:
             return "must be Unicode text (it holds a lone surrogate)"
+    if d.check is not None:
+        return d.check(value)
     return None

@@ -6,6 +6,7 @@ from fastapi import Depends, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
+from ...security import ssh_keys
 from ...server.deps import get_db, get_state
 from ...server.permissions import Access, require
 from ...server.routes.account import list_keys
@@ -36,5 +37,7 @@ def sign_in_page(request: Request, next: str = Query(default="/", max_length=204
 def account_page(request: Request, access: Access = require("signed_in"),
                  db: Session = Depends(get_db), state: ServerState = Depends(get_state)) -> Response:
     keys = list_keys(access=access, db=db)
+    ssh_key = ssh_keys.for_user(state.settings, access.user.id, access.user.username)
     return page(request, "account.html", title="Account", access=access, db=db, section="account",
-                account=access.user, keys=keys, max_key_days=state.settings.api_key_max_days)
+                account=access.user, keys=keys, max_key_days=state.settings.api_key_max_days,
+                ssh_key=ssh_key)
