@@ -19,6 +19,8 @@ missing=()
 for pkg in git docker.io debootstrap debian-archive-keyring iptables; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+# npm for the web UI's editor, from Debian only when no node brings its own
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   # the workbench runs its own dockerd (the CDSW_DOCKER role): keep the package from starting one

@@ -16,6 +16,9 @@ while read -r pkg; do
   [ -z "$pkg" ] && continue
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done < "$HERE/apt-packages.txt"
+# npm for the web UI's libraries, from Debian only when no node brings its own (a NodeSource
+# nodejs conflicts with Debian's npm package)
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 
 if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
@@ -42,14 +45,7 @@ step "installing cdsw_agent and test dependencies into $VENV (pip; a minute or t
 "$VENV/bin/pip" install -q -e "$ROOT[test]"
 step_done
 
-# the web UI's browser libraries (cdsw_agent/web/package-lock.json) into its git-ignored node_modules;
-# npm from Debian only when no node brings its own (a NodeSource nodejs conflicts with Debian's npm)
-if ! command -v npm >/dev/null 2>&1; then
-  step "installing Node.js and npm from Debian (about 100 s on a fresh machine)"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
-  step_done
-fi
+# the web UI's browser libraries (cdsw_agent/web/package-lock.json) into its git-ignored node_modules
 step "installing the web UI's browser libraries (npm ci in cdsw_agent/web)"
 (cd "$ROOT/cdsw_agent/web" && npm ci --no-audit --no-fund --loglevel=error)
 step_done
