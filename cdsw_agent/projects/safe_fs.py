@@ -61,7 +61,7 @@ def _openat2(dir_fd: int, path: str, flags: int, mode: int) -> int:
     assert _libc is not None
     how = _OpenHow(flags | os.O_CLOEXEC, mode if flags & os.O_CREAT else 0,
                    RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)
-    while True:
+    for _ in range(100):
         fd = _libc.syscall(ctypes.c_long(SYS_OPENAT2), ctypes.c_int(dir_fd),
                            ctypes.c_char_p(os.fsencode(path)), ctypes.byref(how),
                            ctypes.c_size_t(ctypes.sizeof(how)))
@@ -76,6 +76,7 @@ def _openat2(dir_fd: int, path: str, flags: int, mode: int) -> int:
         if err == errno.EAGAIN:  # a concurrent rename: the kernel asks to retry
             continue
         raise OSError(err, os.strerror(err), path)
+    raise OSError(errno.EAGAIN, "the path kept changing while it was opened", path)
 
 
 def check_parts(parts: Sequence[str]) -> Tuple[str, ...]:

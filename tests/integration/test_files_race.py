@@ -29,6 +29,7 @@ from ..conftest import Api
 
 SECRET = "TOP-SECRET-master-session-key"
 SECONDS_PER_OPERATION = 1.5
+MAX_SECONDS_PER_OPERATION = 20
 
 # name, its twin (a link out of the project), what the link points to (relative to outside/)
 PAIRS = [("race.txt", "race.lnk", "secret.txt"), ("d", "d.lnk", "dir"),
@@ -253,15 +254,19 @@ def test_swapping_symlinks_never_lets_the_api_out(api: Api, tmp_path: Path) -> N
         ("read", read), ("download", download), ("archive", archive), ("list", listing),
         ("write", write), ("mkdir", mkdir), ("move", move), ("delete", delete),
         ("upload", upload), ("snapshot", snapshots)]
-    budget = SECONDS_PER_OPERATION * len(operations) + 60
+    budget = MAX_SECONDS_PER_OPERATION * len(operations) + 60
     adversary = subprocess.Popen(
         [sys.executable, "-c", ADVERSARY, str(root), str(outside), str(time.time() + budget)]
         + [":".join(p) for p in PAIRS], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         time.sleep(0.3)  # the adversary is running before the first request
-        for _name, op in operations:
-            end = time.monotonic() + SECONDS_PER_OPERATION
-            while time.monotonic() < end:
+        for name, op in operations:
+            start = time.monotonic()
+            # at least SECONDS_PER_OPERATION, and until the operation met both the real entry
+            # and the link (on a busy machine that can take longer), within a bound
+            while time.monotonic() - start < SECONDS_PER_OPERATION or (
+                    not _met_both(statuses.get(name, Counter()), name)
+                    and time.monotonic() - start < MAX_SECONDS_PER_OPERATION):
                 op()
     finally:
         (tmp_path / "stop").touch()
@@ -274,8 +279,13 @@ def test_swapping_symlinks_never_lets_the_api_out(api: Api, tmp_path: Path) -> N
     assert _state(outside) == before  # nothing outside created, changed or removed
     assert (sorted(os.listdir(tmp_path)), sorted(os.listdir(projects))) == (
         sorted(around[0] + ["stop"]), around[1])
-    # the race was really run: the same request met the real file and the link
-    for op in ("read", "download"):
-        assert statuses[op][200] > 0 and statuses[op][409] > 0, statuses
-    for op in ("write", "mkdir", "upload", "list", "archive"):
-        assert statuses[op][200] + statuses[op][201] > 0 and statuses[op][409] > 0, statuses
+    # the race was really run: the same requests met the real entries and the links
+    for op in MUST_MEET_BOTH:
+        assert _met_both(statuses[op], op), statuses
+
+
+MUST_MEET_BOTH = ("read", "download", "write", "mkdir", "upload", "list", "archive")
+
+
+def _met_both(seen: Counter, op: str) -> bool:
+    return op not in MUST_MEET_BOTH or (seen[200] + seen[201] > 0 and seen[409] > 0)
