@@ -59,9 +59,11 @@ SETTINGS: List[Setting] = [
     # --- accounts and security
     S("signup_enabled", "bool", False, "Let anyone create a local account from the sign-in page.",
       group="security"),
-    S("login_max_failures", "int", 5, "Failed sign-ins before an account is locked.", minimum=1,
+    S("login_max_failures", "int", 5, "Failed sign-ins a client may make on one account before it "
+      "must wait (ten times as many from one address across accounts).", minimum=1,
       maximum=100, group="security"),
-    S("login_lockout_minutes", "int", 15, "How long a locked account stays locked.", minimum=1,
+    S("login_lockout_minutes", "int", 15, "Longest wait after repeated failed sign-ins: the first "
+      "is 30 s and each further failure doubles it up to this.", minimum=1,
       maximum=1440, group="security"),
     S("web_session_hours", "int", 12, "Lifetime of a browser sign-in.", minimum=1, maximum=720,
       group="security"),
