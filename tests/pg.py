@@ -52,10 +52,25 @@ class PostgresServer:
         self.psql("CREATE DATABASE %s OWNER cdsw" % name)
         return name
 
+    def restart(self, down_seconds: float = 0.0) -> None:
+        """Stop the server as an admin would (fast: clients are disconnected), stay down for
+        down_seconds, then start it again on the same port and data."""
+        pg_ctl = _bin("pg_ctl") or "pg_ctl"
+        subprocess.run(self.run_as + [pg_ctl, "-D", self.root + "/data", "-m", "fast", "-w",
+                                      "stop"], check=True, capture_output=True)
+        time.sleep(down_seconds)
+        subprocess.run(self.run_as + [pg_ctl, "-D", self.root + "/data", "-l", self.root + "/log",
+                                      "-o", _options(self.port, self.root), "-w", "-t", "60",
+                                      "start"], check=True, capture_output=True)
+
     def stop(self) -> None:
         subprocess.run(self.run_as + [_bin("pg_ctl") or "pg_ctl", "-D", self.root + "/data", "-m",
                                       "immediate", "stop"], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _options(port: int, root: str) -> str:
+    return "-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off" % (port, root)
 
 
 def start() -> PostgresServer:
@@ -72,7 +87,7 @@ def start() -> PostgresServer:
     subprocess.run(run_as + [initdb, "-D", root + "/data", "-U", "postgres", "--auth-local=trust",
                              "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync"],
                    check=True, capture_output=True)
-    opts = "-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off" % (port, root)
+    opts = _options(port, root)
     proc = subprocess.run(run_as + [pg_ctl, "-D", root + "/data", "-l", root + "/log", "-o", opts,
                                     "-w", "-t", "60", "start"], capture_output=True, text=True)
     if proc.returncode != 0:

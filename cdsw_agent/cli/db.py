@@ -1,9 +1,13 @@
-"""`cdsw db`: schema migrations and backups."""
+"""`cdsw db`: schema migrations, backups and restores."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import click
 
+from ..store.db import DatabaseError
 from .context import CliContext, pass_ctx
 
 
@@ -22,6 +26,9 @@ def upgrade(ctx: CliContext, no_backup: bool) -> None:
     if before == db.head_revision():
         click.echo("database %s is at %s, nothing to do" % (db.display_url, before))
         return
+    problem = db.unknown_revision_problem(before)
+    if problem:  # before any backup: a restart loop must not fill the disk with them
+        raise DatabaseError(problem)
     if no_backup:
         db.upgrade()
     else:
@@ -38,14 +45,46 @@ def current(ctx: CliContext) -> None:
     """Print the schema revision and whether it is the newest."""
     db = ctx.database()
     rev, head = db.current_revision(), db.head_revision()
-    state = "up to date" if rev == head else "needs `cdsw db upgrade` to %s" % head
+    if rev == head:
+        state = "up to date"
+    elif rev is not None and not db.knows_revision(rev):
+        state = ("newer than this version of the workbench, whose newest is %s: install the "
+                 "version that upgraded it" % head)
+    else:
+        state = "needs `cdsw db upgrade` to %s" % head
     click.echo("%s (%s)" % (rev or "empty", state))
 
 
 @command.command("backup")
 @click.option("--label", default="manual", show_default=True, help="Word added to the file name.")
+@click.option("--with-files", is_flag=True,
+              help="Also include the project files: writes one .tar.gz archive.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Directory to write to (default: the backups folder of the data directory).")
 @pass_ctx
-def backup(ctx: CliContext, label: str) -> None:
-    """Back up the database into the data directory's backups folder."""
-    path = ctx.database().backup(ctx.settings.backups_dir, label=label)
+def backup(ctx: CliContext, label: str, with_files: bool, out: Optional[Path]) -> None:
+    """Back up the database (and with --with-files the project files)."""
+    out_dir = out or ctx.settings.backups_dir
+    db = ctx.database()
+    if with_files:
+        path = db.backup_with_files(out_dir, ctx.settings.projects_dir, label=label)
+    else:
+        path = db.backup(out_dir, label=label)
     click.echo(str(path))
+
+
+@command.command("restore")
+@click.argument("backup", type=click.Path(dir_okay=False, path_type=Path))
+@pass_ctx
+def restore(ctx: CliContext, backup: Path) -> None:
+    """Replace the database (and project files, from a --with-files archive) with BACKUP.
+
+    The master must be stopped. What is replaced is kept: SQLite files are renamed aside,
+    PostgreSQL is dumped to the backups folder first, project folders are renamed aside.
+    """
+    from ..store.restore import restore as do_restore
+
+    settings = ctx.settings
+    for line in do_restore(ctx.database(), backup, settings.data_dir, settings.projects_dir,
+                           settings.backups_dir):
+        click.echo(line)

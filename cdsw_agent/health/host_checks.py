@@ -7,13 +7,16 @@ import shutil
 import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from .registry import REGISTRY, HealthContext, Outcome, critical, ok, warning
 
 # free space thresholds of the data directory's file system, percent
 FREE_WARNING_PERCENT = 10.0
 FREE_CRITICAL_PERCENT = 5.0
+# below this many free bytes the data volume counts as full (writes are failing or about to):
+# the storage check and /healthz say so
+FULL_BELOW_BYTES = 16 * 1024 ** 2
 
 
 def _gib(n: int) -> str:
@@ -27,11 +30,15 @@ def storage(ctx: HealthContext) -> Outcome:
     if not data_dir.is_dir():
         return critical("data directory %s does not exist; start the role once or create it"
                         % data_dir)
+    full = data_volume_full(str(data_dir))
+    if full:
+        return critical(full)
     probe = data_dir / (".health-%s" % uuid.uuid4().hex)
     try:
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as e:
+        probe.unlink(missing_ok=True)
         return critical("data directory %s is not writable: %s" % (data_dir, e.strerror or e))
     usage = shutil.disk_usage(str(data_dir))
     free_pct = 100.0 * usage.free / usage.total if usage.total else 0.0
@@ -44,6 +51,23 @@ def storage(ctx: HealthContext) -> Outcome:
     if free_pct < FREE_WARNING_PERCENT:
         return warning(text + "; free space soon", **data)
     return ok(text, **data)
+
+
+def data_volume_full(data_dir: str) -> Optional[str]:
+    """One line when the data directory's file system is full (less than FULL_BELOW_BYTES
+    free), else None. Cheap (one statvfs): /healthz asks on every call."""
+    try:
+        usage = shutil.disk_usage(data_dir)
+    except OSError:
+        return None  # a missing directory is the caller's other problem
+    if usage.free >= FULL_BELOW_BYTES or usage.total == 0:  # total 0: a pseudo file system
+        return None
+    return ("no space left on the data volume: %s free of %s at %s; free space or grow the "
+            "volume" % (_size(usage.free), _size(usage.total), data_dir))
+
+
+def _size(n: int) -> str:
+    return _gib(n) if n >= 1024 ** 3 else "%.1f MiB" % (n / 1024 ** 2)
 
 
 def _check_site_file(path: Path) -> str:

@@ -109,7 +109,8 @@ def clock_skew(ctx: HealthContext) -> Outcome:
     return ok(text, **data)
 
 
-@REGISTRY.register("database", "The database answers and its schema is at the newest migration.",
+@REGISTRY.register("database", "The database answers, is not damaged (SQLite quick_check) and its "
+                   "schema is at the newest migration.",
                    roles=("master",))
 def database(ctx: HealthContext) -> Outcome:
     from alembic.script import ScriptDirectory
@@ -131,10 +132,13 @@ def database(ctx: HealthContext) -> Outcome:
     db = Database(url.render_as_string(hide_password=False))
     try:
         current = db.current_revision()
+        damaged = db.integrity_problem(max_age=0)  # SQLite: PRAGMA quick_check
     except DatabaseError as e:
         return critical(str(e), url=shown)
     finally:
         db.engine.dispose()
+    if damaged:
+        return critical(damaged, url=shown, revision=current)
     scripts = ScriptDirectory(str(MIGRATIONS))
     head = scripts.get_current_head()
     data = {"url": shown, "revision": current, "head": head}

@@ -16,6 +16,7 @@ from ..errors import UserError
 from ..logs import setup_logging
 from ..netutil import port_free
 from ..settings import Settings
+from ..store import lock
 from ..store.db import Database
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,14 @@ def prepare(settings: Settings) -> list:
 
 
 def prepare_database(settings: Settings) -> Database:
-    db = Database(settings.database_url)
+    """Take the data directory's master lock (a restore cannot run under a master), then bring
+    the schema to the newest revision after a backup; a newer database is refused first."""
+    try:
+        lock.acquire(settings.data_dir, "master")
+    except lock.LockBusy as e:
+        raise UserError("another master or a `cdsw db restore` (pid %s) is using data directory "
+                        "%s; stop it first" % (e, settings.data_dir))
+    db = Database(settings.database_url, application_name=lock.MASTER_APPLICATION_NAME)
     backup = db.upgrade_with_backup(settings.backups_dir)
     if backup is not None:
         log.info("backup before schema upgrade: %s", backup)

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import errno
 import logging
-from typing import Any, Optional
+import threading
+import time
+from typing import Any, Dict, Optional, Tuple
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..store.db import DAMAGED, DISK_FULL, UNAVAILABLE, problem_kind
+
 log = logging.getLogger(__name__)
+# seconds a client should wait before retrying while the database is unreachable
+RETRY_AFTER_SECONDS = 5
+# while the database is down every request fails the same way: one log line per reason per
+# this many seconds (with the count of the ones not logged), never a traceback per request
+OUTAGE_LOG_INTERVAL = 10.0
 
 
 class ApiError(Exception):
@@ -70,10 +81,57 @@ def install(app: FastAPI) -> None:
         # Routes check for duplicates first; this catches the race between check and insert.
         return JSONResponse(body("conflict with an existing record"), status_code=409)
 
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        kind = problem_kind(exc)
+        if kind is None and isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            kind = DISK_FULL
+        if kind is None:
+            raise exc  # not an outage: the catch-all below logs it with its traceback
+        _outage_log.note(kind, request, exc)
+        if kind == DISK_FULL:
+            return JSONResponse(body("no space left on the data volume",
+                                     "the administrator must free space or grow the volume; "
+                                     "nothing was saved"), status_code=507)
+        if kind == DAMAGED:
+            return JSONResponse(body("the database is damaged",
+                                     "the administrator must restore a backup "
+                                     "(`cdsw db restore`)"), status_code=500)
+        assert kind == UNAVAILABLE
+        return JSONResponse(body("the database is unavailable",
+                                 "try again in a few seconds"), status_code=503,
+                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+    for cls in (DBAPIError, PoolTimeoutError, OSError):
+        app.add_exception_handler(cls, _database)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse(body("internal error", "see the master's log"), status_code=500)
+
+
+class _OutageLog:
+    """One warning per kind of outage per OUTAGE_LOG_INTERVAL, counting the requests between."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: Dict[str, Tuple[float, int]] = {}  # kind -> (last logged, not logged since)
+
+    def note(self, kind: str, request: Request, exc: Exception) -> None:
+        now = time.monotonic()
+        with self._lock:
+            last, skipped = self._last.get(kind, (float("-inf"), 0))
+            if now - last < OUTAGE_LOG_INTERVAL:
+                self._last[kind] = (last, skipped + 1)
+                return
+            self._last[kind] = (now, 0)
+        root = getattr(exc, "orig", None) or exc
+        log.warning("database %s on %s %s: %s%s", kind.replace("_", " "), request.method,
+                    request.url.path, first_line(root),
+                    " (%d more request(s) failed the same way)" % skipped if skipped else "")
+
+
+_outage_log = _OutageLog()
 
 
 def first_line(e: Optional[BaseException]) -> str:

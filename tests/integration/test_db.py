@@ -6,6 +6,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+from alembic.script import ScriptDirectory
 from click.testing import CliRunner
 from sqlalchemy import inspect, select, text
 
@@ -13,7 +14,7 @@ from cdsw_agent.cli.main import cli
 from cdsw_agent.store.db import MIGRATIONS, Database
 from cdsw_agent.store.models import User
 
-HEAD = "0005"  # the newest revision in cdsw_agent/store/migrations/versions
+HEAD = ScriptDirectory(str(MIGRATIONS)).get_current_head()  # the newest revision
 
 NEXT_REVISION = '''
 """test-only: a later schema version"""

@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from ... import __version__
+from ...health.host_checks import data_volume_full
 from ..deps import get_state
 from ..permissions import Access, require
 from ..state import ServerState
@@ -23,8 +24,12 @@ def healthz(access: Access = require("public"), state: ServerState = Depends(get
         current = state.db.current_revision()
         checks["database"] = "ok" if current == state.db.head_revision() else \
             "schema at %s, expected %s" % (current, state.db.head_revision())
+        if checks["database"] == "ok":
+            # SQLite's quick_check reads the whole file: its answer is kept a few seconds
+            checks["database"] = state.db.integrity_problem() or "ok"
     except Exception as e:  # any failure means not ready; say which
         checks["database"] = "unavailable: %s" % str(e).splitlines()[0][:200]
+    checks["storage"] = data_volume_full(state.settings.data_dir) or "ok"
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ok" if ok else "unavailable", "version": __version__,
                          "checks": checks}, status_code=200 if ok else 503)
