@@ -70,6 +70,7 @@ def start_docker(settings: Settings, echo: Echo) -> Optional[subprocess.Popen]:
         return None
     log = Path(settings.data_dir) / "docker-role.log"
     echo("==> starting the CDSW_DOCKER role (log: %s)" % log)
+    echo("    storage driver %s: %s" % docker_role.choose_storage_driver(settings))
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "cdsw_agent.cli.main", "--properties", str(_properties_file(settings)),
