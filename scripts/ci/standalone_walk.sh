@@ -37,7 +37,7 @@ for _ in $(seq 1 "$START_WAIT"); do
 done
 [ -n "$up" ] || fail "no answer on port $PORT after $START_WAIT s"
 t_up=$((SECONDS - t0))
-grep -E "^==> |^    done in|^!!! " "$LOG" | sed 's/^/    | /'
+grep -E "^==> |^    done in|^    storage driver|^!!! " "$LOG" | sed 's/^/    | /'
 say "workbench answers after $t_up s"
 password="$(sed -n 's/^ *password: *\([^ ]*\).*/\1/p' "$LOG" | head -1)"
 [ -n "$password" ] || fail "no administrator password in the log (a reused data dir?)"
