@@ -63,6 +63,7 @@ def environment(job: Job, run: JobRun) -> Dict[str, str]:
 
 def workload_spec(db: Session, settings: Settings, orchestrator: Orchestrator, job: Job,
                   run: JobRun, project_dir: Path) -> WorkloadSpec:
+    """The run's engine; it acts as the run's person (jobs/identity.py), never the creator."""
     script_file(project_dir, job.script)
     try:
         cmd = command(job)
@@ -70,7 +71,7 @@ def workload_spec(db: Session, settings: Settings, orchestrator: Orchestrator, j
         raise LaunchError(str(e))
     request = EngineRequest(
         kind="job", name="job-%d-run-%d" % (job.id, run.id), project=job.project,
-        launcher=job.created_by, command=cmd, files_dir=project_dir,
+        launcher=run.run_as, command=cmd, files_dir=project_dir,
         image_id=job.engine_image_id, profile_id=job.profile_id, env=environment(job, run),
         labels={RUN_LABEL: str(run.id)})
     try:

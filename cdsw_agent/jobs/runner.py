@@ -23,7 +23,7 @@ from ..store.db import Database
 from ..store.jobs_models import ACTIVE_STATUSES, FINAL_STATUSES, Job, JobRun
 from ..store.models import AuditEvent, utcnow
 from ..workloads import oneshot
-from . import notify
+from . import identity, notify
 from .launch import RUN_LABEL, workload_spec
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,7 @@ class JobRunner:
                                         "first" % (job.name, active.id))
                 run = JobRun(job_id=job_id, trigger=trigger, triggered_by_id=user_id,
                              parent_run_id=parent_run_id, status="queued", reason="",
+                             run_as_user_id=identity.acting_user_id(job, trigger, user_id),
                              finalized=False, created_at=self.clock())
                 if active is not None:
                     run.status, run.finalized, run.finished_at = "skipped", True, self.clock()
@@ -108,7 +109,8 @@ class JobRunner:
                                      target=("%d/%s" % (job.project_id, job.name))[:255],
                                      detail={"job_id": job.id, "run_id": run.id,
                                              "trigger": trigger, "status": run.status,
-                                             "parent_run_id": parent_run_id}))
+                                             "parent_run_id": parent_run_id,
+                                             "run_as_user_id": run.run_as_user_id}))
                 if in_txn is not None:
                     in_txn(s, job)
             if run.status == "queued":
@@ -121,6 +123,10 @@ class JobRunner:
 
     def _launch(self, s: Session, run: JobRun) -> None:
         job = run.job
+        refused = identity.refusal(run)
+        if refused:
+            self._end(run, "failed", refused)
+            return
         ref, reason = oneshot.start(
             self.orchestrator, lambda: workload_spec(s, self.settings, self.orchestrator, job, run,
                                                      self.project_dir(job.project_id)),

@@ -7,6 +7,11 @@ plus the snapshot at /home/cdsw; it inherits the engine image's `com.cdsw.engine
 workers fetch it exactly like engine images (roles/worker.py sync_images). On the local backend
 the snapshot directory itself is the build (no Docker). The log is written as the build goes,
 so the API shows progress; a build the master was killed in the middle of ends as failed.
+
+A build acts as nobody: whoever started it, the project's files (cdsw-build.sh) run with no
+user identity, no project or site variables and no credential. In a Docker build they see only
+the engine image's own environment; on the local backend they get a minimal environment
+(build_environment) without HADOOP_USER_NAME, Kerberos caches or the master's variables.
 """
 
 from __future__ import annotations
@@ -130,8 +135,32 @@ def docker_build(client: Any, base: str, files: Path, ref: str, labels: Dict[str
     return ref
 
 
-def local_build(files: Path, write: Callable[[str], None]) -> None:
-    """Runs cdsw-build.sh (or pip install --target) in the snapshot, as the master's user."""
+# what a local build keeps of the master's environment: finding programs and packages, nothing
+# that names a person or holds a credential
+BUILD_ENV_KEEP = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "VIRTUAL_ENV",
+                  "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "PIP_INDEX_URL",
+                  "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST", "PIP_CERT", "PIP_FIND_LINKS",
+                  "PIP_NO_INDEX")
+
+
+def build_environment(settings: Settings, files: Path,
+                      base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """The environment of a local build: no user identity (no HADOOP_USER_NAME, CDSW_USER,
+    KRB5CCNAME...), no project or site variables, no token; HOME is the snapshot."""
+    source = os.environ if base is None else base
+    env = {k: source[k] for k in BUILD_ENV_KEEP if k in source}
+    proxies = {"HTTP_PROXY": settings.http_proxy, "HTTPS_PROXY": settings.https_proxy,
+               "NO_PROXY": settings.no_proxy}
+    env.update({k: v for k, v in proxies.items() if v})
+    env.update(HOME=str(files), CDSW_BUILD="1", PYTHONNOUSERSITE="1")
+    return env
+
+
+def local_build(files: Path, write: Callable[[str], None],
+                env: Optional[Dict[str, str]] = None) -> None:
+    """Runs cdsw-build.sh (or pip install --target) in the snapshot, as the master's OS user
+    (the local backend is for a laptop and tests) but with no user identity (`env`, by default
+    a minimal environment without one)."""
     if (files / BUILD_SCRIPT).is_file():
         argv: List[str] = ["bash", BUILD_SCRIPT]
     elif (files / REQUIREMENTS).is_file():
@@ -141,8 +170,9 @@ def local_build(files: Path, write: Callable[[str], None]) -> None:
         write("no %s or %s: nothing to install" % (BUILD_SCRIPT, REQUIREMENTS))
         return
     write("running %s" % " ".join(argv[:2] if argv[0] == "bash" else argv[3:]))
-    env = dict(os.environ, HOME=str(files))
-    env = {k: v for k, v in env.items() if not k.startswith("CDSW_")}  # no master secrets
+    if env is None:
+        env = {k: os.environ[k] for k in BUILD_ENV_KEEP if k in os.environ}
+        env["HOME"] = str(files)
     proc = subprocess.Popen(argv, cwd=str(files), env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert proc.stdout is not None
@@ -220,7 +250,7 @@ class Builder:
                 snapshot(project_dir, files)
                 orchestrator = self._orchestrator()
                 if orchestrator.name == "local":
-                    local_build(files, write)
+                    local_build(files, write, build_environment(self.settings, files))
                     artifact = str(files.relative_to(Path(self.settings.data_dir)))
                 else:
                     if base == "none":

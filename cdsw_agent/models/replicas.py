@@ -1,4 +1,9 @@
-"""A model replica as a workload: the build, the replica server, its port and token."""
+"""A model replica as a workload: the build, the replica server, its port and token.
+
+A replica acts as whoever last deployed or redeployed its deployment (never the model's
+creator): the deployer is fixed on the replica when it is launched, and a redeploy by someone
+else replaces the replicas, as a new build does.
+"""
 
 from __future__ import annotations
 
@@ -58,6 +63,12 @@ def environment(build: ModelBuild, deployment: ModelDeployment, replica: ModelRe
     return env
 
 
+def current(replica: ModelReplica, deployment: ModelDeployment) -> bool:
+    """The replica runs what the deployment asks for now: its build, as its deployer."""
+    return replica.build_id == deployment.build_id \
+        and replica.run_as_user_id == deployment.deployed_by_id
+
+
 def replica_spec(db: Session, settings: Settings, orchestrator: Orchestrator,
                  build: ModelBuild, deployment: ModelDeployment,
                  replica: ModelReplica) -> WorkloadSpec:
@@ -68,7 +79,7 @@ def replica_spec(db: Session, settings: Settings, orchestrator: Orchestrator,
     python = sys.executable if local else VENV + "/bin/python"
     request = EngineRequest(
         kind="model", name=replica.name, project=deployment.model.project,
-        launcher=deployment.created_by, command=[python, "-m", SERVER_MODULE], files_dir=files,
+        launcher=replica.run_as, command=[python, "-m", SERVER_MODULE], files_dir=files,
         profile_id=deployment.profile_id, env=environment(build, deployment, replica, files, local),
         ports=[Port(replica.port, replica.port)],
         labels={REPLICA_LABEL: str(replica.id), DEPLOYMENT_LABEL: str(deployment.id)},

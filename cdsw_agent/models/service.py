@@ -5,8 +5,9 @@ Every tick (a background thread; the API also syncs a deployment right after cha
 - starting replicas are health-checked (GET /health with the replica token): an answer makes
   them ready and routable; a replica that cannot load its function says so (503 + message) and
   is marked failed with that message; one that ends or never answers is failed too;
-- a deployment converges on N replicas of its build: scaling up launches, scaling down drains;
-  a redeploy to a new build is rolling: one new replica at a time, and only once it answers is an
+- a deployment converges on N replicas of its build acting as its deployer (whoever last
+  deployed or redeployed it): scaling up launches, scaling down drains; a redeploy to a new
+  build, or by another person, is rolling: one new replica at a time, and only once it answers is an
   old one withdrawn from the router, allowed to finish its requests (draining) and stopped;
 - a ready replica that dies is replaced; replicas of a build that cannot load are not retried
   (the deployment shows "failed" and the message, the old build keeps serving);
@@ -37,7 +38,7 @@ from ..store.models_models import (DEPLOYMENT_ACTIVE, REPLICA_LIVE, ModelAccessK
                                    ModelDeployment, ModelReplica)
 from ..workloads.engine import EngineError
 from .builds import Builder
-from .replicas import choose_port, replica_spec
+from .replicas import choose_port, current, replica_spec
 from .router import ModelRouter, Route
 
 log = logging.getLogger(__name__)
@@ -264,8 +265,8 @@ class ModelService:
                     ModelReplica.deployment_id == dep.id, ModelReplica.state == "draining")):
                 self._remove_failed(s, dep)
             return
-        target = [r for r in live if r.build_id == dep.build_id]
-        old = [r for r in live if r.build_id != dep.build_id]
+        target = [r for r in live if current(r, dep)]
+        old = [r for r in live if not current(r, dep)]
         cannot_load = s.scalars(select(ModelReplica).where(
             ModelReplica.deployment_id == dep.id, ModelReplica.build_id == dep.build_id,
             ModelReplica.state == "failed", ModelReplica.ready_at.is_(None))
@@ -318,6 +319,7 @@ class ModelService:
         orchestrator = self.orchestrator
         replica = ModelReplica(deployment_id=dep.id, build_id=build.id, name="pending",
                                state="starting", message="", token=secrets.token_urlsafe(24),
+                               run_as_user_id=dep.deployed_by_id,
                                port=choose_port(used, orchestrator.name == "local"),
                                created_at=utcnow())
         s.add(replica)

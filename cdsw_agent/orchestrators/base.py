@@ -25,7 +25,6 @@ WORKLOAD_LABEL = "io.cdsw.workload"
 NAME_LABEL = "io.cdsw.name"
 
 STOPPED_REASON = "stopped"
-OOM_REASON = "out of memory"
 
 
 class OrchestratorError(Exception):

@@ -2,8 +2,10 @@
 
 No isolation: the image is ignored, mounts only choose the working directory (the mount whose
 target is the workload's workdir runs there), and limits are not enforced. Each workload has a
-directory under DATA_DIR/orchestrator/local/ID holding its spec, log, the runner's pid and, once
-it ended, its exit code, so a new instance (a restarted master) re-adopts running workloads.
+directory under DATA_DIR/orchestrator/local/ID holding its spec, log, the runner's pid and
+process group and, once it ended, its exit code, so a new instance (a restarted master) re-adopts
+running workloads. When the runner is gone (killed, host trouble) the workload is lost: whatever
+is left of its process group is killed, so no engine of a lost workload writes on unseen.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from .base import (
     FAILED,
@@ -31,11 +33,16 @@ from .base import (
     SUCCEEDED,
     Node,
     Orchestrator,
+    OrchestratorError,
     WorkloadNotFound,
     WorkloadRef,
     WorkloadSpec,
     WorkloadStatus,
 )
+from .local_runner import write_atomic
+from .reasons import exit_reason
+
+RUNNER_GONE = "the workload's runner process disappeared (host reboot or killed)"
 
 
 def _read(path: Path) -> Optional[str]:
@@ -58,6 +65,42 @@ def _process_start(pid: int) -> Optional[str]:
         return None
     fields = stat.rsplit(")", 1)[1].split()
     return None if fields[0] == "Z" else fields[19]
+
+
+def _stat(pid: int) -> Optional[Tuple[str, int]]:
+    """(state, process group) of a process, or None when it is gone."""
+    try:
+        fields = Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[2])
+
+
+def group_members(pgid: int) -> List[int]:
+    """Live (not zombie) processes of a process group."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            st = _stat(int(entry))
+            if st is not None and st[0] != "Z" and st[1] == pgid:
+                members.append(int(entry))
+    return members
+
+
+def kill_group(pgid: int, timeout: float) -> None:
+    """SIGTERM to the group, SIGKILL to what is left after `timeout`; waits for the end."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 2.0)):
+        if not wait and sig == signal.SIGTERM:
+            continue
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not group_members(pgid):
+                return
+            time.sleep(0.02)
 
 
 def memory_total() -> int:
@@ -96,6 +139,14 @@ class LocalOrchestrator(Orchestrator):
     def launch(self, spec: WorkloadSpec) -> WorkloadRef:
         spec.validate()
         workload_id = "%s-%s" % (spec.name, secrets.token_hex(4))
+        try:
+            return self._launch(spec, workload_id)
+        except OSError as e:  # disk full, no more processes...: no half-made workload stays
+            shutil.rmtree(self.root / workload_id, ignore_errors=True)
+            raise OrchestratorError("this host cannot start the engine process: %s"
+                                    % (e.strerror or type(e).__name__))
+
+    def _launch(self, spec: WorkloadSpec, workload_id: str) -> WorkloadRef:
         d = self.root / workload_id
         d.mkdir(parents=True)
         cwd = next((m.source for m in spec.mounts if m.target == spec.workdir), None) \
@@ -110,16 +161,40 @@ class LocalOrchestrator(Orchestrator):
         self._children[workload_id] = child
         (d / "pid").write_text(str(child.pid))
         (d / "pid_start").write_text(_process_start(child.pid) or "")
+        # the runner leads its own group; the engine and all it starts stay in it, also
+        # when the runner dies (they are re-parented to init): the group is what gets killed
+        (d / "pgid").write_text(str(os.getpgid(child.pid)))
         return WorkloadRef(workload_id, spec.name)
+
+    def _orphans(self, d: Path) -> int:
+        """The workload's process group while any process is left in it, else 0."""
+        text = _read(d / "pgid") or _read(d / "pid") or ""
+        if not text.isdigit():
+            return 0
+        pgid = int(text)
+        leader = _process_start(pgid)
+        if leader is not None and leader != _read(d / "pid_start"):
+            # the number now names another process: Linux reuses a pid only once no process
+            # is left in the group of that number, so ours ended
+            return 0
+        return pgid if group_members(pgid) else 0
 
     def stop(self, workload_id: str, timeout: float = 10.0) -> None:
         d = self._dir(workload_id)
-        if _read(d / "exit_code") is not None:
-            return
-        (d / "stopped").touch()
+        grace = timeout
+        if _read(d / "exit_code") is None:
+            (d / "stopped").touch()
+            if self._alive(d):
+                self._stop_runner(d, timeout)
+                grace = 0.5
+        # what is left of the group: an engine whose runner died, a kernel still shutting
+        # down, anything the engine started in the background
+        leftovers = self._orphans(d)
+        if leftovers:
+            kill_group(leftovers, grace)
+
+    def _stop_runner(self, d: Path, timeout: float) -> None:
         pid = int(_read(d / "pid") or 0)
-        if not self._alive(d):
-            return
         os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self._alive(d) and _read(d / "exit_code") is None:
@@ -151,13 +226,29 @@ class LocalOrchestrator(Orchestrator):
                 return WorkloadStatus(FAILED, exit_code, STOPPED_REASON, **base)
             if exit_code == 0:
                 return WorkloadStatus(SUCCEEDED, 0, **base)
-            return WorkloadStatus(FAILED, exit_code, "exit code %d" % exit_code, **base)
+            return WorkloadStatus(FAILED, exit_code, exit_reason(exit_code), **base)
         if self._alive(d) or _read(d / "pid") is None:  # no pid yet: launch() is under way
             return WorkloadStatus(RUNNING if started else PENDING, **base)
+        if _read(d / "exit_code") is not None:  # the runner recorded the end, then exited
+            return self.status(workload_id)
         if stopped:  # killed with SIGKILL before it could record anything
             return WorkloadStatus(FAILED, None, STOPPED_REASON, **base)
-        return WorkloadStatus(LOST, None, "the workload's runner process disappeared "
-                                          "(host reboot or killed)", **base)
+        return WorkloadStatus(LOST, None, self._lost(d), **base)
+
+    def _lost(self, d: Path) -> str:
+        """The runner is gone, so the engine's result can never be known: the workload is
+        lost, and an engine that outlived its runner is killed before anyone is told so."""
+        reason = _read(d / "lost")
+        if reason is None:
+            orphans = self._orphans(d)
+            if orphans:
+                kill_group(orphans, 2.0)
+            reason = RUNNER_GONE + ("; its engine was stopped" if orphans else "")
+            try:
+                write_atomic(d / "lost", reason)
+            except OSError:  # another thread wrote it meanwhile, or the workload was removed
+                pass
+        return reason
 
     def logs(self, workload_id: str, follow: bool = False) -> Iterator[str]:
         d = self._dir(workload_id)

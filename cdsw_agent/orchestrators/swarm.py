@@ -4,7 +4,8 @@ Mapping: one-shot work uses restart condition "none", long-running work "on-fail
 endpoint_mode dnsrr and host-mode published ports, because the routing mesh needs IPVS (our own
 router balances instead); reservations place the work, limits cap it. State comes from the
 service's newest task. Stopping scales the service to 0 and labels it, so its status stays
-readable (as failed/"stopped") until remove().
+readable (as failed/"stopped") until remove(). Docker's own error texts are logged, never
+returned: errors and reasons are sentences from reasons.py.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 import docker
+import requests
 from docker.errors import APIError, DockerException, NotFound
 from docker.types import (
     ContainerSpec,
@@ -30,7 +32,6 @@ from .base import (
     FAILED,
     LOST,
     NAME_LABEL,
-    OOM_REASON,
     PENDING,
     RUNNING,
     STOPPED_REASON,
@@ -45,8 +46,12 @@ from .base import (
     WorkloadStatus,
     split_lines,
 )
+from .reasons import (ENGINE_GONE, backend_error, exit_reason, first_line,
+                      image_missing_reason)
 
 log = logging.getLogger(__name__)
+# what the Docker SDK raises: its own errors, and the HTTP library's when Docker is unreachable
+DOCKER_ERRORS = (DockerException, requests.exceptions.RequestException)
 
 STOPPED_LABEL = "io.cdsw.stopped"
 NANO = 1_000_000_000
@@ -79,19 +84,50 @@ def _first_line(e: BaseException) -> str:
     return str(text).strip().splitlines()[0] if str(text).strip() else type(e).__name__
 
 
+def task_error(err: str, image: str, node: Optional[str]) -> str:
+    """A sentence for the error swarm recorded on a task (Docker's words go to the log)."""
+    text = err.lower()
+    where = " on node %s" % node if node else ""
+    if "no such image" in text or ("image" in text and "not found" in text):
+        return image_missing_reason(image, node)
+    if "no such container" in text:
+        return ENGINE_GONE
+    if "bind source path does not exist" in text or "invalid mount config" in text:
+        return ("could not start the engine: a folder it mounts is missing%s; check that the "
+                "project storage is shared with every node" % where)
+    if "insufficient resources" in text:
+        return "waiting for a node with the CPU and memory its profile reserves"
+    if "no suitable node" in text:
+        return "waiting for a node that may run it (none meets its placement)"
+    return "could not start the engine%s (the master's log has Docker's words)" % where
+
+
 class SwarmOrchestrator(Orchestrator):
     name = "swarm"
 
     def __init__(self, client: docker.DockerClient, network: Optional[str] = None):
         self.client = client
         self.default_network = network  # attached to every workload, e.g. "cdsw-engines"
+        self._logged_tasks: Set[str] = set()  # tasks whose error was logged once
+
+    def _failure(self, doing: str, e: BaseException) -> OrchestratorError:
+        """Logs Docker's words and returns the sentence users see ("DOING: why")."""
+        if not isinstance(e, APIError):
+            why = "Docker at %s does not answer; check the Docker role (cdsw status)" \
+                % getattr(self.client.api, "base_url", "?")
+        elif "not a swarm manager" in str(e).lower() or "not part of a swarm" in str(e).lower():
+            why = "this Docker is not a swarm manager; start the master's Docker role " \
+                  "(cdsw status says why)"
+        else:
+            why = "the swarm refused it (the master's log has Docker's words)"
+        return backend_error(log, "%s: %s" % (doing, why) if doing else why, _first_line(e))
 
     @classmethod
     def from_url(cls, url: str, network: Optional[str] = None,
                  timeout: int = 60) -> "SwarmOrchestrator":
         try:
             return cls(docker.DockerClient(base_url=url, timeout=timeout), network)
-        except DockerException as e:
+        except DOCKER_ERRORS as e:
             raise OrchestratorError("cannot reach Docker at %s: %s" % (url, _first_line(e)))
 
     # --- mapping
@@ -130,8 +166,8 @@ class SwarmOrchestrator(Orchestrator):
             service = self.client.services.get(workload_id)
         except NotFound:
             raise WorkloadNotFound("no workload %s" % workload_id)
-        except (APIError, DockerException) as e:
-            raise OrchestratorError("swarm: %s" % _first_line(e))
+        except DOCKER_ERRORS as e:
+            raise self._failure("cannot read workload %s" % workload_id, e)
         if service.attrs["Spec"].get("Labels", {}).get(WORKLOAD_LABEL) != "1":
             raise WorkloadNotFound("no workload %s" % workload_id)  # not ours: never touch it
         return service
@@ -144,16 +180,17 @@ class SwarmOrchestrator(Orchestrator):
         except APIError as e:
             if e.status_code == 409:
                 raise OrchestratorError("a workload named %s already exists" % spec.name)
-            raise OrchestratorError("swarm refused workload %s: %s" % (spec.name, _first_line(e)))
-        except DockerException as e:
-            raise OrchestratorError("swarm: %s" % _first_line(e))
+            raise self._failure("", e)  # the caller says what could not start
+        except DOCKER_ERRORS as e:
+            raise self._failure("", e)
         return WorkloadRef(result["ID"], spec.name)
 
     def stop(self, workload_id: str, timeout: float = 10.0) -> None:
         """Scale to 0. `timeout` is not used: the grace period is fixed at launch."""
         service = self._service(workload_id)
-        if self._status(service).final:
-            return  # a finished workload keeps its status
+        if self._status(service).state in (SUCCEEDED, FAILED):
+            return  # a finished workload keeps its status; a lost one is still scaled to 0,
+            # so its node stops the container should it come back
         labels = dict(service.attrs["Spec"].get("Labels", {}), **{STOPPED_LABEL: "1"})
         # Only mode and labels change: a changed task template would roll out a new task,
         # re-running a one-shot workload. SIGTERM-to-SIGKILL time is set at launch.
@@ -161,8 +198,8 @@ class SwarmOrchestrator(Orchestrator):
             self.client.api.update_service(service.id, service.version, labels=labels,
                                            mode={"Replicated": {"Replicas": 0}},
                                            fetch_current_spec=True)
-        except APIError as e:
-            raise OrchestratorError("cannot stop workload %s: %s" % (workload_id, _first_line(e)))
+        except DOCKER_ERRORS as e:
+            raise self._failure("cannot stop workload %s" % workload_id, e)
 
     def remove(self, workload_id: str) -> None:
         service = self._service(workload_id)
@@ -170,9 +207,8 @@ class SwarmOrchestrator(Orchestrator):
             service.remove()
         except NotFound:
             pass
-        except APIError as e:
-            raise OrchestratorError("cannot remove workload %s: %s"
-                                    % (workload_id, _first_line(e)))
+        except DOCKER_ERRORS as e:
+            raise self._failure("cannot remove workload %s" % workload_id, e)
 
     def status(self, workload_id: str) -> WorkloadStatus:
         return self._status(self._service(workload_id))
@@ -180,8 +216,8 @@ class SwarmOrchestrator(Orchestrator):
     def _status(self, service: Any) -> WorkloadStatus:
         try:
             tasks = self.client.api.tasks(filters={"service": service.id})
-        except APIError as e:
-            raise OrchestratorError("swarm: %s" % _first_line(e))
+        except DOCKER_ERRORS as e:
+            raise self._failure("cannot read the state of workload %s" % service.id, e)
         stopped = service.attrs["Spec"].get("Labels", {}).get(STOPPED_LABEL) == "1"
         if not tasks:
             return WorkloadStatus(FAILED, None, STOPPED_REASON) if stopped \
@@ -197,7 +233,7 @@ class SwarmOrchestrator(Orchestrator):
         try:
             attrs = self.client.api.inspect_container(container.get("ContainerID", ""))
             return parse_time(attrs["State"].get("StartedAt"))
-        except (APIError, DockerException, KeyError):
+        except DOCKER_ERRORS + (KeyError,):
             return parse_time(task.get("CreatedAt"))
 
     def _task_status(self, service: Any, task: Dict[str, Any], stopped: bool) -> WorkloadStatus:
@@ -217,7 +253,10 @@ class SwarmOrchestrator(Orchestrator):
             if stopped:
                 return WorkloadStatus(RUNNING if state == "running" else PENDING,
                                       reason="stopping", **times)
-            reason = (status.get("Err") or status.get("Message", "")) if ours == PENDING else ""
+            reason = ""
+            if ours == PENDING:
+                reason = self._task_error(service, task, node) if status.get("Err") \
+                    else status.get("Message", "")
             return WorkloadStatus(ours, None, reason, **times)
         finished = parse_time(status.get("Timestamp"))
         if stopped:
@@ -227,31 +266,46 @@ class SwarmOrchestrator(Orchestrator):
         if ours == LOST:
             return WorkloadStatus(LOST, None, "node %s went away" % (node or "?"),
                                   finished_at=finished, **times)
+        err = status.get("Err") or ""
         if state == "shutdown" and task.get("DesiredState") == "shutdown" and exit_code is None:
             reason = "shut down by the swarm"
+        elif exit_code and (not err or err.startswith("task: non-zero exit")):
+            reason = exit_reason(exit_code, self._oom(container), self._memory_limit(service))
+        elif err:
+            reason = self._task_error(service, task, node)
         else:
-            reason = status.get("Err") or "exit code %s" % exit_code
-        if exit_code == 137 and self._oom(service, container):
-            reason = OOM_REASON
+            reason = exit_reason(exit_code)
         return WorkloadStatus(FAILED, exit_code, reason, finished_at=finished, **times)
 
-    def _oom(self, service: Any, container: Dict[str, Any]) -> bool:
-        """Swarm's task status has no OOMKilled flag. Ask the container when it is on the
-        daemon we talk to; otherwise exit 137 under a memory limit is taken as OOM (the kernel's
-        OOM killer sends SIGKILL; a manual SIGKILL reads the same: best effort)."""
+    def _task_error(self, service: Any, task: Dict[str, Any], node: Optional[str]) -> str:
+        err = task["Status"].get("Err") or ""
+        image = service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"].get("Image", "?")
+        if task.get("ID") not in self._logged_tasks:  # once, not on every status read
+            self._logged_tasks.add(task.get("ID", ""))
+            log.warning("workload %s, task %s on %s: %s", service.attrs["Spec"].get("Name"),
+                        task.get("ID", "?")[:12], node or "?", first_line(err))
+        return task_error(err, image.split("@")[0], node)
+
+    @staticmethod
+    def _memory_limit(service: Any) -> int:
+        limits = service.attrs["Spec"]["TaskTemplate"].get("Resources", {}).get("Limits", {})
+        return int(limits.get("MemoryBytes") or 0)
+
+    def _oom(self, container: Dict[str, Any]) -> Optional[bool]:
+        """Swarm's task status has no OOMKilled flag: ask the container when it is on the
+        daemon we talk to; None when it is elsewhere (the reason then says "probably")."""
         try:
             attrs = self.client.api.inspect_container(container.get("ContainerID", ""))
             return bool(attrs["State"].get("OOMKilled"))
-        except (APIError, DockerException, KeyError):
-            limits = service.attrs["Spec"]["TaskTemplate"].get("Resources", {}).get("Limits", {})
-            return bool(limits.get("MemoryBytes"))
+        except DOCKER_ERRORS + (KeyError,):
+            return None
 
     def _node(self, node_id: Optional[str]) -> Optional[Dict[str, Any]]:
         if not node_id:
             return None
         try:
             return self.client.api.inspect_node(node_id)
-        except (APIError, DockerException):
+        except DOCKER_ERRORS:
             return None
 
     def _node_name(self, node_id: Optional[str]) -> Optional[str]:
@@ -274,9 +328,9 @@ class SwarmOrchestrator(Orchestrator):
             return self._follow(service)
         try:
             chunks = service.logs(stdout=True, stderr=True)
-        except APIError as e:
-            raise OrchestratorError("cannot read logs of %s: %s"
-                                    % (workload_id, _first_line(e))) from None
+        except DOCKER_ERRORS as e:
+            raise self._failure("cannot read the output of workload %s" % workload_id, e) \
+                from None
         return split_lines(chunks)
 
     def _follow(self, service: Any, interval: float = 1.0) -> Iterator[str]:
@@ -289,9 +343,9 @@ class SwarmOrchestrator(Orchestrator):
             try:
                 lines = list(split_lines(service.logs(stdout=True, stderr=True, timestamps=True,
                                                       since=since)))
-            except APIError as e:
-                raise OrchestratorError("cannot read logs of %s: %s"
-                                        % (service.id, _first_line(e))) from None
+            except DOCKER_ERRORS as e:
+                raise self._failure("cannot read the output of workload %s" % service.id, e) \
+                    from None
             for line in lines:
                 stamp, _, text = line.partition(" ")
                 at = parse_time(stamp)
@@ -310,8 +364,8 @@ class SwarmOrchestrator(Orchestrator):
         try:
             services = self.client.api.services(
                 filters={"label": ["%s=%s" % kv for kv in wanted.items()]})
-        except (APIError, DockerException) as e:
-            raise OrchestratorError("swarm: %s" % _first_line(e))
+        except DOCKER_ERRORS as e:
+            raise self._failure("cannot list the workloads", e)
         return [WorkloadRef(s["ID"], s["Spec"].get("Labels", {}).get(NAME_LABEL,
                                                                        s["Spec"]["Name"]))
                 for s in services]
@@ -320,8 +374,8 @@ class SwarmOrchestrator(Orchestrator):
         try:
             nodes = self.client.api.nodes()
             tasks = self.client.api.tasks(filters={"desired-state": "running"})
-        except (APIError, DockerException) as e:
-            raise OrchestratorError("swarm: %s" % _first_line(e))
+        except DOCKER_ERRORS as e:
+            raise self._failure("cannot list the nodes", e)
         used: Dict[str, List[int]] = {}
         for t in tasks:
             if t["Status"].get("State") not in LIVE_TASK_STATES:

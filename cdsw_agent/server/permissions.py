@@ -12,10 +12,15 @@ project (or team) once the caller is allowed. The rules:
   public projects give every signed-in user viewer;
 - a project the caller cannot see answers 404, never 403, so private
   projects are not revealed; one the caller can see but not change answers 403;
+- only the project's owner (the owning user, or an administrator of the owning team) or a site
+  administrator may transfer it; an Admin collaborator may not (they could take the project
+  from its owner, or push it into anyone's namespace);
 - an engine session acts only as its launcher: its metadata is visible to the project's
   viewers, but only its owner, and users the owner shared it with (view: read the console;
   interactive: execute too), may attach to it; collaborators and site admins included. The
-  owner and project admins may stop it; only the owner shares it;
+  owner and project admins may stop it; only the owner shares it, and only while the site
+  allows sharing (site setting session_sharing_allowed, off by default with Kerberos): when it
+  does not, existing shares give no access either;
 - API keys with the ``read`` scope may only read (WebSockets count as writing);
 - Prometheus may scrape /metrics anonymously from loopback only;
 - a deployed model is called with its access key (POST /model): the key in the body is the
@@ -43,7 +48,8 @@ from .errors import ApiError
 
 @dataclass(frozen=True)
 class Rule:
-    kind: str  # public | signed_in | site_admin | site_admin_or_loopback | project | team | session
+    kind: str  # public | signed_in | site_admin | site_admin_or_loopback | project |
+    #            project_owner | team | session
     min_role: str = ""  # project: one of PROJECT_ROLES; team: member | admin; session: SESSION_LEVELS
 
 
@@ -59,6 +65,7 @@ RULES: Dict[str, Rule] = {
     "project.env.read": Rule("project", "contributor"),
     "project.run": Rule("project", "operator"),
     "project.admin": Rule("project", "admin"),
+    "project.transfer": Rule("project_owner", "admin"),
     "team.read": Rule("team", "none"),
     "team.admin": Rule("team", "admin"),
     "model.call": Rule("model_access_key"),
@@ -184,7 +191,7 @@ def decide(action: str, caller: Caller, request: Request, db: Session) -> Access
         if not user.is_admin:
             raise ApiError(403, "only site administrators may do this")
         return Access(caller)
-    if rule.kind == "project":
+    if rule.kind in ("project", "project_owner"):
         project = db.get(Project, _path_int(request, "project_id", "project"))
         role = project_role(db, user, project) if project is not None else None
         if project is None or role is None:
@@ -192,6 +199,9 @@ def decide(action: str, caller: Caller, request: Request, db: Session) -> Access
         if role_rank(role) < role_rank(rule.min_role):
             raise ApiError(403, "this needs the %s role on the project; you are %s"
                            % (rule.min_role, role))
+        if rule.kind == "project_owner" and not is_project_owner(db, user, project):
+            raise ApiError(403, "only the project's owner or a site administrator may do this; "
+                                "you are an admin collaborator, ask the owner")
         return Access(caller, project=project, project_role=role)
     if rule.kind == "team":
         team = db.get(Team, _path_int(request, "team_id", "team"))
@@ -206,11 +216,28 @@ def decide(action: str, caller: Caller, request: Request, db: Session) -> Access
     raise AssertionError("unknown rule kind %s" % rule.kind)
 
 
-def session_share_mode(db: Session, user: User, session: EngineSession) -> Optional[str]:
-    """owner, interactive, view or None: how far this user may reach into the session."""
+def is_project_owner(db: Session, user: User, project: Project) -> bool:
+    """The owning user, an administrator of the owning team, or a site administrator."""
+    if user.is_admin or project.owner_user_id == user.id:
+        return True
+    return project.owner_team_id is not None \
+        and team_role(db, user, project.owner_team_id) == "admin"
+
+
+def sharing_allowed(db: Session, settings: Any) -> bool:
+    """Whether owners may lend their sessions (site setting session_sharing_allowed)."""
+    from .routes.site_settings import effective  # definitions only; no routes
+
+    return bool(effective(db, settings, "session_sharing_allowed"))
+
+
+def session_share_mode(db: Session, user: User, session: EngineSession,
+                       sharing: bool = True) -> Optional[str]:
+    """owner, interactive, view or None: how far this user may reach into the session.
+    With `sharing` False (the site forbids sharing) shares count for nothing."""
     if session.user_id == user.id:
         return "owner"
-    share = db.get(SessionShare, (session.id, user.id))
+    share = db.get(SessionShare, (session.id, user.id)) if sharing else None
     return share.mode if share is not None else None
 
 
@@ -223,7 +250,13 @@ def _session_access(db: Session, caller: Caller, request: Any, user: User, level
     access = Access(caller, project=project, project_role=role, engine_session=session)
     if level == "metadata":
         return access
-    mode = session_share_mode(db, user, session)
+    sharing = True
+    if session.user_id != user.id and level in ("view", "interactive"):
+        sharing = sharing_allowed(db, request.app.state.server.settings)
+    mode = session_share_mode(db, user, session, sharing)
+    if not sharing and mode is None and db.get(SessionShare, (session.id, user.id)) is not None:
+        raise ApiError(403, "session sharing is turned off on this site (site setting "
+                            "session_sharing_allowed); only the session's owner may use it")
     if level == "stop" and (mode == "owner" or role == "admin"):
         return access
     allowed = {"view": ("owner", "interactive", "view"), "interactive": ("owner", "interactive"),

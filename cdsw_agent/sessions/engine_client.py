@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Dict, Optional
@@ -20,6 +21,7 @@ from websockets.exceptions import WebSocketException
 RICH_TYPES = ("text/plain", "text/html", "text/markdown", "text/latex", "image/png",
               "image/jpeg", "image/svg+xml", "application/json")
 HTTP_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
+log = logging.getLogger(__name__)
 
 
 class EngineUnavailable(Exception):
@@ -50,14 +52,26 @@ class Endpoint:
         return {"Authorization": "token " + self.token}
 
 
+def unreachable(e: Exception, ep: Endpoint, what: str, quiet: bool = False) -> str:
+    """What an HTTP client's failure to reach the engine means for the user; the client's own
+    words go to the log (one line) unless `quiet`. `what` names the request in the log."""
+    if not quiet:
+        log.warning("engine at %s:%d (%s): %s: %s", ep.address, ep.port, what,
+                    type(e).__name__, (str(e).strip().splitlines() or [""])[0])
+    if isinstance(e, httpx.TimeoutException):
+        return "the engine did not answer in time; try again, or restart the session"
+    if isinstance(e, (httpx.ConnectError, ConnectionRefusedError)):
+        return "the engine is no longer running"
+    return "the connection to the engine broke; try again"
+
+
 def _call(ep: Endpoint, method: str, path: str, json_body: Any = None,
-          timeout: Optional[httpx.Timeout] = None) -> httpx.Response:
+          timeout: Optional[httpx.Timeout] = None, quiet: bool = False) -> httpx.Response:
     try:
         with httpx.Client(timeout=timeout or HTTP_TIMEOUT, trust_env=False) as client:
             return client.request(method, ep.http + path, json=json_body, headers=ep.headers)
     except httpx.HTTPError as e:
-        raise EngineUnavailable("the engine at %s:%d does not answer: %s"
-                                % (ep.address, ep.port, type(e).__name__))
+        raise EngineUnavailable(unreachable(e, ep, "%s %s" % (method, path), quiet))
 
 
 def _error(r: httpx.Response) -> str:
@@ -69,7 +83,8 @@ def _error(r: httpx.Response) -> str:
 
 def ready(ep: Endpoint) -> bool:
     try:
-        return _call(ep, "GET", "api/status", timeout=httpx.Timeout(3.0)).status_code == 200
+        return _call(ep, "GET", "api/status", timeout=httpx.Timeout(3.0),
+                     quiet=True).status_code == 200
     except EngineUnavailable:
         return False
 
@@ -162,6 +177,8 @@ async def execute(ep: Endpoint, kernel_id: str, code: str) -> AsyncIterator[Dict
                     if event is not None:
                         yield event
     except (OSError, WebSocketException) as e:
-        raise EngineUnavailable("lost the connection to the kernel: %s" % type(e).__name__)
+        text = unreachable(e, ep, "kernel channel")
+        raise EngineUnavailable(text if isinstance(e, ConnectionRefusedError)
+                                else "lost the connection to the kernel; run the code again")
     yield {"type": "result", "status": reply.get("status", "error"),
            "execution_count": reply.get("execution_count")}

@@ -3,33 +3,42 @@
 All state lives in the database (workload id, node, port, kernel id); the engine token is
 derived (secret.py). So a restarted master simply resumes following running sessions on its
 first `sync()`, and one whose engine vanished meanwhile is marked failed with the reason.
+
+A session's row is committed ("starting") before its engine is launched, outside any open
+transaction, and the workload id is recorded after: a master that dies in between leaves a row
+that the next `sync()` adopts (the engine carries the session's name) or fails. The orphan sweep
+(at the first sync, then every ORPHAN_CHECK_SECONDS) removes session engines no live session
+row owns, and the folders (DATA_DIR/sessions/ID) of sessions that no longer exist.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import secrets
+import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..orchestrators import (LOST, PENDING, RUNNING, Orchestrator, OrchestratorError,
                              WorkloadNotFound, WorkloadStatus)
-from ..orchestrators.base import OOM_REASON
+from ..orchestrators.reasons import signal_of
 from ..store.db import Database
 from ..store.models import EngineImage, EngineProfile, Project, User, utcnow
 from ..store.sessions_models import ACTIVE_STATUSES, KERNELS, EngineSession
-from ..workloads import EngineError
+from ..workloads import KIND_LABEL, EngineError
 from . import engine_client, transcript
 from .engine_client import Endpoint, EngineUnavailable
 from .launch import (SessionLaunchError, base_path, choose_image, kernelspec_for,
                      node_address, session_spec)
 from .secret import engine_token
+from .transcript import session_dir
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], dt.datetime]  # naive UTC, like the database
@@ -37,6 +46,13 @@ START_TIMEOUT = dt.timedelta(minutes=5)  # pulling nothing, an engine answers in
 ACTIVITY_WRITE_SECONDS = 30.0  # activity is written at most this often per session
 ADDRESS_TTL_SECONDS = 30.0
 STOP_GRACE_SECONDS = 5.0
+ORPHAN_CHECK_SECONDS = 30.0
+# a "starting" row without engine is failed only after this long (its launch may be under way
+# in another master process)
+LAUNCH_GRACE = dt.timedelta(minutes=2)
+NAME_PATTERN = re.compile(r"^session-(\d+)-[0-9a-f]+$")
+NEVER_STARTED = "the engine was never started (the master stopped while starting it); start " \
+                "a new session"
 
 
 class SessionError(Exception):
@@ -52,16 +68,14 @@ def _minutes(n: int) -> str:
 
 
 def failure_reason(status: WorkloadStatus, image: str) -> str:
-    """Why an engine ended, in the words a user can act on."""
+    """Why an engine ended, in the words a user can act on (the backend's reason comes from
+    orchestrators/reasons.py: "exit code 1", "killed by SIGKILL (out of memory: ...)", ...)."""
     reason = status.reason or "the engine ended"
-    if reason == OOM_REASON:
-        return "out of memory: the engine was killed for using more memory than its profile " \
-               "allows; choose a larger profile"
-    if "no such image" in reason.lower():
-        return "engine image %s is missing on node %s; build or distribute it " \
-               "(cdsw images build) or choose another image" % (image, status.node or "?")
     if reason.startswith("exit code"):
         return "the engine stopped unexpectedly (%s)" % reason
+    if signal_of(status.exit_code) is not None and reason.startswith(
+            ("killed by SIG", "terminated by SIG", "interrupted by SIG", "hung up by SIG")):
+        return "the engine was " + reason
     return reason
 
 
@@ -76,6 +90,9 @@ class SessionManager:
         self._activity_lock = threading.Lock()
         self._activity: Dict[int, float] = {}  # session id -> monotonic time last written
         self._addresses: Dict[str, Tuple[str, float]] = {}  # node -> (address, when)
+        self._launching: Set[int] = set()  # sessions whose engine is being launched here
+        self._launching_lock = threading.Lock()  # not self.lock, which a tick holds for long
+        self._orphans_checked = float("-inf")  # time.monotonic() of the last sweep
 
     @property
     def orchestrator(self) -> Orchestrator:
@@ -87,11 +104,17 @@ class SessionManager:
     def project_dir(self, project_id: int) -> Path:
         return Path(self.settings.data_dir) / "projects" / str(project_id)
 
+    def engine_dir(self, session_id: int) -> Path:
+        """The engine's own files on the local backend (history.sqlite, cookie secret,
+        runtime dir): of no use once the engine ended."""
+        return session_dir(self.settings.data_dir, session_id) / "engine"
+
     # --- starting
     def start(self, project_id: int, user_id: int, kernel: str, image_id: Optional[int],
               profile_id: Optional[int]) -> int:
         """Records and launches a session; returns its id (status "starting"). Bad input
-        raises SessionLaunchError and leaves nothing behind."""
+        raises SessionLaunchError and leaves nothing behind; an engine the orchestrator cannot
+        start leaves a failed session saying why, and raises SessionLaunchError(503)."""
         if kernel not in KERNELS:
             raise SessionLaunchError(422, "invalid request: kernel: use one of %s"
                                      % ", ".join(KERNELS))
@@ -122,21 +145,75 @@ class SessionManager:
             try:
                 spec = session_spec(s, self.settings, self.orchestrator, session, project, user,
                                     engine_token(self.settings.data_dir, session.name), files)
-                session.image = spec.image if spec.image != "none" else session.image
-                ref = self.orchestrator.launch(spec)
             except EngineError as e:
                 s.rollback()
                 raise SessionLaunchError(422, "cannot start the session: %s" % e)
-            except OrchestratorError as e:
+            except OrchestratorError as e:  # the orchestrator could not be reached
                 s.rollback()
                 raise SessionLaunchError(503, "cannot start the engine: %s" % e)
-            session.workload_id = ref.id
-            session_id = session.id
-            log.info("session %d (%s, %s) started for %s in project %d as %s", session_id,
-                     kernel, session.image or "local", user.username, project.id, ref.id)
+            session.image = spec.image if spec.image != "none" else session.image
+            session_id, username = session.id, user.username
+        # committed: the engine is launched with no transaction open (nothing locked while
+        # the orchestrator works), and a crash from here on leaves a row sync() sorts out
+        with self._launching_lock:
+            self._launching.add(session_id)  # sync() leaves it alone until it is recorded
+        try:
+            try:
+                ref = self.orchestrator.launch(spec)
+            except OrchestratorError as e:
+                reason = "cannot start the engine: %s" % e
+                self._fail_launch(session_id, reason)
+                raise SessionLaunchError(503, reason)
+            except Exception:
+                log.exception("cannot launch the engine of session %d", session_id)
+                self._fail_launch(session_id, "cannot start the engine because of an internal "
+                                              "error (the master's log has the details)")
+                raise
+            self._record_launch(session_id, ref.id)
+        finally:
+            with self._launching_lock:
+                self._launching.discard(session_id)
+        log.info("session %d (%s, %s) started for %s in project %d as %s", session_id,
+                 kernel, spec.image if spec.image != "none" else "local", username, project_id,
+                 ref.id)
         transcript.append(self.settings.data_dir, session_id,
                           {"kind": "event", "event": "starting", "kernel": kernel})
         return session_id
+
+    def _fail_launch(self, session_id: int, reason: str) -> None:
+        with self.db.session() as s:
+            session = s.get(EngineSession, session_id)
+            if session is not None and session.status in ACTIVE_STATUSES:
+                session.status, session.reason = "failed", reason
+                session.finished_at = self.clock()
+        log.info("session %d failed: %s", session_id, reason)
+
+    def _record_launch(self, session_id: int, workload_id: str) -> None:
+        """Records the launched engine; one whose session was stopped or deleted meanwhile
+        is stopped (the next sync records the end) or removed."""
+        with self.lock:
+            with self.db.session() as s:
+                session = s.get(EngineSession, session_id)
+                if session is not None:
+                    session.workload_id = workload_id
+                    stop = session.stop_requested is not None
+            if session is None:
+                log.info("session %d was deleted while its engine started; removing %s",
+                         session_id, workload_id)
+                self._remove_workload(workload_id, session_id)
+            elif stop:
+                try:
+                    self.orchestrator.stop(workload_id, timeout=STOP_GRACE_SECONDS)
+                except OrchestratorError as e:
+                    log.warning("cannot stop session %d: %s", session_id, e)
+
+    def _remove_workload(self, workload_id: str, session_id: int) -> None:
+        try:
+            self.orchestrator.remove(workload_id)
+        except WorkloadNotFound:
+            pass
+        except OrchestratorError as e:
+            log.warning("cannot remove the engine of session %d: %s", session_id, e)
 
     # --- the engine
     def address(self, node: Optional[str]) -> Optional[str]:
@@ -241,15 +318,74 @@ class SessionManager:
                 self.sync_session(session_id)
             except Exception:  # one broken session must not stop the others
                 log.exception("cannot follow session %d", session_id)
+        if time.monotonic() - self._orphans_checked >= ORPHAN_CHECK_SECONDS:
+            self.remove_orphans()
+
+    def remove_orphans(self) -> List[str]:
+        """Removes session engines that no live session row owns (their session ended or was
+        deleted with its project), and the folders of sessions that no longer exist; returns
+        the removed workload ids."""
+        self._orphans_checked = time.monotonic()
+        removed: List[str] = []
+        try:
+            refs = self.orchestrator.list({KIND_LABEL: "session"})
+        except OrchestratorError as e:
+            log.warning("cannot list session engines: %s", e)
+            refs = None
+        with self._launching_lock:
+            launching = set(self._launching)
+        if refs:
+            by_session: Dict[int, List[str]] = {}
+            for ref in refs:
+                match = NAME_PATTERN.match(ref.name)
+                if match:
+                    by_session.setdefault(int(match.group(1)), []).append(ref.id)
+            with self.db.session() as s:
+                rows = {r.id: (r.status, r.workload_id) for r in s.scalars(
+                    select(EngineSession).where(EngineSession.id.in_(list(by_session))))}
+            for session_id, workload_ids in sorted(by_session.items()):
+                if session_id in launching:
+                    continue
+                status, owned = rows.get(session_id, (None, None))
+                for workload_id in workload_ids:
+                    live = status in ACTIVE_STATUSES and owned in (None, workload_id)
+                    if not live:
+                        log.info("session %d is %s; removing its engine %s", session_id,
+                                 status or "gone", workload_id)
+                        self._remove_workload(workload_id, session_id)
+                        removed.append(workload_id)
+        self._remove_stale_folders()
+        return removed
+
+    def _remove_stale_folders(self) -> None:
+        root = Path(self.settings.data_dir) / "sessions"
+        try:
+            names = [p.name for p in root.iterdir() if p.name.isdigit()]
+        except FileNotFoundError:
+            return
+        if not names:
+            return
+        with self.db.session() as s:
+            known = set(s.scalars(select(EngineSession.id).where(
+                EngineSession.id.in_([int(n) for n in names]))))
+        for name in names:
+            if int(name) not in known:
+                log.info("session %s no longer exists; removing its folder", name)
+                shutil.rmtree(root / name, ignore_errors=True)
 
     def sync_session(self, session_id: int) -> None:
         with self.lock:
+            with self._launching_lock:
+                if session_id in self._launching:
+                    return  # start() records the engine, then it is followed
             remove: Optional[str] = None
             stop: Optional[Tuple[str, str]] = None
             ended: Optional[Tuple[str, str]] = None
             with self.db.session() as s:
                 session = s.get(EngineSession, session_id)
                 if session is None or session.status not in ACTIVE_STATUSES:
+                    return
+                if session.workload_id is None and not self._adopt(session):
                     return
                 status = self._status(session)
                 if status is None:
@@ -266,16 +402,31 @@ class SessionManager:
                 transcript.append(self.settings.data_dir, session_id,
                                   {"kind": "event", "event": ended[0], "reason": ended[1]})
             if remove:
-                try:
-                    self.orchestrator.remove(remove)
-                except OrchestratorError as e:
-                    log.warning("cannot remove the engine of session %d: %s", session_id, e)
+                self._remove_workload(remove, session_id)
+            if ended:
+                shutil.rmtree(self.engine_dir(session_id), ignore_errors=True)
             if stop:
                 self.stop(session_id, *stop)
 
+    def _adopt(self, session: EngineSession) -> bool:
+        """A row whose launch was never recorded (the master died in between): adopts the
+        engine that carries its name; True when the session is to be followed now (adopted,
+        or to be failed as never started)."""
+        try:
+            refs = [r for r in self.orchestrator.list({KIND_LABEL: "session"})
+                    if r.name == session.name]
+        except OrchestratorError as e:
+            log.warning("cannot list the engines for session %d: %s", session.id, e)
+            return False
+        if refs:
+            session.workload_id = refs[0].id
+            log.info("session %d: adopted its engine %s", session.id, refs[0].id)
+            return True
+        return self.clock() - session.created_at > LAUNCH_GRACE
+
     def _status(self, session: EngineSession) -> Optional[WorkloadStatus]:
         if session.workload_id is None:  # never recorded: the launch did not complete
-            return WorkloadStatus(LOST, None, "the engine was never started")
+            return WorkloadStatus(LOST, None, NEVER_STARTED)
         try:
             return self.orchestrator.status(session.workload_id)
         except WorkloadNotFound:

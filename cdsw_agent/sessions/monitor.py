@@ -1,5 +1,7 @@
 """The master's session loop: every few seconds it follows every active session (readiness,
-engine crashes, idle and maximum-duration timeouts). One manager per server state."""
+engine crashes, idle and maximum-duration timeouts); its first tick, then one every
+ORPHAN_CHECK_SECONDS, also sweeps engines and folders no session owns (manager.remove_orphans).
+One manager per server state."""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ engine; the master adds the engine token instead. Nothing is buffered: bodies ar
 from __future__ import annotations
 
 import contextlib
+import json
 from typing import Callable, Dict, Iterable, Tuple
 
 import anyio
@@ -16,6 +17,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from . import engine_client
 from .engine_client import Endpoint
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
@@ -43,8 +45,9 @@ async def http(request: Request, ep: Endpoint, path: str,
         upstream = await client.send(upstream_request, stream=True)
     except httpx.HTTPError as e:
         await client.aclose()
-        return Response('{"error": "the session\'s engine does not answer (%s)", "detail": null}'
-                        % type(e).__name__, status_code=502, media_type="application/json")
+        return Response(json.dumps({"error": engine_client.unreachable(e, ep, "proxy %s" % path),
+                                    "detail": None}),
+                        status_code=502, media_type="application/json")
     on_traffic()
 
     async def close() -> None:

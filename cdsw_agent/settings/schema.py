@@ -123,6 +123,9 @@ SETTINGS: List[Setting] = [
       "(Ambari: /etc/hadoop/conf, ...; Cloudera Manager: the role's dependency dirs).",
       group="cluster"),
     S("krb5_conf", "str", "/etc/krb5.conf", "krb5.conf mounted into engines.", group="cluster"),
+    S("kerberos_enabled", "bool", False, "The cluster uses Kerberos: engines act with their "
+      "user's Kerberos identity, so session sharing is off by default (site setting "
+      "session_sharing_allowed).", group="cluster"),
     # --- project storage shared by the gateways
     S("storage_backend", "choice", "auto", "How nodes reach project files: auto (local on the master, "
       "sshfs on workers), local, sshfs or nfs.", choices=("auto", "local", "sshfs", "nfs"),

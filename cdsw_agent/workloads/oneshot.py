@@ -40,9 +40,10 @@ def start(orchestrator: Orchestrator, describe: Callable[[], WorkloadSpec],
         return None, str(e)
     except OrchestratorError as e:
         return None, "cannot start the engine: %s" % e
-    except Exception as e:
+    except Exception:
         log.exception("cannot start %s", what)
-        return None, "cannot start the run: %s" % first_line(e)
+        return None, "cannot start the run because of an internal error (the master's log " \
+                     "has the details)"
 
 
 def naive_utc(when: Optional[dt.datetime]) -> Optional[dt.datetime]:

@@ -190,8 +190,13 @@ def test_rename_transfer_delete(any_api: Api) -> None:
     assert folder.is_dir()  # renaming never moves files
     r = c.post("/api/v1/projects/%d/transfer" % pid, json={"owner_user_id": other.id})
     assert r.status_code == 200 and r.json()["owner"]["name"] == other.username
-    assert c.get("/api/v1/projects/%d" % pid).status_code == 404  # the old owner lost it
+    # the old owner stays an Admin collaborator, and as such may not transfer it back
+    assert c.get("/api/v1/projects/%d" % pid).json()["your_role"] == "admin"
     o = any_api.client_for(other)
+    assert [(x["username"], x["role"]) for x in o.get(
+        "/api/v1/projects/%d/collaborators" % pid).json()] == [(owner.username, "admin")]
+    r = c.post("/api/v1/projects/%d/transfer" % pid, json={"owner_user_id": owner.id})
+    assert r.status_code == 403 and "owner or a site administrator" in r.json()["error"]
     assert o.delete("/api/v1/projects/%d" % pid).status_code == 204
     assert not folder.exists()
     assert o.get("/api/v1/projects/%d" % pid).status_code == 404

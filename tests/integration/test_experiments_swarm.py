@@ -152,5 +152,7 @@ def test_experiments_track_metrics_inside_containers(master: Dict[str, Any]) -> 
         "name": "tiny-exp", "cpu": 0.5, "memory_gb": 0.125}), 201)
     oom = ok(http.post(base, json={"script": "hog.py", "profile_id": small["id"]}), 201)
     done = wait_final(http, "%s/%d" % (base, oom["id"]))
-    assert (done["status"], done["reason"]) == ("failed", "out of memory"), done
+    assert (done["status"], done["reason"]) == ("failed", (
+        "killed by SIGKILL (out of memory: the engine used more than its 128 MiB profile; "
+        "choose a larger profile)")), done
     assert "survived" not in ok(http.get("%s/%d/log" % (base, oom["id"])), 200).text

@@ -447,7 +447,8 @@ def test_master_restart_keeps_runs_and_their_real_results(api: Api) -> None:
     with api.db.session() as s:
         # it died right after recording a run, before launching it ...
         queued = JobRun(job_id=other["id"], trigger="manual", status="queued", reason="",
-                        finalized=False, log_path="")
+                        finalized=False, log_path="", triggered_by_id=j.user.id,
+                        run_as_user_id=j.user.id)
         # ... and right after recording a parent's success, before starting its child
         done = JobRun(job_id=parent["id"], trigger="manual", status="succeeded", exit_code=0,
                       reason="", finalized=False, log_path="", started_at=utcnow(),

@@ -23,6 +23,10 @@ The callers (columns):
   forged    padmin's session cookie without the X-CSRF-Token header (a cross-site request):
             like padmin on GET, 403 on anything else, public routes included
 
+One more caller has its own small table (ADMIN_COLLABORATOR) instead of a column: `acollab`, a
+collaborator of P with the admin role, who is a project admin in every way but one: only the
+owner or a site administrator may transfer the project.
+
 Cells: `ok` = allowed (any answer but 401/403/404, and no 5xx: every id in the request
 exists), `401` = must sign in, `403` = may see the object but not do this, `404` = may not
 even see it (private projects are never revealed to strangers, so never 403 there).
@@ -180,6 +184,22 @@ def _parse(text: str) -> Dict[str, Dict[str, str]]:
 
 EXPECTED = _parse(MATRIX + "".join(ext.ROWS for ext in EXTENSIONS))
 
+# An Admin collaborator of P (not its owner), on the routes of project administrators
+# fmt: off
+ADMIN_COLLABORATOR = """
+PATCH  /api/v1/projects/{project_id}                         ok
+DELETE /api/v1/projects/{project_id}                         ok
+POST   /api/v1/projects/{project_id}/transfer                403
+PUT    /api/v1/projects/{project_id}/collaborators/{user_id} ok
+DELETE /api/v1/projects/{project_id}/collaborators/{user_id} ok
+PUT    /api/v1/projects/{project_id}/env/{name}              ok
+DELETE /api/v1/projects/{project_id}/env/{name}              ok
+PATCH  /api/v1/projects/{project_id}/jobs/{job_id}           ok
+"""
+# fmt: on
+ACOLLAB_EXPECTED = {"%s %s" % tuple(line.split()[:2]): line.split()[2]
+                    for line in ADMIN_COLLABORATOR.strip().splitlines()}
+
 
 # --- the world ------------------------------------------------------------------------------
 
@@ -208,7 +228,7 @@ def _build_template(root: Path) -> Template:
     t = Template(root=data)
     users = {name: api.user(username=name, admin=(name == "sadmin"))
              for name in ("padmin", "viewer", "operator", "contrib", "stranger", "tmember",
-                          "tadmin", "sadmin", "victim")}
+                          "tadmin", "sadmin", "victim", "acollab")}
     for name, u in users.items():
         t.ids["user:" + name] = u.id
 
@@ -227,9 +247,10 @@ def _build_template(root: Path) -> Template:
                                                           "owner_team_id": team["id"]}), 201)
     assert p["visibility"] == tp["visibility"] == "private"
     t.ids["P"], t.ids["TP"] = p["id"], tp["id"]
-    for role in ("viewer", "operator", "contrib"):
+    for role in ("viewer", "operator", "contrib", "acollab"):
         _ok(as_("padmin").put("/api/v1/projects/%d/collaborators/%d" % (p["id"], users[role].id),
-                              json={"role": {"contrib": "contributor"}.get(role, role)}), 200)
+                              json={"role": {"contrib": "contributor",
+                                             "acollab": "admin"}.get(role, role)}), 200)
     for pid, owner in ((p["id"], "padmin"), (tp["id"], "tadmin")):
         c = as_(owner)
         _ok(c.put("/api/v1/projects/%d/collaborators/%d" % (pid, users["victim"].id),
@@ -259,7 +280,7 @@ def _build_template(root: Path) -> Template:
     # how each caller authenticates: browser sessions (cookie + CSRF header) or API keys
     t.headers["anon"] = {}
     for name in ("stranger", "viewer", "operator", "contrib", "padmin", "tmember", "tadmin",
-                 "sadmin"):
+                 "sadmin", "acollab"):
         c = api.client_for(users[name])
         t.headers[name] = {"Cookie": "cdsw_session=" + c.cookies["cdsw_session"],
                            "X-CSRF-Token": c.headers["X-CSRF-Token"]}
@@ -281,6 +302,7 @@ def _build_template(root: Path) -> Template:
         user = {"anon": "padmin", "key_w": "padmin", "key_r": "padmin",
                 "forged": "padmin"}.get(caller, caller)
         t.spare_key[caller] = t.ids["key:" + user]
+    t.spare_key["acollab"] = t.ids["key:acollab"]
     api.db.engine.dispose()  # closes SQLite, folding the WAL into the database file
     return t
 
@@ -420,6 +442,25 @@ def test_matrix(key: str, caller: str, template: Template, shared_world: World,
         assert r.status_code == int(expected), "expected %s: %s" % (expected, what)
         body = r.json()
         assert isinstance(body, dict) and isinstance(body.get("error"), str) and "detail" in body, what
+
+
+@pytest.mark.parametrize("key", sorted(ACOLLAB_EXPECTED))
+def test_admin_collaborator(key: str, template: Template, shared_world: World,
+                            fresh_world: World, operations: Dict[str, dict]) -> None:
+    assert key in operations, "%s is in ADMIN_COLLABORATOR but is not a route" % key
+    expected = ACOLLAB_EXPECTED[key]
+    method, path, kwargs = _request_for(key, operations[key], "acollab", template)
+    world = shared_world
+    if _destructive(key):
+        world = fresh_world
+        world.reset()
+    r = world.client.request(method, path, headers=template.headers["acollab"], **kwargs)
+    what = "%s as acollab answered %d: %s" % (key, r.status_code, r.text[:300])
+    assert r.status_code < 500, what
+    if expected == "ok":
+        assert r.status_code not in (401, 403, 404), "expected allowed: " + what
+    else:
+        assert r.status_code == int(expected), "expected %s: %s" % (expected, what)
 
 
 # --- the table and the app agree -------------------------------------------------------------

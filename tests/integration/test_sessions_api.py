@@ -337,7 +337,7 @@ def test_engine_crash_ends_the_session_as_failed(world: World) -> None:
     world.execute(sid, "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)")
     s = world.wait(sid, "failed", "stopped")
     assert s["status"] == "failed"
-    assert s["reason"] == "the engine stopped unexpectedly (exit code 137)", s["reason"]
+    assert s["reason"] == "the engine was killed by SIGKILL", s["reason"]
     entries = world.c["owner"].get("/api/v1/sessions/%d/log" % sid).text
     assert '"event":"failed"' in entries
 

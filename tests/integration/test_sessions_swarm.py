@@ -146,5 +146,22 @@ def test_missing_image_fails_with_one_clear_reason(master: SwarmMaster) -> None:
     s = master.start(engine_image_id=r.json()["id"])
     failed = master.wait(s["id"], "failed", "running", timeout=120)
     assert failed["status"] == "failed", failed
-    assert failed["reason"].startswith("engine image cdsw/engine:not-built-here is missing on "
-                                       "node h1"), failed["reason"]
+    assert failed["reason"] == (
+        "could not start the engine: the image cdsw/engine:not-built-here is not present on "
+        "node h1; build or distribute it (cdsw images build) or choose another image"), failed
+    assert "No such image" not in failed["reason"]  # Docker's words go to the log only
+
+
+def test_orphan_sweep_removes_the_engine_of_a_session_that_is_gone(master: SwarmMaster) -> None:
+    from cdsw_agent.sessions.monitor import manager_for
+    from cdsw_agent.store.sessions_models import EngineSession
+
+    s = master.start()
+    assert master.wait(s["id"], "running", "failed")["status"] == "running"
+    label = {"label": "io.cdsw.session=%d" % s["id"]}
+    assert len(master.docker.services.list(filters=label)) == 1
+    with master.api.db.session() as db:  # as when its project is deleted under it
+        db.delete(db.get(EngineSession, s["id"]))
+    manager = manager_for(master.api.client.app.state.server)
+    [removed] = manager.remove_orphans()
+    assert master.docker.services.list(filters=label) == [], removed

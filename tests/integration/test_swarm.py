@@ -169,7 +169,9 @@ def test_memory_limit_kill_reports_out_of_memory(orch, manager):
     ref = orch.launch(job(manager, "hog", "x=$(head -c 200000000 /dev/zero | tr '\\0' a); "
                           "echo survived", memory_limit=32 << 20))
     st = wait_final(orch, ref.id)
-    assert (st.state, st.exit_code, st.reason) == (FAILED, 137, "out of memory")
+    assert (st.state, st.exit_code, st.reason) == (FAILED, 137, (
+        "killed by SIGKILL (out of memory: the engine used more than its 32 MiB profile; "
+        "choose a larger profile)"))
 
 
 def test_long_running_reserves_resources_then_stops(orch, manager):

@@ -22,7 +22,8 @@ from cdsw_agent.orchestrators import (
     get_orchestrator,
 )
 from cdsw_agent.orchestrators.base import split_lines
-from cdsw_agent.orchestrators.local import LocalOrchestrator
+from cdsw_agent.orchestrators.local import LocalOrchestrator, group_members
+from cdsw_agent.orchestrators.reasons import exit_reason, memory_text
 from cdsw_agent.settings import load_settings
 
 PY = sys.executable
@@ -139,6 +140,63 @@ def test_runner_killed_means_lost(orch):
     orch._children[ref.id].wait()
     st = orch.status(ref.id)
     assert st.state == LOST and "disappeared" in st.reason
+
+
+def _engine_that_writes_later(orch, tmp_path, name):
+    """A workload whose engine writes a file 2 s after it started, like a run that is about
+    to write into its project."""
+    marker = tmp_path / (name + ".written")
+    ref = orch.launch(spec(name, "import time\nprint('up', flush=True)\ntime.sleep(2)\n"
+                                 "open(%r, 'w').write('late')" % str(marker)))
+    wait_state(orch, ref.id, RUNNING)
+    deadline = time.monotonic() + 10
+    while "up" not in list(orch.logs(ref.id)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pgid = int((orch.root / ref.id / "pid").read_text())  # the runner leads its group
+    os.kill(pgid, 9)  # the runner only, not its group
+    orch._children[ref.id].wait()
+    assert group_members(pgid), "the engine outlives its runner, re-parented to init"
+    return ref, marker, pgid
+
+
+def test_lost_workload_engine_is_killed_when_status_says_lost(orch, tmp_path):
+    ref, marker, pgid = _engine_that_writes_later(orch, tmp_path, "orphan")
+    st = orch.status(ref.id)
+    assert st.state == LOST and st.reason.endswith("its engine was stopped"), st
+    assert group_members(pgid) == []
+    time.sleep(2.5)
+    assert not marker.exists(), "the engine of a lost workload wrote after it was declared lost"
+    assert orch.status(ref.id).reason == st.reason  # stays the same on every later read
+
+
+def test_removing_a_lost_workload_kills_its_engine(orch, tmp_path):
+    ref, marker, pgid = _engine_that_writes_later(orch, tmp_path, "orphan2")
+    orch.remove(ref.id)  # what the runners do with a final workload, status never read
+    assert group_members(pgid) == []
+    time.sleep(2.5)
+    assert not marker.exists()
+
+
+def test_reasons_name_the_signal():
+    assert exit_reason(3) == "exit code 3"
+    assert exit_reason(137) == "killed by SIGKILL"
+    assert exit_reason(143) == "terminated by SIGTERM"
+    assert exit_reason(130) == "interrupted by SIGINT"
+    assert exit_reason(139) == "killed by SIGSEGV"
+    assert exit_reason(137, oom=True, memory_limit=2 << 30) == (
+        "killed by SIGKILL (out of memory: the engine used more than its 2 GiB profile; "
+        "choose a larger profile)")
+    assert exit_reason(137, oom=None, memory_limit=3 << 29).startswith(
+        "killed by SIGKILL (probably out of memory: the engine may have used more than its "
+        "1.5 GiB profile")
+    assert exit_reason(137, oom=None) == "killed by SIGKILL"  # no limit: no guess
+    assert memory_text(512 << 20) == "512 MiB"
+
+
+def test_engine_killed_by_a_signal_says_which(orch):
+    ref = orch.launch(spec("selfkill", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"))
+    st = wait_final(orch, ref.id)
+    assert (st.state, st.exit_code, st.reason) == (FAILED, 137, "killed by SIGKILL")
 
 
 def test_restart_on_failure_restarts_until_success(orch, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 
 from cdsw_agent.engine.entrypoint import jupyter_command
 from cdsw_agent.orchestrators import FAILED, WorkloadStatus
-from cdsw_agent.orchestrators.base import OOM_REASON
+from cdsw_agent.orchestrators.reasons import exit_reason, image_missing_reason
 from cdsw_agent.sessions import transcript
 from cdsw_agent.sessions.engine_client import Endpoint, output_event
 from cdsw_agent.sessions.launch import SessionLaunchError, base_path, kernelspec_for
@@ -69,11 +69,15 @@ def test_output_events_keep_renderable_data_only() -> None:
 
 
 def test_failure_reasons_say_what_to_do() -> None:
-    oom = failure_reason(WorkloadStatus(FAILED, 137, OOM_REASON), "img:1")
-    assert oom.startswith("out of memory:") and "larger profile" in oom
-    missing = failure_reason(WorkloadStatus(FAILED, None, "No such image: img:1", node="h2"),
-                             "img:1")
-    assert missing.startswith("engine image img:1 is missing on node h2")
+    oom = failure_reason(WorkloadStatus(FAILED, 137, exit_reason(137, True, 2 << 30)), "img:1")
+    assert oom == ("the engine was killed by SIGKILL (out of memory: the engine used more than "
+                   "its 2 GiB profile; choose a larger profile)")
+    assert failure_reason(WorkloadStatus(FAILED, 143, exit_reason(143)), "i") == \
+        "the engine was terminated by SIGTERM"
+    missing = failure_reason(WorkloadStatus(FAILED, None, image_missing_reason("img:1", "h2"),
+                                            node="h2"), "img:1")
+    assert missing.startswith("could not start the engine: the image img:1 is not present on "
+                              "node h2; build or distribute it")
     assert failure_reason(WorkloadStatus(FAILED, 1, "exit code 1"), "i") == \
         "the engine stopped unexpectedly (exit code 1)"
 

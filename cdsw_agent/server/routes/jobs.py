@@ -1,6 +1,8 @@
 """Jobs, their runs and logs, and the pipeline graph of a project.
 
 Operators may start and stop runs, contributors create, change and delete jobs, viewers read.
+A run acts as the person who started it; scheduled and dependent runs act as whoever last
+changed what the job runs (jobs/identity.py), which every job shows as run_as / run_as_since.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ...jobs import graph, schedule
+from ...jobs import graph, identity, schedule
 from ...jobs.launch import LaunchError, check_script_path, parse_arguments, script_file
 from ...jobs.runner import RunError
 from ...store.jobs_models import ACTIVE_STATUSES, NOTIFY_EVENTS, Job, JobRun
@@ -97,6 +99,9 @@ class JobOut(BaseModel):
     notify_on: List[str]
     enabled: bool
     created_by: Optional[str]
+    run_as: Optional[str] = Field(description="whom scheduled and dependent runs act as: the "
+                                              "person who last changed what the job runs")
+    run_as_since: Optional[dt.datetime] = None
     created_at: dt.datetime
     updated_at: dt.datetime
     next_run_at: Optional[dt.datetime] = None
@@ -112,6 +117,7 @@ class RunOut(BaseModel):
     reason: str
     node: Optional[str]
     triggered_by: Optional[str]
+    run_as: Optional[str] = Field(description="whom the run acts as (HADOOP_USER_NAME)")
     parent_run_id: OptId
     created_at: dt.datetime
     started_at: Optional[dt.datetime]
@@ -169,6 +175,7 @@ def job_out(job: Job, role: Optional[str], last: Optional[JobRun] = None) -> Job
         schedule=job.cron or None, timezone=job.timezone, parent_job_id=job.parent_job_id,
         recipients=list(job.recipients or []), notify_on=list(job.notify_on or []),
         enabled=job.enabled, created_by=job.created_by.username if job.created_by else None,
+        run_as=job.run_as.username if job.run_as else None, run_as_since=job.run_as_since,
         created_at=job.created_at, updated_at=job.updated_at, next_run_at=next_run,
         last_run=RunBrief(id=last.id, status=last.status, finished_at=last.finished_at)
         if last else None)
@@ -181,6 +188,7 @@ def run_out(run: JobRun) -> RunOut:
     return RunOut(id=run.id, job_id=run.job_id, trigger=run.trigger, status=run.status,
                   exit_code=run.exit_code, reason=run.reason, node=run.node,
                   triggered_by=run.triggered_by.username if run.triggered_by else None,
+                  run_as=run.run_as.username if run.run_as else None,
                   parent_run_id=run.parent_run_id, created_at=run.created_at,
                   started_at=run.started_at, finished_at=run.finished_at,
                   duration_seconds=duration)
@@ -303,11 +311,13 @@ def create_job(project_id: Id, body: JobCreate, request: Request,
               timezone="UTC", cron="", schedule_kind="manual", recipients=[], notify_on=[],
               enabled=True, created_by_id=access.user.id)
     values = body.model_dump()
-    _apply(db, state, access.project, job, values, runner_for(state).clock())
+    now = runner_for(state).clock()
+    _apply(db, state, access.project, job, values, now)
+    identity.changed_hands(job, access.user, None, now)
     db.add(job)
     db.flush()
     audit.record(db, "job.create", access.user, target="%d/%s" % (project_id, job.name),
-                 request=request, job_id=job.id)
+                 request=request, job_id=job.id, run_as=access.user.username)
     db.commit()
     db.refresh(job)
     return job_out(job, access.project_role)
@@ -330,9 +340,16 @@ def update_job(project_id: Id, job_id: Id, body: JobUpdate, request: Request,
     for required in ("name", "script", "timezone", "enabled"):
         if required in values and values[required] is None:
             raise unprocessable(required, "may not be null")
-    _apply(db, state, access.project, job, values, runner_for(state).clock())
+    now = runner_for(state).clock()
+    before, previous = identity.what_runs(job), job.run_as
+    _apply(db, state, access.project, job, values, now)
     audit.record(db, "job.update", access.user, target="%d/%s" % (project_id, job.name),
                  request=request, job_id=job.id, fields=sorted(values))
+    if identity.changed_hands(job, access.user, before, now):
+        audit.record(db, "job.run_as", access.user, target="%d/%s" % (project_id, job.name),
+                     request=request, job_id=job.id,
+                     previous=previous.username if previous else None,
+                     run_as=access.user.username)
     db.commit()
     db.refresh(job)
     return job_out(job, access.project_role, _last_runs(db, [job.id]).get(job.id))

@@ -2,6 +2,8 @@
 
 Viewers read (models, builds and logs, the deployment with each replica's state, counts and
 log); contributors create, change, build, deploy, scale, redeploy, stop and manage access keys.
+Replicas act as whoever last deployed or redeployed the model (deployed_by); builds act as
+nobody (models/builds.py).
 Callers of a deployed model use POST /model (model_endpoint.py) with an access key.
 """
 
@@ -97,6 +99,7 @@ class ReplicaOut(BaseModel):
     message: str
     node: Optional[str]
     port: int
+    run_as: Optional[str] = Field(default=None, description="whom the replica acts as")
     created_at: dt.datetime
     ready_at: Optional[dt.datetime]
     stopped_at: Optional[dt.datetime]
@@ -119,6 +122,9 @@ class DeploymentOut(BaseModel):
     status: str
     reason: str
     created_by: Optional[str]
+    deployed_by: Optional[str] = Field(default=None, description="whoever last deployed or "
+                                       "redeployed it: its replicas act as this user")
+    deployed_at: Optional[dt.datetime] = None
     created_at: dt.datetime
     updated_at: dt.datetime
     stopped_at: Optional[dt.datetime]
@@ -192,7 +198,8 @@ def build_out(b: ModelBuild) -> BuildOut:
 
 def replica_out(r: ModelReplica, service: ModelService) -> ReplicaOut:
     return ReplicaOut(id=r.id, name=r.name, build_id=r.build_id, state=r.state,
-                      message=r.message, node=r.node, port=r.port, created_at=r.created_at,
+                      message=r.message, node=r.node, port=r.port,
+                      run_as=r.run_as.username if r.run_as else None, created_at=r.created_at,
                       ready_at=r.ready_at, stopped_at=r.stopped_at,
                       **service.router.summary(r.id))
 
@@ -214,6 +221,8 @@ def deployment_out(db: Session, dep: ModelDeployment, service: ModelService) -> 
         replicas_ready=sum(1 for r in replicas if r.state == "ready"),
         profile_id=dep.profile_id, status=dep.status, reason=dep.reason,
         created_by=dep.created_by.username if dep.created_by else None,
+        deployed_by=dep.deployed_by.username if dep.deployed_by else None,
+        deployed_at=dep.deployed_at,
         created_at=dep.created_at, updated_at=dep.updated_at, stopped_at=dep.stopped_at,
         replica_states=[replica_out(r, service) for r in replicas])
 
@@ -472,12 +481,13 @@ def deploy(project_id: Id, model_id: Id, body: DeployBody, request: Request,
     dep = ModelDeployment(model_id=model.id, build_id=build.id, replicas=body.replicas,
                           profile_id=body.profile_id, status="deploying",
                           reason="starting %d replicas" % body.replicas,
-                          created_by_id=access.user.id)
+                          created_by_id=access.user.id, deployed_by_id=access.user.id,
+                          deployed_at=utcnow())
     db.add(dep)
     db.flush()
     audit.record(db, "model.deploy", access.user, target=_target(model), request=request,
                  model_id=model.id, deployment_id=dep.id, build_id=build.id,
-                 replicas=body.replicas)
+                 replicas=body.replicas, run_as=access.user.username)
     service = _after_change(db, state, dep.id)
     db.refresh(dep)
     return deployment_out(db, dep, service)
@@ -491,9 +501,11 @@ def _change(db: Session, state: ServerState, access: Access, request: Request, m
         raise ApiError(409, "model %s is not deployed; deploy it first" % model.name)
     if "replicas" in values:
         dep.replicas = values["replicas"]
-    if "build_id" in values:
+    if "build_id" in values:  # a redeploy: the replicas act as whoever redeployed
         dep.build_id = _good_build(db, model, values["build_id"]).id
         dep.status, dep.reason = "deploying", "replacing replicas with build %d" % dep.build_id
+        dep.deployed_by_id, dep.deployed_at = access.user.id, utcnow()
+        values["deployed_by_id"] = access.user.id
     if action == "model.stop":
         dep.status, dep.stopped_at, dep.reason = "stopped", utcnow(), "stopped by %s" \
             % access.user.username

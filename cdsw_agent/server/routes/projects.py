@@ -356,7 +356,10 @@ def delete_project(project_id: Id, request: Request, access: Access = require("p
 
 @router.post("/{project_id}/transfer", response_model=ProjectOut)
 def transfer_project(project_id: Id, body: Transfer, request: Request,
-                     access: Access = require("project.admin"), db: Session = Depends(get_db)) -> ProjectOut:
+                     access: Access = require("project.transfer"),
+                     db: Session = Depends(get_db)) -> ProjectOut:
+    """Only the owner or a site administrator; a previous owning user stays an Admin
+    collaborator."""
     p = access.project
     assert p is not None
     if body.owner_team_id is not None:
@@ -373,10 +376,22 @@ def transfer_project(project_id: Id, body: Transfer, request: Request,
         raise ApiError(409, "%s already has a project called %r; rename one first" % (target, p.slug))
     if p.visibility == "team" and body.owner_team_id is None:
         p.visibility = "private"
+    previous = p.owner_user_id
     p.owner_team_id = body.owner_team_id
     p.owner_user_id = body.owner_user_id
     p.namespace = new_ns
-    audit.record(db, "project.transfer", access.user, target=str(p.id), request=request, to=target)
+    if body.owner_user_id is not None:  # an owner is no collaborator of their own project
+        row = db.get(Collaborator, (p.id, body.owner_user_id))
+        if row is not None:
+            db.delete(row)
+    if previous is not None and previous != body.owner_user_id:
+        row = db.get(Collaborator, (p.id, previous))
+        if row is None:
+            db.add(Collaborator(project_id=p.id, user_id=previous, role="admin"))
+        else:
+            row.role = "admin"
+    audit.record(db, "project.transfer", access.user, target=str(p.id), request=request, to=target,
+                 previous_owner_user_id=previous)
     db.commit()
     db.refresh(p)
     return project_out(p, project_role(db, access.user, p))

@@ -30,7 +30,7 @@ from .. import audit
 from ..deps import get_db, get_state
 from ..errors import ApiError, unprocessable
 from ..permissions import (Access, project_role, require, require_websocket,
-                           session_share_mode)
+                           session_share_mode, sharing_allowed)
 from ..schemas import Id, Strict
 from ..state import ServerState
 
@@ -280,9 +280,14 @@ def list_shares(session_id: Id, access: Access = require("session.share"),
 
 @router.put(ONE + "/shares/{user_id}", response_model=ShareOut)
 def share(session_id: Id, user_id: Id, body: ShareIn, request: Request,
-          access: Access = require("session.share"), db: Session = Depends(get_db)) -> ShareOut:
+          access: Access = require("session.share"), db: Session = Depends(get_db),
+          state: ServerState = Depends(get_state)) -> ShareOut:
+    """The owner lends their identity (audited); refused while the site forbids sharing."""
     session = access.engine_session
     assert session is not None and body.mode in SHARE_MODES
+    if not sharing_allowed(db, state.settings):
+        raise ApiError(403, "session sharing is turned off on this site (site setting "
+                            "session_sharing_allowed); ask a site administrator")
     target = db.get(User, user_id)
     if target is None:
         raise ApiError(404, "user not found")

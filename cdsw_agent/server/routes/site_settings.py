@@ -21,6 +21,7 @@ class SiteSettingDef:
     description: str
     default: Any = None
     from_setting: Optional[str] = None  # default comes from this file setting
+    derive: Optional[Callable[[Settings], Any]] = None  # default computed from the settings
     minimum: Optional[int] = None
     maximum: Optional[int] = None
     check: Optional[Callable[[Any], Optional[str]]] = None  # what is wrong with a value, or None
@@ -40,6 +41,10 @@ SITE_SETTINGS: Dict[str, SiteSettingDef] = {
                                               minimum=0, maximum=2**53),
     "default_engine_profile_id": SiteSettingDef(int, "Profile sessions start with.", default=0,
                                                 minimum=0, maximum=2**53),
+    "session_sharing_allowed": SiteSettingDef(
+        bool, "Session owners may share their sessions (lend their identity) with "
+              "collaborators. Off by default when Kerberos is enabled (kerberos_enabled).",
+        derive=lambda s: not s.kerberos_enabled),
     "git_allowed_hosts": SiteSettingDef(
         str, "Hosts projects may be cloned from: names, *.domain patterns, IP addresses or "
              "networks, separated by commas. Empty: any public host. Loopback, link-local and "
@@ -50,6 +55,8 @@ SITE_SETTINGS: Dict[str, SiteSettingDef] = {
 
 def default_of(settings: Settings, key: str) -> Any:
     d = SITE_SETTINGS[key]
+    if d.derive is not None:
+        return d.derive(settings)
     return getattr(settings, d.from_setting) if d.from_setting else d.default
 
 

@@ -31,6 +31,9 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('run_as_user_id', sa.Integer(), nullable=True))
         batch_op.create_foreign_key('fk_job_runs_run_as_user_id_users', 'users',
                                     ['run_as_user_id'], ['id'], ondelete='SET NULL')
+    # what happened: runs so far acted as their job's creator
+    op.execute("UPDATE job_runs SET run_as_user_id = (SELECT j.created_by_id FROM jobs j "
+               "WHERE j.id = job_runs.job_id)")
 
     with op.batch_alter_table('model_deployments', schema=None) as batch_op:
         batch_op.add_column(sa.Column('deployed_by_id', sa.Integer(), nullable=True))
