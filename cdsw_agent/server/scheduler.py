@@ -22,6 +22,7 @@ from ..jobs.runner import Clock, JobRunner
 from ..orchestrators import Orchestrator, OrchestratorError, get_orchestrator
 from ..models import service as model_service
 from ..sessions import monitor as session_monitor
+from ..store.db import log_loop_failure
 from ..store.jobs_models import Job
 from ..store.models import utcnow
 from .state import ServerState
@@ -106,8 +107,8 @@ class Scheduler:
                 self.tick()
             except OrchestratorError as e:  # Docker down, ...: one line, try again next tick
                 log.warning("job scheduler: %s", e)
-            except Exception:  # a bad tick (database down, ...) must not end the scheduler
-                log.exception("job scheduler tick failed")
+            except Exception as e:  # a bad tick (database down, ...) must not end the scheduler
+                log_loop_failure(log, "job scheduler tick failed", e)
             self._stop.wait(self.interval)
 
     def tick(self) -> None:

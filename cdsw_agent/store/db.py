@@ -399,6 +399,16 @@ def problem_kind(e: BaseException) -> Optional[str]:
     return None
 
 
+def log_loop_failure(logger: logging.Logger, what: str, e: BaseException) -> None:
+    """For a background loop's failed round: one line when the database is unreachable, full
+    or damaged (the loop retries; /healthz and the API say the rest), else the traceback."""
+    kind = problem_kind(e)
+    if kind:
+        logger.warning("%s: database %s: %s", what, kind.replace("_", " "), _first_line(_root(e)))
+    else:
+        logger.error("%s", what, exc_info=e)
+
+
 def _fix_hint(e: BaseException, default: str) -> str:
     return "free space on the data volume" if is_disk_full(e) else default
 

@@ -19,7 +19,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from cdsw_agent.server import errors
 from cdsw_agent.store import lock
-from cdsw_agent.store.db import DAMAGED, DISK_FULL, UNAVAILABLE, Database, DatabaseError, problem_kind
+from cdsw_agent.store.db import (DAMAGED, DISK_FULL, UNAVAILABLE, Database, DatabaseError,
+                                  log_loop_failure, problem_kind)
 
 
 def wrapped(orig: BaseException, invalidated: bool = False) -> DBAPIError:
@@ -157,3 +158,15 @@ def test_integrity_answer_is_cached(tmp_path: Path) -> None:
     assert db.integrity_problem(max_age=0) is None
     engine.dispose()
     assert Database("postgresql://u@127.0.0.1:1/x").integrity_problem() is None  # SQLite only
+
+
+def test_background_loops_log_an_outage_in_one_line(caplog) -> None:
+    logger = logging.getLogger("cdsw_agent.test_loop")
+    caplog.set_level(logging.INFO)
+    down = OperationalError("SELECT 1", {}, psycopg.OperationalError("connection failed: refused"))
+    log_loop_failure(logger, "model supervisor tick failed", down)
+    log_loop_failure(logger, "model supervisor tick failed", KeyError("a bug"))
+    first, second = caplog.records
+    assert first.getMessage() == ("model supervisor tick failed: database unavailable: "
+                                  "connection failed: refused") and first.exc_info is None
+    assert second.getMessage() == "model supervisor tick failed" and second.exc_info
