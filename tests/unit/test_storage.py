@@ -181,3 +181,19 @@ def test_not_an_archive(tmp_path: Path) -> None:
     dest.mkdir()
     with pytest.raises(FileError, match="not a zip or tar"):
         extract_archive(arc, dest, 10**6)
+
+
+def test_extraction_never_writes_through_a_link(tmp_path: Path) -> None:
+    """Members are written through the destination's descriptors: a link met there (planted
+    before or during extraction) is refused, not followed."""
+    arc = tmp_path / "a.zip"
+    arc.write_bytes(_zip({"a/x.txt": "evil", "ok.txt": "fine"}))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dest = tmp_path / "d"
+    dest.mkdir()
+    os.symlink(outside, dest / "a")
+    with pytest.raises(FileError, match="cannot be extracted") as e:
+        extract_archive(arc, dest, 10**6)
+    assert e.value.status == 422
+    assert list(outside.iterdir()) == []
