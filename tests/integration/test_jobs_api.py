@@ -226,7 +226,7 @@ def test_failing_crashing_and_missing_scripts_end_clearly(jobs: Jobs,
     assert j.log(fail["id"], r["id"]) == "about to fail\n"
 
     r = j.wait(crash["id"], j.run(crash["id"])["id"])
-    assert (r["status"], r["exit_code"]) == ("failed", 137)  # killed by SIGKILL
+    assert (r["status"], r["exit_code"], r["reason"]) == ("failed", 137, "killed by SIGKILL")
     assert "boom" in j.log(crash["id"], r["id"])
 
     started = j.run(gone["id"])
@@ -256,6 +256,24 @@ def test_failing_crashing_and_missing_scripts_end_clearly(jobs: Jobs,
     r = j.run(fail["id"])
     assert (r["status"], r["reason"]) == ("failed", "cannot start the engine: image engine:1 "
                                                     "is not on any node")
+
+
+def test_a_lost_runs_engine_is_killed_before_it_writes_into_the_project(jobs: Jobs) -> None:
+    j = jobs
+    j.script("late.py", "import time\nprint('up', flush=True)\ntime.sleep(3)\n"
+                        "open('late-result.txt', 'w').write('written after the run was lost')\n")
+    job = j.create(name="late", script="late.py")
+    run = j.run(job["id"])
+    j.wait_log(job["id"], run["id"], "up")
+    workloads = LocalOrchestrator(Path(j.api.settings.data_dir) / "orchestrator" / "local")
+    [ref] = workloads.list({"io.cdsw.job-run": str(run["id"])})
+    runner = int((workloads.root / ref.id / "pid").read_text())
+    os.kill(runner, signal.SIGKILL)  # only the runner: its engine lives on under init
+    lost = j.wait(job["id"], run["id"])
+    assert lost["status"] == "lost" and lost["reason"].endswith("its engine was stopped"), lost
+    time.sleep(4)
+    assert not (j.api.settings.projects_dir / str(j.project_id) / "late-result.txt").exists(), \
+        "the engine of a run declared lost went on and wrote into the project"
 
 
 def test_timeout_and_stop(jobs: Jobs) -> None:
