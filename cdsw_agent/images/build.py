@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -204,6 +205,8 @@ def assemble(root: Path, recipe: Recipe, rootfs: Rootfs, wheelhouse: Wheelhouse,
     run_logged(chroot(root, "useradd", "--uid", str(ENGINE_UID), "--gid", str(ENGINE_UID),
                       "--create-home", "--home-dir", USER_HOME, "--shell", "/bin/bash",
                       ENGINE_USER), log, progress, "useradd", env=CHROOT_ENV)
+    dropped = drop_setuid_bits(root)
+    progress.say("  dropped the setuid/setgid bit of %d programs" % len(dropped))
     manifest = {
         "tag": tag, "content_sha256": content, "recipe_version": RECIPE_VERSION,
         "runtime_version": __version__, "suite": recipe.suite, "arch": recipe.arch,
@@ -213,6 +216,23 @@ def assemble(root: Path, recipe: Recipe, rootfs: Rootfs, wheelhouse: Wheelhouse,
     path = root / MANIFEST_PATH.lstrip("/")
     path.write_text(json.dumps(manifest, indent=1) + "\n")
     path.chmod(0o644)
+
+
+def drop_setuid_bits(root: Path) -> List[str]:
+    """Clears the setuid and setgid bits of every file in the tree (su, passwd, mount...): no
+    program in an engine can gain privileges, whether or not Docker applies no-new-privileges
+    (swarm services of Docker before 27 cannot ask for it). Returns the paths changed."""
+    changed = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        if dirpath == str(root):
+            dirnames[:] = [d for d in dirnames if d not in ("proc", "sys", "dev")]
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+                os.chmod(path, stat.S_IMODE(st.st_mode) & ~(stat.S_ISUID | stat.S_ISGID))
+                changed.append("/" + os.path.relpath(path, root))
+    return changed
 
 
 def venv_key(recipe: Recipe, rootfs: Rootfs, wheelhouse: Wheelhouse) -> str:

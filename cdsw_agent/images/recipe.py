@@ -14,7 +14,7 @@ from typing import Dict, List, Tuple
 from .. import __version__
 from ..errors import UserError
 
-RECIPE_VERSION = "2"  # 2: the engine user's home is USER_HOME, not the project
+RECIPE_VERSION = "3"  # 2: the engine user's home is USER_HOME; 3: no setuid programs
 
 # Where images live locally; a registry (settings.engine_registry) is prefixed when pushing.
 REPOSITORY = "cdsw/engine"

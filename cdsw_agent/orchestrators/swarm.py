@@ -57,6 +57,15 @@ STOPPED_LABEL = "io.cdsw.stopped"
 NANO = 1_000_000_000
 STOP_GRACE_NS = 10 * NANO  # SIGTERM, then SIGKILL after this long
 RESTART_CONDITIONS = {"never": "none", "on-failure": "on-failure", "always": "any"}
+# Engines run as an unprivileged user: they keep no capability at all (cap_drop ALL). Docker
+# before 27 cannot set no-new-privileges on a swarm service; the Docker role sets it for the
+# whole daemon (templates/daemon.json.j2) and engine images hold no setuid program.
+CAPABILITIES: Tuple[str, ...] = ()
+
+
+def network_name(workload: str) -> str:
+    """The overlay network only this workload is attached to (removed with it)."""
+    return "cdsw-net-" + workload
 
 # swarm task states -> ours; terminal ones are refined in _task_status
 TASK_STATES = {
@@ -139,6 +148,7 @@ class SwarmOrchestrator(Orchestrator):
             spec.image, command=list(spec.command), env=dict(spec.env), workdir=spec.workdir,
             user=spec.user, labels=labels, mounts=mounts,
             stop_grace_period=STOP_GRACE_NS,
+            cap_drop=["ALL"], cap_add=list(CAPABILITIES) or None,
             init=True)  # a real PID 1: forwards SIGTERM on stop, reaps zombies
         generic = {"gpu": spec.gpus} if spec.gpus else None  # nodes must advertise "gpu"
         resources = Resources(
@@ -148,8 +158,8 @@ class SwarmOrchestrator(Orchestrator):
             mem_reservation=spec.memory_reservation or None,
             generic_resources=generic)
         constraints = ["node.hostname==%s" % spec.node] if spec.node else []
-        networks = list(dict.fromkeys(spec.networks + ([self.default_network]
-                                                       if self.default_network else [])))
+        networks = list(dict.fromkeys([network_name(spec.name)] + spec.networks + (
+            [self.default_network] if self.default_network else [])))
         task = TaskTemplate(
             container, resources=resources,
             restart_policy=RestartPolicy(condition=RESTART_CONDITIONS[spec.restart], delay=NANO),
@@ -175,15 +185,45 @@ class SwarmOrchestrator(Orchestrator):
     # --- interface
     def launch(self, spec: WorkloadSpec) -> WorkloadRef:
         spec.validate()
+        self._remove_networks()  # of workloads removed while their containers still ran
         try:
+            self._create_network(spec)
             result = self.client.api.create_service(**self._service_kwargs(spec))
         except APIError as e:
+            self._remove_networks()
             if e.status_code == 409:
                 raise OrchestratorError("a workload named %s already exists" % spec.name)
             raise self._failure("", e)  # the caller says what could not start
         except DOCKER_ERRORS as e:
             raise self._failure("", e)
         return WorkloadRef(result["ID"], spec.name)
+
+    # --- one network per workload: no engine reaches another's container
+    def _create_network(self, spec: WorkloadSpec) -> None:
+        name = network_name(spec.name)
+        if self.client.api.networks(names=[name], filters={"label": WORKLOAD_LABEL}):
+            return
+        self.client.api.create_network(
+            name, driver="overlay", attachable=False, check_duplicate=True,
+            labels={WORKLOAD_LABEL: "1", NAME_LABEL: spec.name})
+
+    def _remove_networks(self) -> None:
+        """Removes the networks of workloads that are gone. One whose containers are still
+        stopping stays until a later call (Docker refuses to remove a network in use)."""
+        try:
+            networks = self.client.api.networks(filters={"label": WORKLOAD_LABEL})
+            names = {s["Spec"]["Name"] for s in self.client.api.services(
+                filters={"label": WORKLOAD_LABEL})}
+        except DOCKER_ERRORS as e:
+            log.warning("cannot list the workloads' networks: %s", _first_line(e))
+            return
+        for net in networks:
+            owner = (net.get("Labels") or {}).get(NAME_LABEL, "")
+            if owner and owner not in names and net.get("Name") == network_name(owner):
+                try:
+                    self.client.api.remove_network(net["Id"])
+                except DOCKER_ERRORS:
+                    pass  # still in use: its task is shutting down
 
     def stop(self, workload_id: str, timeout: float = 10.0) -> None:
         """Scale to 0. `timeout` is not used: the grace period is fixed at launch."""
@@ -209,6 +249,7 @@ class SwarmOrchestrator(Orchestrator):
             pass
         except DOCKER_ERRORS as e:
             raise self._failure("cannot remove workload %s" % workload_id, e)
+        self._remove_networks()
 
     def status(self, workload_id: str) -> WorkloadStatus:
         return self._status(self._service(workload_id))

@@ -139,6 +139,103 @@ def test_session_on_swarm_end_to_end(master: SwarmMaster) -> None:
     assert "hello from admin" in log
 
 
+PROBE = """
+import socket
+def probe(host, port):
+    s = socket.socket()
+    s.settimeout(3)
+    try:
+        s.connect((host, port))
+        return "open"
+    except OSError as e:
+        return type(e).__name__
+    finally:
+        s.close()
+"""
+
+
+def test_engines_are_isolated_hardened_and_run_nothing_planted(master: SwarmMaster) -> None:
+    """A Contributor's planted files do not run in the owner's engine; the engine holds no
+    capability, cannot gain privileges, sees no token; and it cannot connect to another
+    session's engine, neither on its container address nor on its published port."""
+    from cdsw_agent.orchestrators.swarm import network_name
+    from cdsw_agent.sessions.monitor import manager_for
+
+    from . import planted
+
+    contrib = master.api.user("swarm-contrib")
+    r = master.client.put("/api/v1/projects/%d/collaborators/%d" % (master.project_id, contrib.id),
+                          json={"role": "contributor"})
+    assert r.status_code == 200, r.text
+    c, base = master.api.key_client(contrib), "/api/v1/projects/%d/files" % master.project_id
+    planted.plant(lambda path, content: c.put(base + "/content",
+                                               json={"path": path, "content": content}),
+                  lambda path: c.post(base + "/mkdir", json={"path": path}), "/home/cdsw")
+    r = master.client.put("/api/v1/projects/%d/env/PYTHONSTARTUP" % master.project_id,
+                          json={"value": "/home/cdsw/.pythonrc.py"})
+    assert r.status_code == 200, r.text
+    project_dir = Path(master.api.settings.projects_dir) / str(master.project_id)
+    assert (project_dir / "ipykernel_launcher.py").is_file()
+
+    first, second = master.start(), master.start()
+    for s in (first, second):
+        assert master.wait(s["id"], "running", "failed")["status"] == "running"
+    r = master.client.post("/api/v1/sessions/%d/restart" % first["id"])
+    assert r.status_code == 200, r.text
+    r = master.client.post("/api/v1/sessions/%d/terminals" % first["id"])
+    assert r.status_code == 201, r.text
+    with master.client.websocket_connect(r.json()["websocket"]) as ws:
+        ws.send_text(json.dumps(["stdin", "env | grep -c _TOKEN=; echo t-$((40+2))\r"]))
+        seen, deadline = "", time.monotonic() + 30
+        while "t-42" not in seen and time.monotonic() < deadline:
+            message = json.loads(ws.receive_text())
+            if message[0] == "stdout":
+                seen += message[1]
+    assert "0\r\nt-42" in seen, seen
+    ran = planted.markers([p.name for p in project_dir.iterdir()])
+    assert ran == [], "planted files ran in the owner's engine: %s" % ran
+
+    # hardening: no capability, no way to gain one, no setuid program, no token
+    out = master.execute(first["id"], "import os, subprocess\n"
+                         "st = dict(l.split(':', 1) for l in open('/proc/self/status'))\n"
+                         "print(st['CapEff'].strip(), st['CapBnd'].strip(), "
+                         "st['NoNewPrivs'].strip())\n"
+                         "print(subprocess.run('find / -xdev -perm /6000 -type f', shell=True, "
+                         "capture_output=True, text=True).stdout.split())\n"
+                         "print(os.environ['HOME'], sorted(k for k in os.environ if 'TOKEN' in k))")
+    text = "".join(e.get("text", "") for e in out)
+    assert text == "0000000000000000 0000000000000000 1\n[]\n/home/cdsw-user []\n", text
+
+    # isolation: the first engine tries the second one's container addresses and published port
+    manager = manager_for(master.api.client.app.state.server)
+    _, ep = manager.running(second["id"])
+    [container] = master.docker.containers.list(
+        filters={"label": "io.cdsw.session=%d" % second["id"]})
+    networks = container.attrs["NetworkSettings"]["Networks"]
+    assert network_name(container.labels["io.cdsw.name"]) in networks
+    targets = [(n["IPAddress"], 8888) for n in networks.values() if n.get("IPAddress")]
+    targets.append((ep.address, ep.port))
+    code = PROBE + "print([probe(h, p) for h, p in %r])\nprint(probe('127.0.0.1', 8888))" % targets
+    text = "".join(e.get("text", "") for e in master.execute(first["id"], code))
+    reached, own = text.strip().splitlines()
+    assert own == "open"  # the probe works: the engine reaches its own server
+    assert "open" not in reached, (targets, reached)
+    # the master (outside the containers) still reaches the second engine at that port
+    assert master.execute(second["id"], "print(6*7)")[0]["text"] == "42\n"
+
+    # a stopped session's network goes with it
+    for s in (first, second):
+        master.client.post("/api/v1/sessions/%d/stop" % s["id"])
+        assert master.wait(s["id"], "stopped", "failed", timeout=60)["status"] == "stopped"
+    name = network_name(container.labels["io.cdsw.name"])
+    deadline = time.monotonic() + 60
+    while master.docker.networks.list(names=[name]) and time.monotonic() < deadline:
+        manager.orchestrator._remove_networks()
+        time.sleep(1)
+    assert master.docker.networks.list(names=[name]) == []
+    master.client.delete("/api/v1/projects/%d/env/PYTHONSTARTUP" % master.project_id)
+
+
 def test_missing_image_fails_with_one_clear_reason(master: SwarmMaster) -> None:
     r = master.client.post("/api/v1/engine-images", json={"repository": "cdsw/engine",
                                                           "tag": "not-built-here"})

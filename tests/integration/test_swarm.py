@@ -27,7 +27,7 @@ from cdsw_agent.orchestrators import (
     WorkloadNotFound,
     WorkloadSpec,
 )
-from cdsw_agent.orchestrators.swarm import SwarmOrchestrator
+from cdsw_agent.orchestrators.swarm import SwarmOrchestrator, network_name
 from cdsw_agent.roles import swarm as swarm_mgr
 from cdsw_agent.settings import load_settings
 
@@ -145,7 +145,16 @@ def test_one_shot_succeeds_with_logs(orch, manager):
     assert service["Spec"]["TaskTemplate"]["RestartPolicy"]["Condition"] == "none"
     assert service["Spec"]["EndpointSpec"]["Mode"] == "dnsrr"
     engines = manager["client"].api.inspect_network(swarm_mgr.ENGINE_NETWORK)["Id"]
-    assert [n["Target"] for n in service["Spec"]["TaskTemplate"]["Networks"]] == [engines]
+    own = manager["client"].api.inspect_network(network_name("hello"))
+    assert own["Labels"]["io.cdsw.name"] == "hello" and not own["Attachable"]
+    # its own network first (no other workload is on it), then the one configured for all
+    assert [n["Target"] for n in service["Spec"]["TaskTemplate"]["Networks"]] == \
+        [own["Id"], engines]
+    container = service["Spec"]["TaskTemplate"]["ContainerSpec"]
+    assert container["CapabilityDrop"] == ["ALL"] and not container.get("CapabilityAdd")
+    orch.remove(ref.id)
+    wait_for(lambda: orch._remove_networks() or not manager["client"].api.networks(
+        names=[network_name("hello")]), 60, "the workload's network to go")
 
 
 def test_follow_streams_until_the_workload_ends(orch, manager):

@@ -562,3 +562,17 @@ def test_missing_keyring_stops_before_debootstrap(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(rootfs_mod, "run_logged", mock.Mock(side_effect=AssertionError("ran debootstrap")))
     with pytest.raises(UserError, match="apt-get install debian-archive-keyring"):
         rootfs_mod.ensure_rootfs(RECIPE, tmp_path / "cache", "http://mirror.invalid/debian", Progress())
+
+
+def test_image_tree_keeps_no_setuid_programs(tmp_path: Path) -> None:
+    (tmp_path / "usr/bin").mkdir(parents=True)
+    su, ls = tmp_path / "usr/bin/su", tmp_path / "usr/bin/ls"
+    su.write_text("x")
+    su.chmod(0o4755)
+    ls.write_text("x")
+    ls.chmod(0o755)
+    (tmp_path / "usr/bin/wall").write_text("x")
+    (tmp_path / "usr/bin/wall").chmod(0o2755)
+    assert sorted(build_mod.drop_setuid_bits(tmp_path)) == ["/usr/bin/su", "/usr/bin/wall"]
+    assert su.stat().st_mode & 0o7777 == 0o755 and ls.stat().st_mode & 0o7777 == 0o755
+    assert (tmp_path / "usr/bin/wall").stat().st_mode & 0o7777 == 0o755
