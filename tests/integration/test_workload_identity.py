@@ -22,6 +22,7 @@ from cdsw_agent.store.models import AuditEvent, User, utcnow
 from cdsw_agent.store.sessions_models import EngineSession, SessionShare
 
 from ..conftest import Api, build_api, make_settings
+from .test_experiments_api import start_experiments
 from .test_jobs_api import Jobs, start_jobs
 from .test_models_api import Models, ready, start_models, stop_all
 
@@ -140,6 +141,20 @@ def test_a_dependent_run_acts_as_its_own_jobs_person_not_the_parents(owner_jobs:
     other = j.create(name="other", script="parent.py")
     r = mc.patch(j.base + "/jobs/%d" % child["id"], json={"parent_job_id": other["id"]})
     assert r.status_code == 200 and r.json()["run_as"] == "mallory", r.text
+
+
+def test_an_experiment_acts_as_whoever_started_it(api: Api) -> None:
+    e = start_experiments(api, user=api.user("alice"))
+    try:
+        mallory = api.user("mallory")
+        _add(api, e.client, e.project_id, mallory, "contributor")
+        e.file("who.py", WHO)
+        for client, name in ((api.client_for(mallory), "mallory"), (e.client, "alice")):
+            run = e.start(client, script="who.py")
+            assert e.wait(run["id"])["status"] == "succeeded"
+            assert e.log(run["id"]) == "user %s %s\n" % (name, name)
+    finally:
+        scheduler.stop(api.client.app.state.server)
 
 
 # --- models ----------------------------------------------------------------------------------
