@@ -27,7 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..orchestrators import (LOST, PENDING, RUNNING, Orchestrator, OrchestratorError,
-                             WorkloadNotFound, WorkloadStatus)
+                             WorkloadNotFound, WorkloadSpec, WorkloadStatus)
 from ..orchestrators.reasons import signal_of
 from ..store.db import Database
 from ..store.models import EngineImage, EngineProfile, Project, User, utcnow
@@ -139,24 +139,18 @@ class SessionManager:
                 last_activity_at=now)
             s.add(session)
             s.flush()
-            session.name = "session-%d-%s" % (session.id, secrets.token_hex(4))
-            files = self.project_dir(project.id)
-            files.mkdir(parents=True, exist_ok=True)
-            try:
-                spec = session_spec(s, self.settings, self.orchestrator, session, project, user,
-                                    engine_token(self.settings.data_dir, session.name), files)
-            except EngineError as e:
-                s.rollback()
-                raise SessionLaunchError(422, "cannot start the session: %s" % e)
-            except OrchestratorError as e:  # the orchestrator could not be reached
-                s.rollback()
-                raise SessionLaunchError(503, "cannot start the engine: %s" % e)
-            session.image = spec.image if spec.image != "none" else session.image
             session_id, username = session.id, user.username
+            session.name = "session-%d-%s" % (session_id, secrets.token_hex(4))
+            with self._launching_lock:  # the sweep and sync() leave it alone until recorded
+                self._launching.add(session_id)
+            try:
+                spec = self._describe(s, session, project, user)
+            except BaseException:
+                with self._launching_lock:
+                    self._launching.discard(session_id)
+                raise
         # committed: the engine is launched with no transaction open (nothing locked while
         # the orchestrator works), and a crash from here on leaves a row sync() sorts out
-        with self._launching_lock:
-            self._launching.add(session_id)  # sync() leaves it alone until it is recorded
         try:
             try:
                 ref = self.orchestrator.launch(spec)
@@ -179,6 +173,26 @@ class SessionManager:
         transcript.append(self.settings.data_dir, session_id,
                           {"kind": "event", "event": "starting", "kernel": kernel})
         return session_id
+
+    def _describe(self, s: Session, session: EngineSession, project: Project,
+                  user: User) -> WorkloadSpec:
+        """The engine of a session being recorded; SessionLaunchError rolls the row back."""
+        # a fresh id may be the id of a deleted session (SQLite reuses the highest one): what
+        # that session left must never show up in this one
+        shutil.rmtree(session_dir(self.settings.data_dir, session.id), ignore_errors=True)
+        files = self.project_dir(project.id)
+        files.mkdir(parents=True, exist_ok=True)
+        try:
+            spec = session_spec(s, self.settings, self.orchestrator, session, project, user,
+                                engine_token(self.settings.data_dir, session.name), files)
+        except EngineError as e:
+            s.rollback()
+            raise SessionLaunchError(422, "cannot start the session: %s" % e)
+        except OrchestratorError as e:  # the orchestrator could not be reached
+            s.rollback()
+            raise SessionLaunchError(503, "cannot start the engine: %s" % e)
+        session.image = spec.image if spec.image != "none" else session.image
+        return spec
 
     def _fail_launch(self, session_id: int, reason: str) -> None:
         with self.db.session() as s:
@@ -365,11 +379,15 @@ class SessionManager:
             return
         if not names:
             return
+        # after the listing: a session whose folder was listed before its row is committed
+        # is in this set (start() adds it before it makes the folder)
+        with self._launching_lock:
+            launching = set(self._launching)
         with self.db.session() as s:
             known = set(s.scalars(select(EngineSession.id).where(
                 EngineSession.id.in_([int(n) for n in names]))))
         for name in names:
-            if int(name) not in known:
+            if int(name) not in known and int(name) not in launching:
                 log.info("session %s no longer exists; removing its folder", name)
                 shutil.rmtree(root / name, ignore_errors=True)
 

@@ -205,3 +205,17 @@ def test_session_folders_go_with_the_engine_and_the_session(lab: Lab) -> None:
     lab.manager.remove_orphans()
     assert not lab.folder(sid).exists(), "a deleted session's folder stays behind"
     assert not os.path.exists(lab.folder(sid))
+
+
+def test_a_new_session_never_shows_what_a_deleted_one_left(lab: Lab) -> None:
+    pid = lab.project("deleted-soon")
+    old = lab.running(pid)
+    with lab.client.stream("POST", "/api/v1/sessions/%d/execute" % old,
+                           json={"code": "print('secret-of-the-old-project')"}) as r:
+        assert r.status_code == 200 and "secret-of-the-old-project" in r.read().decode()
+    assert lab.client.delete("/api/v1/projects/%d" % pid).status_code == 204
+    new = lab.running()  # before any sweep ran
+    assert new == old  # SQLite hands the highest id out again once its row is gone
+    log = lab.client.get("/api/v1/sessions/%d/log" % new).text
+    assert "secret-of-the-old-project" not in log, "a new session shows a deleted one's console"
+    lab.client.post("/api/v1/sessions/%d/stop" % new)
