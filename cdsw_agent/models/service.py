@@ -31,9 +31,8 @@ from sqlalchemy.orm import Session
 
 from ..engine.model_server import TOKEN_HEADER
 from ..orchestrators import FINAL_STATES, Orchestrator, OrchestratorError, WorkloadNotFound
-from ..orchestrators import reasons
 from ..settings import Settings
-from ..store.db import Database
+from ..store.db import Database, log_loop_failure
 from ..store.models import utcnow
 from ..store.models_models import (DEPLOYMENT_ACTIVE, REPLICA_LIVE, ModelAccessKey, ModelBuild,
                                    ModelDeployment, ModelReplica)
@@ -58,7 +57,8 @@ IMAGE_RETRY = dt.timedelta(seconds=5)
 
 def image_missing(reason: str) -> bool:
     """The orchestrator's reason says the node does not have the image (yet)."""
-    return reasons.image_missing(reason)
+    text = (reason or "").lower()
+    return "no such image" in text or ("image" in text and "not found" in text)
 
 
 class ModelService:
@@ -103,8 +103,8 @@ class ModelService:
                 self.sync()
             except OrchestratorError as e:
                 log.warning("model supervisor: %s", e)
-            except Exception:  # a bad tick must not end supervision
-                log.exception("model supervisor tick failed")
+            except Exception as e:  # a bad tick (database down, ...) must not end supervision
+                log_loop_failure(log, "model supervisor tick failed", e)
             self._stop.wait(TICK_SECONDS)
 
     def sync(self) -> None:

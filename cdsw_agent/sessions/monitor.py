@@ -10,6 +10,7 @@ import threading
 from typing import Any, Optional
 
 from ..orchestrators import OrchestratorError
+from ..store.db import log_loop_failure
 from .manager import Clock, SessionManager
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,8 @@ class Monitor:
                 self.manager.sync()
             except OrchestratorError as e:
                 log.warning("session monitor: %s", e)
-            except Exception:  # a bad tick (database down, ...) must not end the loop
-                log.exception("session monitor tick failed")
+            except Exception as e:  # a bad tick (database down, ...) must not end the loop
+                log_loop_failure(log, "session monitor tick failed", e)
             self._stop.wait(self.interval)
 
 
