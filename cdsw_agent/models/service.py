@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from ..engine.model_server import TOKEN_HEADER
 from ..orchestrators import FINAL_STATES, Orchestrator, OrchestratorError, WorkloadNotFound
+from ..orchestrators import reasons
 from ..settings import Settings
 from ..store.db import Database, log_loop_failure
 from ..store.models import utcnow
@@ -57,8 +58,7 @@ IMAGE_RETRY = dt.timedelta(seconds=5)
 
 def image_missing(reason: str) -> bool:
     """The orchestrator's reason says the node does not have the image (yet)."""
-    text = (reason or "").lower()
-    return "no such image" in text or ("image" in text and "not found" in text)
+    return reasons.image_missing(reason)
 
 
 class ModelService:
