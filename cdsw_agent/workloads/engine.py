@@ -39,8 +39,9 @@ from ..images.recipe import USER_HOME
 from ..orchestrators import Mount, Orchestrator, OrchestratorError, Port, WorkloadSpec
 from ..orchestrators.base import RESTART_NEVER, Node
 from ..settings import Settings
+from ..store.envvars import SITE
 from ..store.envvars import effective as stored_env
-from ..store.models import EngineImage, EngineProfile, Project, User
+from ..store.models import EngineImage, EngineProfile, EnvVar, Project, User
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,29 @@ class EngineRequest:
     restart: str = RESTART_NEVER
     image_override: Optional[str] = None  # a model build's image instead of an engine image
     spark: bool = True  # may start a Spark driver: placed first, driver ports published
+
+
+# Variables that make programs run code before anything the user runs: the dynamic loader's
+# (every process of the engine, jupyter_server too) and the shells' (BASH_ENV, ENV,
+# PROMPT_COMMAND). A project's variables are written by its admins, not only by the launcher,
+# and a job's by its contributors: only the site's settings may set these.
+LOADER_VARIABLES = ("LD_PRELOAD", "LD_AUDIT", "LD_LIBRARY_PATH", "BASH_ENV", "ENV",
+                    "PROMPT_COMMAND")
+
+
+def site_env(db: Session) -> Dict[str, str]:
+    return {v.name: v.value for v in db.scalars(select(EnvVar).where(EnvVar.scope == SITE))}
+
+
+def without_loader_variables(env: Dict[str, str], allowed: Dict[str, str],
+                             workload: str) -> Dict[str, str]:
+    """env without the LOADER_VARIABLES not set to the same value in allowed (the site's)."""
+    dropped = [k for k in LOADER_VARIABLES if k in env and allowed.get(k) != env[k]]
+    if dropped:
+        log.warning("engine %s: ignored %s from the project or the job; only the site's "
+                    "environment may set %s", workload, ", ".join(dropped),
+                    ", ".join(LOADER_VARIABLES))
+    return {k: v for k, v in env.items() if k not in dropped}
 
 
 def proxies(settings: Settings) -> Dict[str, str]:
@@ -209,8 +233,9 @@ def build_spec(db: Session, settings: Settings, orchestrator: Orchestrator,
     image = req.image_override or image_name(db, req.image_id, req.project,
                                              required=orchestrator.name != "local")
     env = proxies(settings)
-    env.update(stored_env(db, req.project.id))
-    env.update({str(k): str(v) for k, v in req.env.items()})
+    env.update(without_loader_variables(stored_env(db, req.project.id), site_env(db), req.name))
+    env.update(without_loader_variables({str(k): str(v) for k, v in req.env.items()}, {},
+                                        req.name))
     mounts = [Mount(str(req.files_dir), PROJECT_MOUNT)]
     local = orchestrator.name == "local"
     if req.kind != "model" and req.launcher is not None:

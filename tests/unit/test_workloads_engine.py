@@ -191,3 +191,18 @@ def test_an_engine_without_spark_gets_the_configuration_but_is_not_pinned(world,
     assert spec.node is None and spec.ports == [] and "SPARK_CONF_DIR" not in spec.env
     targets = {m.target: m for m in spec.mounts}
     assert Path(targets[spec.env["HADOOP_CONF_DIR"]].source, "core-site.xml").is_file()
+
+
+def test_only_the_site_may_set_variables_that_load_code_at_start(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    settings, db, alice, project, _ = world
+    with db.session() as s:
+        s.add_all([EnvVar(scope=project_scope(project), name="LD_PRELOAD", value="/home/cdsw/x.so"),
+                   EnvVar(scope=project_scope(project), name="BASH_ENV", value="/home/cdsw/x"),
+                   EnvVar(scope=SITE, name="LD_LIBRARY_PATH", value="/opt/site/lib")])
+    with db.session() as s:
+        spec = build_spec(s, settings, FixedNodes([]), request(
+            s, alice, project, tmp_path, env={"PROMPT_COMMAND": "touch /home/cdsw/x",
+                                              "LD_LIBRARY_PATH": "/home/cdsw/lib"}))
+    for name in ("LD_PRELOAD", "BASH_ENV", "PROMPT_COMMAND"):
+        assert name not in spec.env, name
+    assert spec.env["LD_LIBRARY_PATH"] == "/opt/site/lib"  # the site's value stands
