@@ -32,6 +32,7 @@ from sqlalchemy import select
 
 from ..images.recipe import ENGINE_HOME, ENGINE_UID, VENV
 from ..orchestrators import Orchestrator, OrchestratorError
+from ..orchestrators.reasons import first_line
 from ..projects import safe_fs
 from ..settings import Settings
 from ..store.db import Database
@@ -110,6 +111,7 @@ def docker_build(client: Any, base: str, files: Path, ref: str, labels: Dict[str
                  write: Callable[[str], None]) -> str:
     """Builds ref from base + files with the daemon's builder, streaming its output."""
     import docker.errors
+    import requests
 
     try:
         client.images.get(base)
@@ -128,10 +130,13 @@ def docker_build(client: Any, base: str, files: Path, ref: str, labels: Dict[str
                         write(line)
             if "error" in chunk:
                 raise BuildError(str(chunk["error"]).strip().splitlines()[-1][:500])
-    except docker.errors.APIError as e:
-        raise BuildError("docker build failed: %s" % (e.explanation or e))
-    except docker.errors.DockerException as e:
-        raise BuildError("docker build failed: %s" % e)
+    except docker.errors.APIError as e:  # Docker's words go to the build log, not the reason
+        write("docker: %s" % first_line(e.explanation or e))
+        raise BuildError("Docker refused to build the image; the build log says why")
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
+        log.warning("model image build: %s: %s", type(e).__name__, first_line(e))
+        raise BuildError("Docker on the master does not answer; check the Docker role "
+                         "(cdsw status)")
     return ref
 
 
@@ -270,9 +275,10 @@ class Builder:
                 reason = str(e)
             except (OrchestratorError, OSError, subprocess.SubprocessError) as e:
                 reason = "build failed: %s" % (str(e).strip().splitlines() or [type(e).__name__])[0]
-            except Exception as e:  # a bug must end the build, not leave it building forever
+            except Exception:  # a bug must end the build, not leave it building forever
                 log.exception("model build %d failed", build_id)
-                reason = "build failed: %s" % type(e).__name__
+                reason = "build failed because of an internal error (the master's log has " \
+                         "the details)"
             if reason:
                 write(reason)
         with self.db.session() as s:

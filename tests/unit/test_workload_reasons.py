@@ -66,3 +66,26 @@ def test_an_unexpected_launch_failure_shows_no_internals() -> None:
 
     ref, reason = oneshot.start(Broken(), lambda: None, "run 7")  # type: ignore[arg-type]
     assert ref is None and "0x7f00" not in reason and "internal error" in reason
+
+
+def test_a_refused_image_build_keeps_dockers_words_in_the_build_log(tmp_path) -> None:
+    from cdsw_agent.models.builds import BuildError, docker_build
+
+    class Images:
+        def get(self, ref):  # noqa: ANN001
+            return object()
+
+    class API:
+        def build(self, **kw):  # noqa: ANN003
+            raise docker.errors.APIError("500 Server Error", explanation="failed to create "
+                                         "shim task: OCI runtime create failed: runc create")
+
+    class Client:
+        images, api = Images(), API()
+
+    (tmp_path / "files").mkdir()
+    lines = []
+    with pytest.raises(BuildError) as raised:
+        docker_build(Client(), "engine:1", tmp_path / "files", "model-1:b1", {}, lines.append)
+    assert str(raised.value) == "Docker refused to build the image; the build log says why"
+    assert lines[-1].startswith("docker: failed to create shim task")
