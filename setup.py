@@ -54,7 +54,9 @@ setup(
                  "cm-client>=45.0.4",  # tests/packaging/test_cm_deploy.py
                  "aiosmtpd>=1.4", "playwright>=1.40",
                  # a Python 2.7 grammar check of the Ambari scripts where no python2.7 exists
-                 "vermin>=1.6"] + LOCAL_ENGINE,
+                 "vermin>=1.6",
+                 # JupyterLab through the engine origin, in Chromium (tests/browser)
+                 "jupyterlab>=4"] + LOCAL_ENGINE,
         # scripts/cm_deploy.py talks to Cloudera Manager through Cloudera's API client
         "deploy": ["cm-client>=45.0.4"],
         "dev": ["pytest>=7", "pytest-timeout>=2.2", "httpx>=0.25", "schemathesis>=3.30",

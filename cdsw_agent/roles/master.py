@@ -15,6 +15,7 @@ from .. import storage  # project storage: SFTP for workers' sshfs mounts (or NF
 from ..errors import UserError
 from ..logs import setup_logging
 from ..netutil import port_free
+from ..server.listen import engine_listener_port
 from ..settings import Settings
 from ..store import lock
 from ..store.db import Database
@@ -45,6 +46,10 @@ def prepare(settings: Settings) -> list:
     if not port_free(settings.bind_address, settings.http_port):
         problems.append("port %d on %s is already in use; stop what uses it or set cdsw.http.port"
                         % (settings.http_port, settings.bind_address))
+    engine_port = engine_listener_port(settings)
+    if engine_port and not port_free(settings.bind_address, engine_port):
+        problems.append("port %d on %s (engine content) is already in use; stop what uses it "
+                        "or set cdsw.engine.port" % (engine_port, settings.bind_address))
     return problems
 
 
@@ -103,9 +108,8 @@ def collect_client_config(settings: Settings) -> None:
 
 def start(settings: Settings, db: Optional[Database] = None) -> None:
     """Run the master in the foreground until SIGTERM/SIGINT."""
-    import uvicorn
-
     from ..server.app import create_app
+    from ..server.listen import serve
     from .swarm import start_manager
 
     setup_logging(settings.log_level, settings.secret_values())
@@ -128,9 +132,11 @@ def start(settings: Settings, db: Optional[Database] = None) -> None:
     # into a clean exit 0, which is what the cluster managers expect of a stopped role.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    uvicorn.run(app, host=settings.bind_address, port=settings.http_port, log_config=None,
-                proxy_headers=False, ws="auto", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-                **ssl)
+    if engine_listener_port(settings):
+        log.info("engine content (JupyterLab) on port %d", engine_listener_port(settings))
+    serve(app, settings, settings.bind_address, settings.http_port, log_config=None,
+          proxy_headers=False, ws="auto", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+          **ssl)
     storage_service.stop()  # storage
     log.info("CDSW master stopped")
 

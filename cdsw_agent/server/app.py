@@ -11,14 +11,14 @@ from fastapi import FastAPI, Request
 from .. import __version__
 from ..settings import Settings
 from ..store.db import Database
-from . import errors
+from . import engine_access, errors
 from . import scheduler as job_scheduler
 from .state import ServerState
 
 API_PREFIX = "/api/v1"
 # route modules under cdsw_agent/server/routes, each exposing `router`
 API_ROUTERS = ("auth", "account", "users", "teams", "projects", "files", "admin", "cluster", "jobs",
-               "sessions", "experiments", "models")
+               "sessions", "engine", "experiments", "models")
 ROOT_ROUTERS = ("health", "metrics", "model_endpoint")  # model_endpoint: POST /model
 
 
@@ -85,6 +85,7 @@ def create_app(settings: Settings, db: Optional[Database] = None) -> FastAPI:
     app.state.server = ServerState.create(settings, db)
     errors.install(app)
     _security_headers(app, hsts=settings.tls_enable)
+    engine_access.install(app, settings)  # engine content on its own origin
     for name in API_ROUTERS:
         app.include_router(importlib.import_module("cdsw_agent.server.routes." + name).router,
                            prefix=API_PREFIX)

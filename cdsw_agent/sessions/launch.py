@@ -46,6 +46,13 @@ def base_path(session_id: int) -> str:
     return "/api/v1/sessions/%d/engine/" % session_id
 
 
+def local_has_jupyterlab() -> bool:
+    """The local backend's engine runs the master's own Python: JupyterLab is there when that
+    environment has it."""
+    import importlib.util
+    return importlib.util.find_spec("jupyterlab") is not None
+
+
 def choose_image(db: Session, image_id: Optional[int], project: Project) -> Optional[EngineImage]:
     chosen = image_id or project.default_engine_image_id
     if chosen:

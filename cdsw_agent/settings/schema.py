@@ -149,6 +149,14 @@ SETTINGS: List[Setting] = [
       maximum=43200, group="engines"),
     S("job_default_timeout_minutes", "int", 0, "Timeout of a job that sets none; 0 means none.",
       minimum=0, maximum=43200, group="engines"),
+    S("engine_origin", "choice", "port", "Where browsers reach engine content (JupyterLab, "
+      "anything a session serves), never on the workbench's own origin: port (a second listener "
+      "on engine_port, same host name, no DNS needed) or subdomain (one host "
+      "s-<session>-<tag>.DOMAIN per session; needs wildcard DNS *.DOMAIN, and a wildcard "
+      "certificate with TLS).", choices=("port", "subdomain"), group="engines"),
+    S("engine_port", "int", 8081, "Port of the master's engine-content listener when "
+      "engine_origin is port; 0 turns it off (engines then answer API keys only).", minimum=0,
+      maximum=65535, group="engines"),
     S("model_max_replicas", "int", 9, "Most replicas a model deployment may ask for.", minimum=1,
       maximum=100, group="engines"),
     # --- mail

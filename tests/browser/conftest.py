@@ -28,6 +28,7 @@ VIEWPORT = {"width": 1280, "height": 800}
 @dataclass
 class Server:
     url: str
+    engine_url: str  # the engine-content listener: another origin (settings engine_origin=port)
     proc: subprocess.Popen  # type: ignore[type-arg]
     log: Path
 
@@ -41,12 +42,12 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("browser")
-    port = _free_port()
+    port, engine_port = _free_port(), _free_port()
     log = tmp / "server.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDSW_")}
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "tests.browser.server", str(tmp / "data"),
-                                 str(port)], cwd=str(ROOT), env=env, stdout=out,
+                                 str(port), str(engine_port)], cwd=str(ROOT), env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
     url = "http://127.0.0.1:%d" % port
     deadline = time.monotonic() + 60
@@ -62,7 +63,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             proc.kill()
             pytest.fail("the test server did not answer within 60 s: %s" % log.read_text()[-3000:])
         time.sleep(0.2)
-    yield Server(url, proc, log)
+    yield Server(url, "http://127.0.0.1:%d" % engine_port, proc, log)
     proc.terminate()
     try:
         proc.wait(timeout=20)

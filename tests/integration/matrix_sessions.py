@@ -20,15 +20,18 @@ POST   /api/v1/sessions/{session_id}/execute                 401    404    403  
 POST   /api/v1/sessions/{session_id}/interrupt               401    404    403    ok     403    ok     403    ok     403    ok     403    403
 POST   /api/v1/sessions/{session_id}/restart                 401    404    403    ok     403    ok     403    ok     403    ok     403    403
 POST   /api/v1/sessions/{session_id}/terminals               401    404    403    ok     403    ok     403    ok     403    ok     403    403
+POST   /api/v1/sessions/{session_id}/engine-access           401    404    403    ok     403    ok     403    ok     403    ok     403    403
 GET    /api/v1/sessions/{session_id}/log                     401    404    ok     ok     403    ok     403    ok     403    ok     ok     ok
 GET    /api/v1/sessions/{session_id}/shares                  401    404    403    403    403    ok     403    ok     403    ok     ok     ok
 PUT    /api/v1/sessions/{session_id}/shares/{user_id}        401    404    403    403    403    ok     403    ok     403    ok     403    403
 DELETE /api/v1/sessions/{session_id}/shares/{user_id}        401    404    403    403    403    ok     403    ok     403    ok     403    403
-GET    /api/v1/sessions/{session_id}/engine/{path}           401    404    403    ok     403    ok     403    ok     403    ok     ok     ok
-POST   /api/v1/sessions/{session_id}/engine/{path}           401    404    403    ok     403    ok     403    ok     403    ok     403    403
-PUT    /api/v1/sessions/{session_id}/engine/{path}           401    404    403    ok     403    ok     403    ok     403    ok     403    403
-PATCH  /api/v1/sessions/{session_id}/engine/{path}           401    404    403    ok     403    ok     403    ok     403    ok     403    403
-DELETE /api/v1/sessions/{session_id}/engine/{path}           401    404    403    ok     403    ok     403    ok     403    ok     403    403
+# engine content: browsers reach it on its own origin with an engine cookie
+# (test_engine_origin.py); here, on the workbench's origin, API keys only, never the sign-in
+GET    /api/v1/sessions/{session_id}/engine/{path}           401    401    401    401    401    401    401    401    401    ok     ok     401
+POST   /api/v1/sessions/{session_id}/engine/{path}           401    401    401    401    401    401    401    401    401    ok     403    401
+PUT    /api/v1/sessions/{session_id}/engine/{path}           401    401    401    401    401    401    401    401    401    ok     403    401
+PATCH  /api/v1/sessions/{session_id}/engine/{path}           401    401    401    401    401    401    401    401    401    ok     403    401
+DELETE /api/v1/sessions/{session_id}/engine/{path}           401    401    401    401    401    401    401    401    401    ok     403    401
 """
 
 # "METHOD /path" keys that change the world and must run against a fresh copy

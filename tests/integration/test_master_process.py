@@ -27,7 +27,8 @@ def free_port() -> int:
 def env_for(tmp: Path, **extra: str) -> Dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDSW_")}
     env.update({"CDSW_ARGON2_TIME_COST": "1", "CDSW_ARGON2_MEMORY_KIB": "1024", "CDSW_ORCHESTRATOR": "local",
-                "CDSW_CONF": str(tmp / "empty.conf"), "CDSW_PROPERTIES": str(tmp / "empty.properties")})
+                "CDSW_CONF": str(tmp / "empty.conf"), "CDSW_PROPERTIES": str(tmp / "empty.properties"),
+                "CDSW_ENGINE_PORT": str(free_port())})  # the engine-content listener
     (tmp / "empty.conf").write_text("")
     (tmp / "empty.properties").write_text("")
     env.update(extra)

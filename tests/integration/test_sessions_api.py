@@ -187,7 +187,8 @@ def test_terminal_round_trip_through_the_websocket_proxy(world: World, session: 
     r = world.c["owner"].post("/api/v1/sessions/%d/terminals" % session)
     assert r.status_code == 201, r.text
     ws_path = r.json()["websocket"]
-    assert ws_path.startswith("/api/v1/sessions/%d/engine/terminals/websocket/" % session)
+    # the workbench's terminal tab: its own route with the workbench sign-in, not the engine's
+    assert ws_path == "/api/v1/sessions/%d/terminals/%s/websocket" % (session, r.json()["name"])
     with world.c["owner"].websocket_connect(ws_path) as ws:
         ws.send_text(json.dumps(["stdin", "echo result-$((6*7)) $HADOOP_USER_NAME\r"]))
         seen = ""
@@ -213,7 +214,8 @@ def test_http_proxy_reaches_jupyter_server_and_strips_credentials(world: World,
     # without the master's credentials the engine is not reachable through the router
     anon = TestClient(world.api.client.app)
     assert anon.get(base + "api/status").status_code == 401
-    assert world.get(session)["jupyterlab_url"] is None  # the local engine has no JupyterLab
+    # the local engine runs the master's Python, which has JupyterLab (the test extra)
+    assert world.get(session)["jupyterlab_url"] == base + "lab"
 
 
 def test_only_the_owner_reaches_the_session_unless_shared(world: World, session: int) -> None:

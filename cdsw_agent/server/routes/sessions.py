@@ -1,5 +1,6 @@
 """Interactive sessions: start, follow, execute code with streamed outputs, interrupt, restart,
-terminals, the console log, sharing, and the router's proxy to the engine's jupyter_server.
+terminals, the console log and sharing. The router's proxy to the engine's jupyter_server is in
+routes/engine.py.
 
 Who may do what is decided in permissions.py (rule kind "session"): project viewers list
 sessions; only the owner and those the owner shared with reach the kernel.
@@ -9,19 +10,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
-from typing import Any, AsyncIterator, Callable, List, Optional
+from typing import AsyncIterator, List, Optional
 
 import anyio
-from fastapi import APIRouter, Depends, Path, Query, Request, Response, WebSocket
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ...sessions import engine_client, proxy, transcript
+from ...sessions import engine_client, transcript
 from ...sessions.engine_client import EngineUnavailable
-from ...sessions.launch import SessionLaunchError, base_path
+from ...sessions.launch import SessionLaunchError, base_path, local_has_jupyterlab
 from ...sessions.manager import SessionError
 from ...sessions.monitor import manager_for
 from ...store.models import EngineImage, User
@@ -29,14 +29,13 @@ from ...store.sessions_models import ACTIVE_STATUSES, SHARE_MODES, EngineSession
 from .. import audit
 from ..deps import get_db, get_state
 from ..errors import ApiError, unprocessable
-from ..permissions import (Access, project_role, require, require_websocket,
+from ..permissions import (Access, project_role, require,
                            session_share_mode, sharing_allowed)
 from ..schemas import Id, Strict
 from ..state import ServerState
 
 router = APIRouter(tags=["sessions"])
 ONE = "/sessions/{session_id}"
-PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
 class SessionCreate(Strict):
@@ -62,7 +61,7 @@ class SessionOut(BaseModel):
     last_activity_at: dt.datetime
     finished_at: Optional[dt.datetime]
     your_access: Optional[str]  # owner | interactive | view | None (metadata only)
-    engine_url: str  # jupyter_server through the router
+    engine_url: str  # jupyter_server through the router (browsers: POST .../engine-access)
     jupyterlab_url: Optional[str]  # when the image has JupyterLab
 
 
@@ -83,7 +82,7 @@ class ShareOut(BaseModel):
 
 class TerminalOut(BaseModel):
     name: str
-    websocket: str  # path of the terminal's WebSocket through the router
+    websocket: str  # path of the terminal's WebSocket (workbench sign-in) through the router
 
 
 class Done(BaseModel):
@@ -92,7 +91,8 @@ class Done(BaseModel):
 
 def session_out(db: Session, session: EngineSession, user: User) -> SessionOut:
     image = db.get(EngineImage, session.engine_image_id) if session.engine_image_id else None
-    lab = image is not None and "jupyterlab" in (image.editors or [])
+    lab = "jupyterlab" in (image.editors or []) if image is not None \
+        else session.node == "local" and local_has_jupyterlab()
     engine = base_path(session.id)
     return SessionOut(
         id=session.id, project_id=session.project_id, owner=session.user.username,
@@ -244,7 +244,8 @@ def open_terminal(session_id: Id, access: Access = require("session.use"),
     except (SessionError, EngineUnavailable) as e:
         raise _api_error(e)
     manager.touch(session_id, force=True)
-    return TerminalOut(name=name, websocket=base_path(session_id) + "terminals/websocket/" + name)
+    return TerminalOut(name=name, websocket="/api/v1/sessions/%d/terminals/%s/websocket"
+                       % (session_id, name))
 
 
 @router.get(ONE + "/log", response_class=Response,
@@ -324,45 +325,3 @@ def unshare(session_id: Id, user_id: Id, request: Request,
                  request=request, session_id=session.id, user=username)
     db.commit()
     return Response(status_code=204)
-
-
-# --- the router: jupyter_server through the master -------------------------------------------
-
-async def engine_http(session_id: Id, path: str, request: Request,
-                      access: Access = require("session.use")) -> Response:
-    manager = manager_for(request.app.state.server)
-    try:
-        _, ep = await anyio.to_thread.run_sync(manager.running, session_id)
-    except SessionError as e:
-        raise _api_error(e)
-    return await proxy.http(request, ep, path, _traffic(manager, session_id))
-
-
-for _method in PROXY_METHODS:  # one operation per method, each with its own id
-    router.add_api_route(ONE + "/engine/{path:path}", engine_http, methods=[_method],
-                         response_class=StreamingResponse, name="engine_%s" % _method.lower(),
-                         operation_id="session_engine_%s" % _method.lower(),
-                         summary="jupyter_server of the session, %s (WebSockets on the same "
-                                 "path)" % _method)
-
-
-@router.websocket(ONE + "/engine/{path:path}")
-async def engine_websocket(websocket: WebSocket, path: str,
-                           session_id: int = Path(ge=1, le=2**53),
-                           access: Access = require_websocket("session.use")) -> None:
-    manager = manager_for(websocket.app.state.server)
-    try:
-        _, ep = await anyio.to_thread.run_sync(manager.running, session_id)
-    except SessionError as e:
-        await websocket.close(code=1008 if e.status == 404 else 1011, reason=str(e)[:120])
-        return
-    await proxy.websocket(websocket, ep, path, _traffic(manager, session_id))
-
-
-def _traffic(manager: Any, session_id: int) -> Callable[[], None]:
-    """Proxied traffic counts as activity: recorded in a thread (a database write must not
-    block the event loop), at most every ACTIVITY_WRITE_SECONDS per session."""
-    def note() -> None:
-        if manager.activity_due(session_id):
-            threading.Thread(target=manager.touch, args=(session_id, True), daemon=True).start()
-    return note
