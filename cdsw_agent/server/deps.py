@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Iterator
 
 from fastapi import Request
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from ..store.db import problem_kind
 from .state import ServerState
 
 
@@ -20,5 +22,12 @@ def get_db(request: Request) -> Iterator[Session]:
     try:
         yield session
     finally:
-        session.rollback()
+        try:
+            session.rollback()
+        except DBAPIError as e:
+            # the connection died under us (database restart): there is nothing left to undo,
+            # and the answer may already be on its way; drop the connection, keep the answer
+            if problem_kind(e) is None:
+                raise
+            session.invalidate()
         session.close()

@@ -157,16 +157,20 @@ def test_upgrade_on_a_full_disk_stops_between_revisions(tmpfs: Path) -> None:
         filler = fill(tmpfs, leave=free_pages * PAGE)
         db = Database(url)
         try:
-            with pytest.raises(DatabaseError) as failed:
-                db.upgrade()
+            db.upgrade()
+            message = None  # enough room for the whole upgrade
+        except DatabaseError as e:
+            message = str(e)
         finally:
             db.engine.dispose()
-        message = str(failed.value)
-        assert "\n" not in message and "database or disk is full" in message
-        assert "free space on the data volume" in message
         current = assert_schema_matches_revision(url)
-        assert "stays whole at revision %s" % current in message
-        stopped_at.add(current)
+        if message is None:
+            assert current == head
+        else:
+            assert "\n" not in message and "database or disk is full" in message
+            assert "free space on the data volume" in message
+            assert "stays whole at revision %s" % current in message
+            stopped_at.add(current)
         filler.unlink()
         # a normal upgrade once there is space again: no "table already exists"
         db = Database(url)
@@ -539,9 +543,8 @@ def test_postgres_restart_under_load_loses_no_acknowledged_write(tmp_path: Path,
         assert ticks and all(rec.getMessage().startswith(
             "job scheduler tick failed: database unavailable: ")
                              for rec in ticks), [rec.getMessage() for rec in ticks]
-        # (the model supervisor and session monitor loops still log a traceback per tick)
-        assert not [rec.getMessage() for rec in caplog.records if rec.exc_info and rec.name in (
-            "cdsw_agent.server.errors", "cdsw_agent.server.scheduler", "uvicorn.error")]
+        # the other loops (model supervisor, session monitor) too: one line a round, no traceback
+        assert not [rec.getMessage() for rec in caplog.records if rec.exc_info]
         api.db.engine.dispose()
     finally:
         server.stop()

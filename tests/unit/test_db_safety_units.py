@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
@@ -170,3 +170,38 @@ def test_background_loops_log_an_outage_in_one_line(caplog) -> None:
     assert first.getMessage() == ("model supervisor tick failed: database unavailable: "
                                   "connection failed: refused") and first.exc_info is None
     assert second.getMessage() == "model supervisor tick failed" and second.exc_info
+
+
+def test_a_connection_lost_after_the_answer_does_not_break_the_request(tmp_path: Path) -> None:
+    """A write committed, then the database restarted: the per-request session's final rollback
+    fails, yet the client gets its answer (the write is acknowledged and kept)."""
+    from types import SimpleNamespace
+
+    from fastapi import Depends
+    from sqlalchemy.orm import Session
+
+    from cdsw_agent.server.deps import get_db
+
+    db = Database("sqlite:///" + str(tmp_path / "cdsw.db"))
+    app = FastAPI()
+    app.state.server = SimpleNamespace(db=db)
+    errors.install(app)
+    dead = OperationalError("ROLLBACK", {}, psycopg.OperationalError(
+        "consuming input failed: server closed the connection unexpectedly"))
+    invalidated = []
+
+    @app.post("/write")
+    def write(s: Session = Depends(get_db)) -> dict:
+        s.execute(text("SELECT 1"))
+
+        def rollback() -> None:
+            raise dead
+
+        s.rollback = rollback  # type: ignore[method-assign]
+        s.invalidate = lambda: invalidated.append(1)  # type: ignore[method-assign]
+        return {"saved": True}
+
+    r = TestClient(app).post("/write")
+    assert r.status_code == 200 and r.json() == {"saved": True}
+    assert invalidated == [1]
+    db.engine.dispose()
