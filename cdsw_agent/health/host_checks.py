@@ -125,6 +125,9 @@ def kerberos(ctx: HealthContext) -> Outcome:
         return ok("not configured (krb5_conf is empty)")
     path = Path(conf)
     if not path.exists():
+        if ctx.settings.kerberos_enabled:
+            return critical("kerberos_enabled is on but %s does not exist; deploy the cluster's "
+                            "krb5.conf (the managers' Kerberos wizard does)" % conf, path=conf)
         return ok("not in use: %s does not exist" % conf, path=conf)
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
@@ -144,4 +147,15 @@ def kerberos(ctx: HealthContext) -> Outcome:
     if not realm:
         return warning("%s has no default_realm in [libdefaults]; Kerberos clients will need "
                        "fully qualified principals" % conf, path=conf)
+    if ctx.settings.kerberos_enabled:  # users' tickets, kept by the master (kerberos/tickets.py)
+        from ..kerberos.health import tickets_summary
+        from ..kerberos.kdc import tools_missing
+
+        missing = tools_missing()
+        if missing:
+            return critical(missing + "; users' tickets cannot be obtained", path=conf)
+        good, text, data = tickets_summary(ctx.settings)
+        if text:
+            line = "%s readable, default realm %s; %s" % (conf, realm, text)
+            return (ok if good else warning)(line, path=conf, realm=realm, tickets=data)
     return ok("%s readable, default realm %s" % (conf, realm), path=conf, realm=realm)

@@ -57,6 +57,7 @@ class Rule:
 RULES: Dict[str, Rule] = {
     "public": Rule("public"),
     "signed_in": Rule("signed_in"),
+    "account.own": Rule("signed_in"),  # one's own account (Hadoop Authentication)
     "site.admin": Rule("site_admin"),
     "metrics.read": Rule("site_admin_or_loopback"),
     "project.read": Rule("project", "viewer"),

@@ -21,6 +21,7 @@ from ..jobs import schedule
 from ..jobs.runner import Clock, JobRunner
 from ..orchestrators import Orchestrator, OrchestratorError, get_orchestrator
 from ..models import service as model_service
+from ..kerberos import tickets as kerberos_tickets
 from ..sessions import monitor as session_monitor
 from ..store.db import log_loop_failure
 from ..store.jobs_models import Job
@@ -166,12 +167,14 @@ def start(state: ServerState, interval: float = DEFAULT_INTERVAL,
     scheduler.start()
     session_monitor.start(state)  # its own thread: engine calls must not delay cron jobs
     model_service.start(state)  # its own thread too: replica health, rollouts, scaling
+    kerberos_tickets.start(state)  # users' tickets renewed before they expire
     return scheduler
 
 
 def stop(state: ServerState) -> None:
     """Stops the scheduler thread; running jobs keep running and are re-adopted later."""
     session_monitor.stop(state)
+    kerberos_tickets.stop(state)
     model_service.stop(state)  # replicas keep running and are re-adopted later
     scheduler = state.extras.pop(SCHEDULER_KEY, None)
     if scheduler is not None:

@@ -172,6 +172,10 @@ class SessionManager:
                  ref.id)
         transcript.append(self.settings.data_dir, session_id,
                           {"kind": "event", "event": "starting", "kernel": kernel})
+        if spec.env.get("CDSW_KERBEROS_NOTICE"):  # no Kerberos credential: say so in the console
+            transcript.append(self.settings.data_dir, session_id,
+                              {"kind": "event", "event": "kerberos",
+                               "reason": spec.env["CDSW_KERBEROS_NOTICE"]})
         return session_id
 
     def _describe(self, s: Session, session: EngineSession, project: Project,

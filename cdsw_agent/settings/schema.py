@@ -126,6 +126,21 @@ SETTINGS: List[Setting] = [
     S("kerberos_enabled", "bool", False, "The cluster uses Kerberos: engines act with their "
       "user's Kerberos identity, so session sharing is off by default (site setting "
       "session_sharing_allowed).", group="cluster"),
+    S("kerberos_check_seconds", "int", 60, "How often the master checks every user's Kerberos "
+      "ticket and renews (kinit -R) or re-obtains it before it expires.", minimum=1,
+      maximum=3600, group="cluster"),
+    S("kerberos_ticket_lifetime", "str", "", "Lifetime asked for users' tickets (kinit -l, e.g. "
+      "10h); empty: the KDC's default.", group="cluster"),
+    S("kerberos_renew_lifetime", "str", "7d", "Renewable lifetime asked for users' tickets "
+      "(kinit -r); past it the ticket is obtained again from the stored keytab or password.",
+      group="cluster"),
+    S("kerberos_key_file", "str", "", "Key that encrypts users' stored Kerberos passwords and "
+      "keytabs (never in the database); empty: DATA_DIR/kerberos/credentials.key, made with "
+      "mode 0600 on first use. Back it up apart from the database.", group="cluster"),
+    S("kerberos_service_principal", "str", "", "The workbench's own principal for its cluster "
+      "access (Cloudera Manager and Ambari create it, e.g. cdsw/HOST@REALM).", group="cluster"),
+    S("kerberos_service_keytab", "str", "", "Keytab of kerberos_service_principal.",
+      group="cluster"),
     # --- project storage shared by the gateways
     S("storage_backend", "choice", "auto", "How nodes reach project files: auto (local on the master, "
       "sshfs on workers), local, sshfs or nfs.", choices=("auto", "local", "sshfs", "nfs"),

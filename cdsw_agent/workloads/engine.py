@@ -259,6 +259,8 @@ def build_spec(db: Session, settings: Settings, orchestrator: Orchestrator,
         gpus=profile.gpus if profile else 0, ports=list(req.ports), labels=labels,
         restart=req.restart)
     attach_client_config(settings, orchestrator, spec, req.spark)
+    from ..kerberos import engine as kerberos_engine  # the acting user's ticket, read-only
+    kerberos_engine.attach(db, settings, spec, req.launcher, local)
     return spec
 
 

@@ -85,6 +85,9 @@ POST   /api/v1/account/api-keys                              401    ok     ok   
 DELETE /api/v1/account/api-keys/{key_id}                     401    ok     ok     ok     ok     ok     ok     ok     ok     ok     403    403
 GET    /api/v1/account/ssh-key                               401    ok     ok     ok     ok     ok     ok     ok     ok     ok     ok     ok
 POST   /api/v1/account/ssh-key/rotate                        401    ok     ok     ok     ok     ok     ok     ok     ok     ok     403    403
+GET    /api/v1/account/kerberos                              401    ok     ok     ok     ok     ok     ok     ok     ok     ok     ok     ok
+PUT    /api/v1/account/kerberos                              401    ok     ok     ok     ok     ok     ok     ok     ok     ok     403    403
+DELETE /api/v1/account/kerberos                              401    ok     ok     ok     ok     ok     ok     ok     ok     ok     403    403
 # --- users: a directory for everyone, administration for site admins
 GET    /api/v1/users                                         401    ok     ok     ok     ok     ok     ok     ok     ok     ok     ok     ok
 POST   /api/v1/users                                         401    403    403    403    403    403    403    403    ok     403    403    403

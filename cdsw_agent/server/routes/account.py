@@ -177,3 +177,9 @@ def rotate_ssh_key(request: Request, access: Access = require("signed_in"),
                  fingerprint=key.fingerprint)
     db.commit()
     return _ssh_key_out(key)
+
+
+# Account > Hadoop Authentication (/account/kerberos) lives in its own module
+from .kerberos import router as _kerberos_router  # noqa: E402
+
+router.include_router(_kerberos_router)
