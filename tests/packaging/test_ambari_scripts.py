@@ -27,6 +27,10 @@ STUB = Path(__file__).resolve().parent / "ambari_stub"
 
 FAKE_CDSW = r"""#!/bin/sh
 log="$(dirname "$0")/../calls.jsonl"
+ready="$(dirname "$0")/../ready"
+case "$*" in
+  *" role "*" status") [ -e "$ready-$4" ]; exit $? ;;
+esac
 stdin=""
 case "$*" in *--password-stdin*) stdin=$(cat) ;; esac
 python3 - "$log" "$stdin" "$@" <<'PY'
@@ -37,7 +41,12 @@ with open(log, "a") as fh:
     fh.write(json.dumps({"argv": argv, "env": env, "stdin": stdin}) + "\n")
 PY
 case "$*" in
-  *" role "*" start") exec sleep 300 ;;
+  *" role "*" start")
+    if [ -n "${FAKE_START_DIE:-}" ]; then echo "cdsw: error: $FAKE_START_DIE" >&2; exit 2; fi
+    [ -n "${FAKE_NEVER_READY:-}" ] || touch "$ready-$4"
+    trap 'rm -f "$ready-$4"; kill $! 2>/dev/null; exit 0' TERM
+    sleep 300 &
+    wait ;;
   *"health --check"*) exit "${FAKE_HEALTH_EXIT:-0}" ;;
 esac
 """
@@ -59,13 +68,16 @@ def _site(service: Path) -> Dict[str, str]:
     return site
 
 
-def command_json(shape: str, service: Path, tmp: Path, host: str, role: str) -> Dict[str, Any]:
+def command_json(shape: str, service: Path, tmp: Path, host: str, role: str,
+                 site: Dict[str, str] = None, env_extra: Dict[str, str] = None) -> Dict[str, Any]:
     env = {"cdsw_user": "cdsw", "cdsw_group": "cdsw", "cdsw_install_dir": str(tmp / "opt"),
            "cdsw_conf_dir": str(tmp / "etc"), "cdsw_pid_dir": str(tmp / "run"),
            "cdsw_log_dir": str(tmp / "log"), "cdsw_venv_root": str(tmp / "venvs"),
            "cdsw_python": "", "first_admin_username": "alice",
            "first_admin_password": "s3cret pass"}
-    cfg: Dict[str, Any] = {"configurations": {"cdsw-site": _site(service), "cdsw-env": env},
+    env.update(env_extra or {})
+    cfg: Dict[str, Any] = {"configurations": {"cdsw-site": dict(_site(service), **(site or {})),
+                                              "cdsw-env": env},
                            "role": role, "commandType": "EXECUTION_COMMAND",
                            "clusterHostInfo": {"cdsw_master_hosts": ["gw1.example.com"],
                                                "cdsw_worker_hosts": ["gw2.example.com"]}}
@@ -97,8 +109,9 @@ class Agent:
         self.resources = tmp / "resources.jsonl"
 
     def run(self, script: str, command: str, host: str = "gw1.example.com",
-            role: str = "CDSW_MASTER", extra_env: Dict[str, str] = None):
-        cfg = command_json(self.shape, self.service, self.tmp, host, role)
+            role: str = "CDSW_MASTER", extra_env: Dict[str, str] = None,
+            site: Dict[str, str] = None, env_extra: Dict[str, str] = None):
+        cfg = command_json(self.shape, self.service, self.tmp, host, role, site, env_extra)
         cmd_file = self.tmp / "command.json"
         cmd_file.write_text(json.dumps(cfg))
         env = dict(os.environ, PYTHONPATH=str(STUB), RM_STUB_LOG=str(self.resources),
@@ -208,6 +221,49 @@ def test_docker_install_prepares_the_host_and_custom_commands_exist(python, shap
     assert agent.calls()[-1]["argv"][-1] == "validate"
     r = agent.run("cdsw_docker.py", "NO_SUCH_COMMAND", role="CDSW_DOCKER")
     assert r.returncode == 1 and "has no method 'no_such_command'" in r.stderr
+
+
+@pytest.mark.parametrize("python,shape", _interpreters())
+def test_a_worker_that_dies_before_it_is_ready_fails_start(python, shape, service, tmp_path):
+    """START returns success only once `cdsw role worker status` answers; a worker that exits
+    (here: an empty cluster secret) fails START with its last log lines."""
+    agent = Agent(python, service, tmp_path, shape)
+    assert agent.run("cdsw_worker.py", "INSTALL", role="CDSW_WORKER").returncode == 0
+    r = agent.run("cdsw_worker.py", "START", host="gw2.example.com", role="CDSW_WORKER",
+                  extra_env={"FAKE_START_DIE": "cluster_secret is empty"})
+    assert r.returncode == 1
+    log = tmp_path / "log" / "cdsw-worker.log"
+    assert ("CDSW worker exited before it was ready; its last lines in %s:\n"
+            "  | cdsw: error: cluster_secret is empty" % log) in r.stderr, r.stderr
+    r = agent.run("cdsw_worker.py", "STATUS", role="CDSW_WORKER")
+    assert r.returncode == 1 and "ComponentIsNotRunning" in r.stderr
+
+
+def test_a_role_never_ready_is_stopped_and_fails_start(service, tmp_path):
+    agent = Agent(sys.executable, service, tmp_path, "3.0")
+    r = agent.run("cdsw_master.py", "START", extra_env={"FAKE_NEVER_READY": "1"},
+                  env_extra={"cdsw_start_timeout": "3"})
+    assert r.returncode == 1
+    assert "CDSW master was not ready within 3s (cdsw role master status) and was stopped" \
+        in r.stderr, r.stderr
+    assert not (tmp_path / "run" / "cdsw-master.pid").exists()
+
+
+@pytest.mark.parametrize("python,shape", _interpreters())
+def test_non_ascii_configuration_values(python, shape, service, tmp_path):
+    """Ambari 2.6/2.7 hand configuration values to Python 2.7 as unicode: a non-ASCII value (a
+    site name, an LDAP DN) must reach cdsw.properties as UTF-8 in every command."""
+    agent = Agent(python, service, tmp_path, shape)
+    site = {"cdsw.domain": u"cdsw.example.com", "cdsw.ldap.user.search.base":
+            u"uid={0},ou=Forschung und Entwicklung \u00e9\u00e8 \u4e2d\u6587,dc=example"}
+    site = {k: v for k, v in site.items() if k in _site(service)}
+    assert len(site) == 2, "the test needs the LDAP search base in cdsw-site"
+    for command in ("INSTALL", "START", "CREATE_ADMIN", "STOP"):
+        r = agent.run("cdsw_master.py", command, site=site)
+        assert r.returncode == 0, (command, r.stderr)
+    props = (tmp_path / "etc" / "cdsw.properties").read_bytes().decode("utf-8")
+    for key, value in site.items():
+        assert "%s=%s" % (key, value) in props.splitlines()
 
 
 def test_start_without_install_brings_the_payload(service, tmp_path):

@@ -4,8 +4,10 @@ start the role in the background under a pid file, stop it, report status, run a
 
 The scripts stay thin: all logic lives in the `cdsw` agent. Runs on Python 2.6+ and 3."""
 
+import io
 import os
 import signal
+import subprocess
 import time
 
 try:
@@ -21,13 +23,16 @@ from resource_management.libraries.script.script import Script
 import status_params
 
 STOP_TIMEOUT = 90
+READY_POLL = 2.0
+LAST_LINES = 10
 
 
 def properties_text(site_properties):
-    lines = ["# Written by the CDSW Ambari scripts from the cdsw-site configuration."]
+    """The text of cdsw.properties (unicode on Python 2: values may be any UTF-8 text)."""
+    lines = [u"# Written by the CDSW Ambari scripts from the cdsw-site configuration."]
     for key in sorted(site_properties):
-        lines.append("{0}={1}".format(key, site_properties[key]))
-    return "\n".join(lines) + "\n"
+        lines.append(u"{0}={1}".format(key, site_properties[key]))
+    return u"\n".join(lines) + u"\n"
 
 
 def agent_environment(params):
@@ -58,7 +63,7 @@ def configure(params):
     Directory([params.conf_dir, params.pid_dir, params.log_dir], create_parents=True,
               owner=params.user, group=params.group, mode=0o755)
     File(params.properties_file, content=properties_text(params.site_properties),
-         owner=params.user, group=params.group, mode=0o640)
+         owner=params.user, group=params.group, mode=0o640, encoding="utf-8")
 
 
 def cdsw_command(params, args):
@@ -75,6 +80,56 @@ def _alive(pid_file):
         return False
 
 
+def _log_size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def last_lines(path, offset=0, count=LAST_LINES):
+    """The last lines the role wrote to its log since offset, as one indented block."""
+    try:
+        with io.open(path, "rb") as fh:
+            fh.seek(offset)
+            text = fh.read().decode("utf-8", "replace")
+    except (IOError, OSError):
+        return u"(no log at {0})".format(path)
+    lines = [line for line in text.splitlines() if line.strip()][-count:]
+    return u"\n".join(u"  | " + line for line in lines) or u"  | (no output)"
+
+
+def role_ready(params, role):
+    """The role's own readiness check: `cdsw role ROLE status` (master /healthz, worker swarm
+    membership, docker ping) exits 0."""
+    env = dict(os.environ)
+    env.update(agent_environment(params))
+    devnull = open(os.devnull, "w")
+    try:
+        return subprocess.call([params.cdsw_bin, "--properties", params.properties_file, "role",
+                                role, "status"], env=env, stdout=devnull, stderr=devnull) == 0
+    finally:
+        devnull.close()
+
+
+def wait_ready(params, role, pid_file, log_file, offset):
+    """Return once the role answers its readiness check; a role that exits first, or is not
+    ready within params.start_timeout seconds (then stopped), fails START with its last lines."""
+    deadline = time.time() + params.start_timeout
+    while True:
+        if not _alive(pid_file):
+            raise Fail(u"CDSW {0} exited before it was ready; its last lines in {1}:\n{2}".format(
+                role, log_file, last_lines(log_file, offset)))
+        if role_ready(params, role):
+            return
+        if time.time() > deadline:
+            stop(params, role)
+            raise Fail(u"CDSW {0} was not ready within {1}s (cdsw role {0} status) and was "
+                       u"stopped; its last lines in {2}:\n{3}".format(
+                           role, params.start_timeout, log_file, last_lines(log_file, offset)))
+        time.sleep(READY_POLL)
+
+
 def start(params, role, run_as):
     # After `ambari-server upgrade-mpack` Ambari restarts without INSTALL: bring the new payload.
     if not os.path.exists(params.cdsw_bin):
@@ -84,13 +139,11 @@ def start(params, role, run_as):
     if _alive(pid_file):
         return
     log_file = "{0}/cdsw-{1}.log".format(params.log_dir, role)
+    offset = _log_size(log_file)
     command = "nohup {0} >> {1} 2>&1 < /dev/null & echo $! > {2}".format(
         cdsw_command(params, ["role", role, "start"]), quote(log_file), quote(pid_file))
     Execute(command, user=run_as, environment=agent_environment(params))
-    # The role checks its configuration at once; report a start that died right away.
-    time.sleep(2)
-    if not _alive(pid_file):
-        raise Fail("CDSW {0} exited right after start; see {1}".format(role, log_file))
+    wait_ready(params, role, pid_file, log_file, offset)
 
 
 def stop(params, role):

@@ -36,8 +36,26 @@ payload_dir = "{0}/{1}".format(install_dir, version)
 cdsw_bin = "{0}/bin/cdsw".format(payload_dir)
 properties_file = "{0}/cdsw.properties".format(conf_dir)
 
+
+
+def text(value):
+    """A configuration value as text on Python 2 (unicode, never str(): Ambari 2.6/2.7 hand
+    non-ASCII values as unicode and str() of those raises) and on Python 3."""
+    if value is None:
+        return u""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, bool):
+        return u"true" if value else u"false"
+    try:
+        return unicode(value)  # noqa: F821  (Python 2)
+    except NameError:
+        return str(value)
+
+
 # cdsw.properties holds exactly the cdsw-site properties (the agent refuses unknown keys).
-site_properties = dict((str(k), "" if v is None else str(v)) for k, v in cdsw_site.items())
+site_properties = dict((text(k), text(v)) for k, v in cdsw_site.items())
+start_timeout = int(cdsw_env.get("cdsw_start_timeout", 300) or 300)
 
 # Ambari 2.7+ moved these keys; 2.6 has them under hostLevelParams.
 hostname = default("/agentLevelParams/hostname", default("/hostname", ""))

@@ -40,9 +40,12 @@ def Execute(command, user=None, environment=None, cwd=None, path=None, timeout=N
         command, proc.returncode, out), proc.returncode, out)
 
 
-def File(path, content=None, owner=None, group=None, mode=None, action="create"):
+def File(path, content=None, owner=None, group=None, mode=None, action="create", encoding=None):
+    """As Ambari's FileProvider and sudo.create_file: the file is opened "wb" and the content
+    encoded with `encoding` when one is given, else written as it is (on Python 2 a unicode
+    content is then encoded as ASCII by the interpreter and non-ASCII text raises)."""
     record("File", path=path, owner=owner, group=group, mode=mode, action=action,
-           content=None if content is None else str(content))
+           encoding=encoding, content=content)
     if action == "delete":
         if os.path.exists(path):
             os.remove(path)
@@ -52,8 +55,13 @@ def File(path, content=None, owner=None, group=None, mode=None, action="create")
     if not os.path.isdir(os.path.dirname(path)):
         raise Fail("Applying File['{0}'] failed, parent directory {1} doesn't exist".format(
             path, os.path.dirname(path)))
-    with open(path, "w") as fh:
-        fh.write("" if content is None else str(content))
+    data = content or ""
+    if encoding:
+        data = data.encode(encoding)
+    elif not isinstance(data, bytes):
+        data = data.encode("ascii")  # what Python 2's implicit conversion of unicode does
+    with open(path, "wb") as fh:
+        fh.write(data)
     if mode is not None:
         os.chmod(path, mode)
 
