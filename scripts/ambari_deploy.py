@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
@@ -29,6 +30,7 @@ from deploy_common import (DeployError, RestClient, parse_pairs, read_password, 
 
 SERVICE = "CDSW"
 CONFIG_TYPES = ("cdsw-site", "cdsw-env")
+SECRET_KEY = "cdsw.cluster.secret"
 DONE = {"COMPLETED"}
 FAILED = {"FAILED", "TIMEDOUT", "ABORTED", "HOLDING_FAILED", "HOLDING_TIMEDOUT", "SKIPPED_FAILED"}
 # The Hadoop clients the CDSW components need on their hosts, per stack family.
@@ -101,9 +103,31 @@ def check_stack(amb: Ambari) -> Dict[str, Dict[str, str]]:
     return defaults
 
 
+def current_configs(amb: Ambari) -> Dict[str, Dict[str, str]]:
+    """The cluster's current properties of each CDSW config type (what the UI shows), empty
+    for a type the cluster does not have yet."""
+    desired = (amb.api.get(amb.c, params={"fields": "Clusters/desired_configs"})
+               .get("Clusters") or {}).get("desired_configs") or {}
+    out: Dict[str, Dict[str, str]] = {t: {} for t in CONFIG_TYPES}
+    for ctype in CONFIG_TYPES:
+        tag = (desired.get(ctype) or {}).get("tag")
+        if tag:
+            items = amb.api.get(amb.c + "/configurations",
+                                params={"type": ctype, "tag": tag}).get("items") or []
+            if items:
+                out[ctype] = dict(items[0].get("properties") or {})
+    return out
+
+
 def desired_configs(defaults: Dict[str, Dict[str, str]], site: Dict[str, str],
-                    env: Dict[str, str]) -> Dict[str, Dict[str, str]]:
+                    env: Dict[str, str], current: Optional[Dict[str, Dict[str, str]]] = None
+                    ) -> Dict[str, Dict[str, str]]:
+    """Stack defaults, then what the cluster has now (a setting changed in the UI stays), then
+    the command line's values. A cluster secret is generated when none is set: the master and
+    every worker get it through cdsw-site, so the first start needs no manual step."""
     configs = {t: dict(v) for t, v in defaults.items()}
+    for ctype, values in (current or {}).items():
+        configs.setdefault(ctype, {}).update(values)
     for ctype, overrides in (("cdsw-site", site), ("cdsw-env", env)):
         unknown = sorted(set(overrides) - set(configs[ctype]))
         if unknown:
@@ -113,11 +137,14 @@ def desired_configs(defaults: Dict[str, Dict[str, str]], site: Dict[str, str],
     empty = [k for k in ("cdsw.domain", "cdsw.master.host") if not configs["cdsw-site"].get(k)]
     if empty:
         raise DeployError("set %s with --site KEY=VALUE" % " and ".join(empty))
+    if SECRET_KEY in configs["cdsw-site"] and not configs["cdsw-site"][SECRET_KEY]:
+        configs["cdsw-site"][SECRET_KEY] = secrets.token_urlsafe(32)
+        say("cluster secret generated (cdsw-site %s)" % SECRET_KEY)
     return configs
 
 
-def ensure_service(amb: Ambari, configs: Dict[str, Dict[str, str]], hosts: Dict[str, List[str]]
-                   ) -> None:
+def ensure_service(amb: Ambari, configs: Dict[str, Dict[str, str]], hosts: Dict[str, List[str]],
+                   current: Optional[Dict[str, Dict[str, str]]] = None) -> None:
     code, _ = amb.api.call("GET", "%s/services/%s" % (amb.c, SERVICE), ok=(200, 404))
     if code == 404:
         amb.api.post(amb.c + "/services", [{"ServiceInfo": {"service_name": SERVICE}}])
@@ -125,10 +152,14 @@ def ensure_service(amb: Ambari, configs: Dict[str, Dict[str, str]], hosts: Dict[
             amb.api.post("%s/services/%s/components/%s" % (amb.c, SERVICE, comp))
         say("service %s and its components created" % SERVICE)
     tag = "version%d" % int(time.time() * 1000)
-    amb.api.put(amb.c, {"Clusters": {"desired_config": [
-        {"type": t, "tag": tag, "properties": configs[t],
-         "service_config_version_note": "ambari_deploy.py"} for t in CONFIG_TYPES]}})
-    say("configurations %s set (tag %s)" % (", ".join(CONFIG_TYPES), tag))
+    changed = [t for t in CONFIG_TYPES if configs[t] != (current or {}).get(t)]
+    if changed:
+        amb.api.put(amb.c, {"Clusters": {"desired_config": [
+            {"type": t, "tag": tag, "properties": configs[t],
+             "service_config_version_note": "ambari_deploy.py"} for t in changed]}})
+        say("configurations %s set (tag %s)" % (", ".join(changed), tag))
+    else:
+        say("configurations %s unchanged" % ", ".join(CONFIG_TYPES))
     clients = CLIENTS.get(amb.stack.upper(), CLIENTS["HDP"])
     for host, components in sorted(hosts.items()):
         present = {hc["HostRoles"]["component_name"] for hc in amb.api.get(
@@ -179,12 +210,13 @@ def install(amb: Ambari, args: argparse.Namespace) -> int:
     workers = [w for w in (args.workers or "").split(",") if w]
     if args.master in workers:
         raise DeployError("%s cannot be both the master and a worker" % args.master)
+    current = current_configs(amb)
     configs = desired_configs(check_stack(amb), parse_pairs(args.site, "--site"),
-                              parse_pairs(args.env, "--env"))
+                              parse_pairs(args.env, "--env"), current)
     hosts: Dict[str, List[str]] = {args.master: ["CDSW_MASTER", "CDSW_DOCKER"]}
     for w in workers:
         hosts[w] = ["CDSW_WORKER", "CDSW_DOCKER"]
-    ensure_service(amb, configs, hosts)
+    ensure_service(amb, configs, hosts, current)
     set_state(amb, "INSTALLED", "Install CDSW")
     set_state(amb, "STARTED", "Start CDSW")
     if configs["cdsw-env"].get("first_admin_password"):

@@ -20,8 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import secrets
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "packaging"))
 
@@ -38,6 +40,7 @@ except ImportError:  # pragma: no cover - depends on the admin's environment
 
 PRODUCT = "CDSW"
 SERVICE_TYPE = "CDSW"
+SECRET_PARAM = "cdsw_cluster_secret"  # the SDL parameter of cdsw.cluster.secret
 MIN_API = 41
 # The parcel stages in order, and the ParcelResourceApi method that moves a parcel to each.
 STAGES = [("DOWNLOADED", "start_download_command"),
@@ -171,11 +174,26 @@ def repo_version(repo_url: str, timeout: float) -> str:
         manifest = requests.get(url, timeout=timeout).json()
     except (requests.RequestException, ValueError) as e:
         raise DeployError("cannot read %s: %s (pass --version)" % (url, e)) from None
-    versions = sorted({p["parcelName"].split("-")[1] for p in manifest.get("parcels", [])
-                       if p.get("parcelName", "").startswith(PRODUCT + "-")})
-    if len(versions) != 1:
-        raise DeployError("%s offers CDSW versions %s: pass --version" % (url, versions or "none"))
-    return versions[0]
+    versions = {v for v in (parcel_version(p.get("parcelName", ""))
+                            for p in manifest.get("parcels", [])) if v}
+    if not versions:
+        raise DeployError("%s offers no CDSW parcel: check --repo-url" % url)
+    return max(versions, key=version_key)
+
+
+def parcel_version(name: str) -> Optional[str]:
+    """VERSION of 'CDSW-VERSION-DISTRO.parcel' (VERSION may hold dashes, as CDH's
+    '5.16.2-1.cdh5.16.2.p0.8' does; DISTRO never does), None for another product's parcel."""
+    prefix, suffix = PRODUCT + "-", ".parcel"
+    if not (name.startswith(prefix) and name.endswith(suffix)):
+        return None
+    version, sep, distro = name[len(prefix):-len(suffix)].rpartition("-")
+    return version if sep and version and distro else None
+
+
+def version_key(version: str) -> Tuple[Tuple[int, Any], ...]:
+    """Orders '0.1.0.9' before '0.1.0.10' (numbers as numbers, other parts as text)."""
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"[.-]", version))
 
 
 def activate_parcel(cm: Cm, version: str) -> None:
@@ -215,6 +233,12 @@ def ensure_service(cm: Cm, name: str, config: Dict[str, str]) -> None:
     services = cm.services.read_services(cm.cluster).items or []
     existing = next((s for s in services if s.name == name), None)
     if existing is None:
+        if not config.get(SECRET_PARAM):
+            # First install with no manual step: the secret every role shares (the master
+            # checks it, workers present it) is made here, once, and CM hands it to every
+            # role's cdsw.properties. A re-run finds the service and leaves it as it is.
+            config = dict(config, **{SECRET_PARAM: secrets.token_urlsafe(32)})
+            say("cluster secret generated (service parameter %s)" % SECRET_PARAM)
         service = cm_client.ApiService(name=name, type=SERVICE_TYPE,
                                        config=cm_client.ApiServiceConfig(items=_configs(config)))
         cm.services.create_services(cm.cluster, body=cm_client.ApiServiceList(items=[service]))

@@ -38,13 +38,16 @@ class FakeAmbari:
         name, ver = stack.split("-")
         base = V1 + "/stacks/%s/versions/%s/services/CDSW" % (name, ver)
         r = server.route
-        r("GET", C, lambda q: (200, {"Clusters": {"cluster_name": "c1", "version": self.stack}}))
+        r("GET", C, lambda q: (200, {"Clusters": {"cluster_name": "c1", "version": self.stack,
+                                                  "desired_configs": self.desired()}}))
+        r("GET", C + "/configurations", self.read_config)
         r("GET", base, lambda q: (200, {"StackServices": {"service_name": "CDSW"}})
           if has_cdsw else (404, {"status": 404, "message": "The requested resource doesn't exist"}))
         r("GET", base + "/configurations", lambda q: (200, {"items": [
             {"StackConfigurations": {"type": "cdsw-site.xml", "property_name": k,
                                      "property_value": v}}
-            for k, v in (("cdsw.domain", ""), ("cdsw.master.host", ""), ("cdsw.http.port", "8080"))
+            for k, v in (("cdsw.domain", ""), ("cdsw.master.host", ""), ("cdsw.http.port", "8080"),
+                         ("cdsw.cluster.secret", ""))
         ] + [{"StackConfigurations": {"type": "cdsw-env.xml", "property_name": k,
                                       "property_value": v}}
              for k, v in (("cdsw_user", "cdsw"), ("first_admin_password", ""))]}))
@@ -71,6 +74,16 @@ class FakeAmbari:
                                         "header is required."}
             return handler(q)
         return wrapped
+
+    def desired(self):
+        """Clusters/desired_configs: the newest tag of each type."""
+        return {c["type"]: {"tag": c["tag"]} for c in self.configs}
+
+    def read_config(self, q):
+        ctype, tag = q.query["type"][0], q.query["tag"][0]
+        found = [c for c in self.configs if c["type"] == ctype and c["tag"] == tag]
+        return 200, {"items": [{"type": ctype, "tag": tag,
+                                "properties": found[-1]["properties"]}] if found else []}
 
     def create_service(self, q):
         self.service = True
@@ -126,8 +139,11 @@ def test_install_adds_service_configs_clients_and_starts(ambari, capsys):
     assert comps == ["CDSW_MASTER", "CDSW_WORKER", "CDSW_DOCKER"]
     site = next(c for c in ambari.configs if c["type"] == "cdsw-site")
     env = next(c for c in ambari.configs if c["type"] == "cdsw-env")
+    secret = site["properties"]["cdsw.cluster.secret"]
+    assert len(secret) >= 40  # generated: master and workers share it with no manual step
     assert site["properties"] == {"cdsw.domain": "cdsw.example.com",
-                                  "cdsw.master.host": "10.0.0.5", "cdsw.http.port": "8080"}
+                                  "cdsw.master.host": "10.0.0.5", "cdsw.http.port": "8080",
+                                  "cdsw.cluster.secret": secret}
     assert env["properties"] == {"cdsw_user": "cdsw", "first_admin_password": "pw"}
     assert site["tag"] == env["tag"] and site["tag"].startswith("version")
     # HDP 3: the SPARK2/YARN/HDFS clients the wizard would add, CDSW roles by host
@@ -146,6 +162,22 @@ def test_install_adds_service_configs_clients_and_starts(ambari, capsys):
                                         "Body": {"ServiceInfo": {"state": "STARTED"}}}
     out = capsys.readouterr().out
     assert "alert OK        CDSW Master API" in out
+
+
+def test_rerun_keeps_what_was_changed_in_the_ui_and_the_secret(ambari, capsys):
+    assert ambari_deploy.main(_args(ambari, *INSTALL)) == 0
+    first = [c for c in ambari.configs if c["type"] == "cdsw-site"][-1]["properties"]
+    # an operator changes the port in the Ambari UI: a new cdsw-site version
+    ambari.configs.append({"type": "cdsw-site", "tag": "version-ui",
+                           "properties": dict(first, **{"cdsw.http.port": "9090"})})
+    assert ambari_deploy.main(_args(ambari, *INSTALL)) == 0
+    site = [c for c in ambari.configs if c["type"] == "cdsw-site"][-1]
+    assert site["tag"] == "version-ui", "nothing changed, so no new version is written"
+    assert ambari_deploy.main(_args(ambari, *INSTALL, "--site", "cdsw.http.port=9443")) == 0
+    site = [c for c in ambari.configs if c["type"] == "cdsw-site"][-1]["properties"]
+    assert site["cdsw.http.port"] == "9443"
+    assert site["cdsw.cluster.secret"] == first["cdsw.cluster.secret"]
+    assert capsys.readouterr().out.count("cluster secret generated") == 1
 
 
 def test_bigtop_gets_the_spark_client(monkeypatch):

@@ -14,6 +14,7 @@ import base64
 import os
 import socket
 import subprocess
+import re
 import sys
 from typing import Any, Dict, List
 
@@ -159,8 +160,13 @@ def test_install_drives_cm_from_repo_to_health(cm, monkeypatch, capsys):
         ("GET", C + "/services/CDSW"), ("GET", C + "/services/CDSW/roles")]
     assert cm.config == [{"name": "REMOTE_PARCEL_REPO_URLS",
                           "value": "https://archive.example/cdh7,%s/repo" % cm.server.url}]
-    assert cm.server.calls("POST", C + "/services")[0].body == {"items": [{
+    created = cm.server.calls("POST", C + "/services")[0].body
+    items = created["items"][0]["config"]["items"]
+    secret = next(i["value"] for i in items if i["name"] == "cdsw_cluster_secret")
+    assert len(secret) >= 40  # generated at service creation: no manual step before First Run
+    assert created == {"items": [{
         "name": "CDSW", "type": "CDSW", "config": {"items": [
+            {"name": "cdsw_cluster_secret", "value": secret},
             {"name": "cdsw_domain", "value": "cdsw.example.com"},
             {"name": "cdsw_master_host", "value": "10.0.0.5"}]}}]}
     placed = sorted((r["type"], r["hostRef"]["hostId"]) for r in cm.roles)
@@ -186,6 +192,39 @@ def test_rerun_updates_configuration_and_creates_nothing_twice(cm, monkeypatch):
     update = cm.server.calls("PUT", C + "/services/CDSW/config")
     assert len(update) == 1 and update[0].query == {"message": ["cm_deploy.py"]}
     assert update[0].body["items"][0] == {"name": "cdsw_domain", "value": "cdsw.example.com"}
+
+
+def test_a_given_secret_is_kept_and_a_rerun_never_makes_another(cm, monkeypatch, capsys):
+    monkeypatch.setenv("CM_PASSWORD", "secret")
+    argv = _install(cm) + ["--config", "cdsw_cluster_secret=mine"]
+    assert cm_deploy.main(_args(cm, *argv)) == 0
+    items = cm.server.calls("POST", C + "/services")[0].body["items"][0]["config"]["items"]
+    assert {"name": "cdsw_cluster_secret", "value": "mine"} in items
+    assert "cluster secret generated" not in capsys.readouterr().out
+    assert cm_deploy.main(_args(cm, *_install(cm))) == 0
+    update = cm.server.calls("PUT", C + "/services/CDSW/config")[-1].body["items"]
+    assert not [i for i in update if i["name"] == "cdsw_cluster_secret"]
+
+
+@pytest.mark.parametrize("name,version", [
+    ("CDSW-0.1.0.812-el8.parcel", "0.1.0.812"),
+    ("CDSW-1.2.0-1.cdsw1.2.0.p0.3-el7.parcel", "1.2.0-1.cdsw1.2.0.p0.3"),
+    ("CDH-5.16.2-1.cdh5.16.2.p0.8-el7.parcel", None),
+    ("CDSW-el8.parcel", None), ("CDSW-0.1.0-el8.parcel.sha1", None)])
+def test_parcel_version_parsing(name, version):
+    assert cm_deploy.parcel_version(name) == version
+
+
+def test_the_newest_version_a_repository_offers_is_taken(cm):
+    cm.server.routes.insert(0, ("GET", re.compile("/repo2/manifest.json"), lambda q: (200, {
+        "parcels": [{"parcelName": n} for n in (
+            "CDSW-0.1.0.9-el8.parcel", "CDSW-0.1.0.10-el8.parcel", "CDSW-0.1.0.10-el9.parcel",
+            "CDH-7.1.9-1.cdh7.1.9.p0.1-el8.parcel")]})))
+    assert cm_deploy.repo_version(cm.server.url + "/repo2", 5) == "0.1.0.10"
+    cm.server.routes.insert(0, ("GET", re.compile("/repo3/manifest.json"),
+                                lambda q: (200, {"parcels": []})))
+    with pytest.raises(DeployError, match="offers no CDSW parcel: check --repo-url"):
+        cm_deploy.repo_version(cm.server.url + "/repo3", 5)
 
 
 def test_upgrade_backs_up_then_activates_and_restarts(cm, monkeypatch):
