@@ -5,9 +5,9 @@ project, first on sys.path, so a file named like any module the kernel imports w
 would run as the session's user. Here the interpreter starts isolated (-I: no working directory,
 no PYTHON* variables, no user site) and IPython neither adds the working directory nor runs
 $PYTHONSTARTUP. Once the kernel is up, and before the user's first cell, the user's own paths
-are added after the image's packages, so a project module can be imported but cannot shadow an
-installed one: the user site of $HOME (`pip install --user`), then $PYTHONPATH, then the working
-directory.
+are added: the user site of $HOME (`pip install --user`, the user's own) before the image's
+packages, as Python does; then $PYTHONPATH and the working directory after them, so a project
+module can be imported but cannot shadow an installed one.
 """
 
 from __future__ import annotations
@@ -35,10 +35,25 @@ def add_user_paths() -> None:
     for entry in user_paths(os.getcwd(), os.environ.get("PYTHONPATH", ""), user_site):
         if entry in sys.path:
             continue
-        if entry == user_site and os.path.isdir(user_site):
-            site.addsitedir(user_site)  # its .pth files too: the user's own, in $HOME
+        if entry == user_site:
+            if os.path.isdir(user_site):
+                add_user_site(user_site)
         else:
             sys.path.append(entry)
+
+
+def add_user_site(user_site: str) -> None:
+    """The user site of $HOME (the user's own folder, never the project), with its .pth files,
+    before the image's site-packages as Python does it: `pip install --user --upgrade pandas`
+    takes effect for modules the kernel imports from then on."""
+    before = list(sys.path)
+    site.addsitedir(user_site)
+    added = [p for p in sys.path if p not in before]
+    rest = [p for p in sys.path if p in before]
+    at = next((i for i, p in enumerate(rest) if os.path.basename(p) in ("site-packages",
+                                                                       "dist-packages")),
+              len(rest))
+    sys.path[:] = rest[:at] + added + rest[at:]
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -576,3 +576,17 @@ def test_image_tree_keeps_no_setuid_programs(tmp_path: Path) -> None:
     assert sorted(build_mod.drop_setuid_bits(tmp_path)) == ["/usr/bin/su", "/usr/bin/wall"]
     assert su.stat().st_mode & 0o7777 == 0o755 and ls.stat().st_mode & 0o7777 == 0o755
     assert (tmp_path / "usr/bin/wall").stat().st_mode & 0o7777 == 0o755
+
+
+def test_engine_kernel_puts_the_users_own_site_before_the_image_packages(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cdsw_agent.engine.kernel import add_user_site
+
+    user_site = tmp_path / "home/.local/lib/python3/site-packages"
+    (user_site / "extra").mkdir(parents=True)
+    (user_site / "mine.pth").write_text(str(user_site / "extra") + "\n")
+    monkeypatch.setattr(sys, "path", ["/usr/lib/python3.11", "/opt/cdsw/venv/lib/site-packages",
+                                      "/home/cdsw"])
+    add_user_site(str(user_site))
+    assert sys.path == ["/usr/lib/python3.11", str(user_site), str(user_site / "extra"),
+                        "/opt/cdsw/venv/lib/site-packages", "/home/cdsw"]
