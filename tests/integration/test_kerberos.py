@@ -286,3 +286,61 @@ def test_someone_without_a_credential_reads_one_clear_line(world: World) -> None
     log = w.c["dave"].get("/api/v1/sessions/%d/log" % sid).text
     assert notice in log, log
     scheduler.stop(w.api.client.app.state.server)
+
+
+def test_the_keeper_renews_reobtains_and_reports_failures(realm: Dict[str, Any],
+                                                          tmp_path: Path) -> None:
+    """One round at a time, at chosen instants: renew before expiry, obtain again past the
+    renewable lifetime, and a KDC refusal shown on the API, in health and the audit log."""
+    from cdsw_agent.health import REGISTRY, Status
+
+    kdc: Kdc = realm["kdc"]
+    kdc.add_principal("erin", "erin-Krb-pw1")
+    api = build_api(_settings(tmp_path / "data", kdc, kerberos_renew_lifetime="40s"))
+    try:
+        erin = api.user("erin")
+        c = api.client_for(erin)
+        assert _put(c, principal="erin", password="erin-Krb-pw1").status_code == 200
+
+        def keep(after: float) -> List[str]:
+            return tickets.keep(api.db.session, api.settings, 2.0,
+                                now=utcnow() + dt.timedelta(seconds=after))
+
+        cache = tickets.cache_file(api.settings, erin.id)
+        first = kdc_tools.klist(cache, str(kdc.krb5_conf))
+        assert first is not None and first.renew_until is not None
+        assert keep(0) == []  # fresh: nothing to do
+        assert keep(LIFETIME_SECONDS - 8) == ["erin@CDSW.TEST: renew"]  # a third left
+        # close to the renewable lifetime a renewal would be too short: obtained again, the
+        # cache replaced by a new file (engines never see a half-written one)
+        inode = cache.stat().st_ino
+        assert keep(36) == ["erin@CDSW.TEST: obtain"]
+        second = kdc_tools.klist(cache, str(kdc.krb5_conf))
+        assert second is not None and second.principal == "erin@CDSW.TEST"
+        assert cache.stat().st_ino != inode and stat.S_IMODE(cache.stat().st_mode) == 0o600
+        assert [p.name for p in cache.parent.iterdir()] == ["krb5cc"]  # no temporary left
+        actions = [a for a, _, _ in _audit(api, "kerberos.ticket.")]
+        assert actions == ["kerberos.ticket.renewed", "kerberos.ticket.obtained"]
+        health = REGISTRY.run(api.settings, names=["kerberos"])[0]
+        assert health.status == Status.OK, health.message
+        assert health.message.endswith("default realm CDSW.TEST; 1 user ticket(s) valid")
+
+        # the password changed at the KDC: the stored one no longer works
+        kdc.kadmin("cpw -pw erin-Krb-pw2 erin")
+        line = "the password for erin@CDSW.TEST is wrong (the KDC refused it)"
+        assert keep(LIFETIME_SECONDS + 60) == ["erin@CDSW.TEST: failed"]
+        assert keep(LIFETIME_SECONDS + 62) == ["erin@CDSW.TEST: failed"]
+        failed = _audit(api, "kerberos.ticket.failed")
+        assert [d for _, _, d in failed] == [{"principal": "erin@CDSW.TEST", "error": line}]
+        status = c.get("/api/v1/account/kerberos").json()
+        assert status["state"] == "failing" and status["last_error"] == line
+        page = c.get("/account/hadoop-authentication").text
+        assert line in page
+        health = REGISTRY.run(api.settings, names=["kerberos"])[0]
+        assert health.status == Status.WARNING
+        assert "1 failing: erin (erin@CDSW.TEST): " + line in health.message
+        # the user gives the new password: valid again, error gone
+        assert _put(c, principal="erin", password="erin-Krb-pw2").status_code == 200
+        assert c.get("/api/v1/account/kerberos").json()["last_error"] == ""
+    finally:
+        api.db.engine.dispose()
