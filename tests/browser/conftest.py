@@ -28,7 +28,8 @@ VIEWPORT = {"width": 1280, "height": 800}
 @dataclass
 class Server:
     url: str
-    engine_url: str  # the engine-content listener: another origin (settings engine_origin=port)
+    engine_url: str  # the engine-content listener, another origin (engine_origin=port); in
+    # subdomain mode the workbench's own URL, as each session gets a host of its own
     proc: subprocess.Popen  # type: ignore[type-arg]
     log: Path
 
@@ -39,17 +40,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("browser")
+def start_server(tmp: Path, engine_origin: str = "port") -> Iterator[Server]:
+    """The workbench in its own process; engine_origin "subdomain" serves it at
+    localhost (Chromium resolves every *.localhost to loopback) with a host per session."""
     port, engine_port = _free_port(), _free_port()
     log = tmp / "server.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDSW_")}
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "tests.browser.server", str(tmp / "data"),
-                                 str(port), str(engine_port)], cwd=str(ROOT), env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
-    url = "http://127.0.0.1:%d" % port
+                                 str(port), str(engine_port), engine_origin], cwd=str(ROOT),
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    host = "localhost" if engine_origin == "subdomain" else "127.0.0.1"
+    url = "http://%s:%d" % (host, port)
     deadline = time.monotonic() + 60
     while True:
         if proc.poll() is not None:
@@ -63,12 +65,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             proc.kill()
             pytest.fail("the test server did not answer within 60 s: %s" % log.read_text()[-3000:])
         time.sleep(0.2)
-    yield Server(url, "http://127.0.0.1:%d" % engine_port, proc, log)
+    engine_url = url if engine_origin == "subdomain" else "http://%s:%d" % (host, engine_port)
+    yield Server(url, engine_url, proc, log)
     proc.terminate()
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    yield from start_server(tmp_path_factory.mktemp("browser"))
 
 
 @pytest.fixture(scope="session")

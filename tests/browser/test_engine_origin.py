@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Dict
+from typing import Any, Dict, Iterator
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from .conftest import Console, Server, screenshot, sign_in
+from .conftest import VIEWPORT, Console, Server, screenshot, sign_in, start_server
 from .test_journeys import new_project, write_file
 
 pytestmark = pytest.mark.timeout(600)
@@ -76,17 +76,19 @@ def start_session(page: Page, pid: int) -> int:
     return int(page.url.rsplit("/", 1)[1])
 
 
-def open_lab(page: Page, server: Server, sid: int) -> Page:
+def open_lab(page: Page, server: Server, sid: int, origin_re: str = "") -> Page:
     """Click "Open JupyterLab"; the new tab lands on the engine origin, not the workbench's."""
     with page.context.expect_page() as opened:
         page.get_by_role("link", name="Open JupyterLab").click()
     lab = opened.value
+    origin_re = origin_re or re.escape(server.engine_url)
     failures = []  # kept on the page for the failure message
     lab.on("response", lambda r: failures.append("%d %s" % (r.status, r.url))
            if r.status >= 400 else None)
     lab.on("requestfailed", lambda r: failures.append("failed %s %s" % (r.url, r.failure)))
     setattr(lab, "failed_responses", failures)
-    lab.wait_for_url(server.engine_url + "/api/v1/sessions/%d/engine/lab**" % sid, timeout=LAB_MS)
+    lab.wait_for_url(re.compile(origin_re + "/api/v1/sessions/%d/engine/lab" % sid),
+                     timeout=LAB_MS)
     return lab
 
 
@@ -105,10 +107,8 @@ def assert_attack_failed(result: Dict[str, Any], where: str) -> None:
             (where, step, result)
 
 
-def test_jupyterlab_runs_a_cell_on_the_engine_origin(page: Page, server: Server) -> None:
-    sign_in(page, "alice")
-    sid = start_session(page, new_project(page))
-    lab = open_lab(page, server, sid)
+def run_a_cell(lab: Page, user: str) -> None:
+    """A new notebook from Lab's launcher; one cell run, its output seen."""
     lab.locator('.jp-LauncherCard[data-category="Notebook"]').first.click(timeout=LAB_MS)
     editor = lab.locator(".jp-Notebook .jp-Cell .cm-content").first
     expect(editor).to_be_visible(timeout=60000)
@@ -118,8 +118,15 @@ def test_jupyterlab_runs_a_cell_on_the_engine_origin(page: Page, server: Server)
     lab.keyboard.type("import os; print(6 * 7, os.environ['HADOOP_USER_NAME'])")
     lab.keyboard.press("Shift+Enter")
     output = lab.locator(".jp-OutputArea-output").first
-    expect(output).to_have_text("42 alice", timeout=60000)
+    expect(output).to_have_text("42 %s" % user, timeout=60000)
     assert not getattr(lab, "failed_responses"), getattr(lab, "failed_responses")
+
+
+def test_jupyterlab_runs_a_cell_on_the_engine_origin(page: Page, server: Server) -> None:
+    sign_in(page, "alice")
+    sid = start_session(page, new_project(page))
+    lab = open_lab(page, server, sid)
+    run_a_cell(lab, "alice")
     screenshot(lab, "jupyterlab")
     # the Lab tab holds no workbench sign-in: its origin is not the workbench's
     assert lab.evaluate("() => location.origin") == server.engine_url
@@ -160,3 +167,36 @@ def test_engine_pages_cannot_act_as_the_viewer(page: Page, server: Server,
     assert "control-key-here" in names and not any(n.startswith("stolen") for n in names), names
     for key in api_keys(page):
         page.evaluate("(id) => CDSW.api('DELETE', '/api/v1/account/api-keys/' + id)", key["id"])
+
+
+@pytest.fixture(scope="module")
+def subdomain_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    yield from start_server(tmp_path_factory.mktemp("browser-subdomain"), "subdomain")
+
+
+def test_subdomain_mode_serves_jupyterlab_on_a_host_of_its_own(
+        browser: Any, subdomain_server: Server) -> None:
+    """cdsw.engine.origin=subdomain with the domain localhost: the session's Lab opens at
+    s-ID-TAG.localhost (as CDSW's wildcard subdomains), runs a cell, and cannot call the
+    workbench as the viewer."""
+    server = subdomain_server
+    context = browser.new_context(base_url=server.url, viewport=VIEWPORT)
+    context.set_default_timeout(15000)
+    page = context.new_page()
+    try:
+        sign_in(page, "alice")
+        sid = start_session(page, new_project(page))
+        host = r"http://s-%d-[0-9a-f]{12}\.localhost:\d+" % sid
+        lab = open_lab(page, server, sid, origin_re=host)
+        origin = lab.evaluate("() => location.origin")
+        assert re.fullmatch(host, origin) and origin != server.url, origin
+        run_a_cell(lab, "alice")
+        screenshot(lab, "jupyterlab-subdomain")
+        assert "cdsw_session" not in lab.evaluate("() => document.cookie")
+        in_lab = lab.evaluate(ATTACK, {"workbench": server.url, "name": "stolen-sub"})
+        print("in JupyterLab on its subdomain:", in_lab)
+        assert_attack_failed(in_lab, "subdomain")
+        names = [k["name"] for k in api_keys(page)]
+        assert not any(n.startswith("stolen") for n in names), names
+    finally:
+        context.close()
