@@ -12,6 +12,7 @@ from .registry import (REGISTRY, Check, CheckResult, HealthContext, Outcome, Reg
 from . import docker_checks  # noqa: F401,I001
 from . import master_checks  # noqa: F401
 from . import host_checks  # noqa: F401
+from . import cluster_clients_check  # noqa: F401
 from . import tls_check  # noqa: F401
 
 __all__ = ["REGISTRY", "Check", "CheckResult", "HealthContext", "Outcome", "Registry", "Status",

@@ -26,6 +26,9 @@ ENGINE_HOME = "/home/cdsw"  # the project: the working directory, as in CDSW
 USER_HOME = "/home/cdsw-user"  # $HOME (and the passwd entry): the launcher's own folder, mounted
 VENV = "/opt/cdsw/venv"
 MANIFEST_PATH = "/opt/cdsw/image.json"
+# PATH of every engine image: the virtualenv first (python, pip, jupyter); engines put the
+# cluster's clients right after it (clientconfig.distributions)
+IMAGE_PATH = VENV + "/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 LABEL_PREFIX = "com.cdsw.engine"
 LABEL_MARKER = LABEL_PREFIX  # value "true" on every engine image; `cdsw images list` filters on it
@@ -140,7 +143,7 @@ class Recipe:
 
     def env(self) -> Dict[str, str]:
         return {
-            "PATH": VENV + "/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "PATH": IMAGE_PATH,
             "HOME": USER_HOME,
             "USER": ENGINE_USER,
             "SHELL": "/bin/bash",

@@ -122,6 +122,14 @@ SETTINGS: List[Setting] = [
     S("hadoop_conf_dirs", "list", [], "Client configuration directories collected for engines "
       "(Ambari: /etc/hadoop/conf, ...; Cloudera Manager: the role's dependency dirs).",
       group="cluster"),
+    S("cluster_client_kind", "choice", "auto", "Where the cluster's own clients (Spark, Hadoop, "
+      "Hive) live on the gateways, mounted read-only into engines: cm-parcels "
+      "(/opt/cloudera/parcels), hdp (/usr/hdp), bigtop (/usr/lib); auto takes the first found "
+      "in that order; none mounts nothing.",
+      choices=("auto", "cm-parcels", "hdp", "bigtop", "none"), group="cluster"),
+    S("cluster_client_dirs", "list", [], "Gateway directories of the cluster clients "
+      "(the parcels directory, /usr/hdp, or Bigtop's /usr/lib); empty: the kind's standard "
+      "place.", group="cluster"),
     S("krb5_conf", "str", "/etc/krb5.conf", "krb5.conf mounted into engines.", group="cluster"),
     S("kerberos_enabled", "bool", False, "The cluster uses Kerberos: engines act with their "
       "user's Kerberos identity, so session sharing is off by default (site setting "

@@ -35,7 +35,8 @@ from sqlalchemy.orm import Session
 from ..clientconfig import (SparkPorts, bundles_dir, current, engine_mounts_and_env,
                             hadoop_mounts_and_env)
 from ..errors import UserError
-from ..images.recipe import USER_HOME
+from ..clientconfig import distributions as cluster_clients
+from ..images.recipe import IMAGE_PATH, USER_HOME
 from ..orchestrators import Mount, Orchestrator, OrchestratorError, Port, WorkloadSpec
 from ..orchestrators.base import RESTART_NEVER, Node
 from ..settings import Settings
@@ -259,6 +260,8 @@ def build_spec(db: Session, settings: Settings, orchestrator: Orchestrator,
         gpus=profile.gpus if profile else 0, ports=list(req.ports), labels=labels,
         restart=req.restart)
     attach_client_config(settings, orchestrator, spec, req.spark)
+    for note in cluster_clients.attach(settings, spec, local, IMAGE_PATH):
+        log.warning("engine %s: %s", spec.name, note)
     from ..kerberos import engine as kerberos_engine  # the acting user's ticket, read-only
     kerberos_engine.attach(db, settings, spec, req.launcher, local)
     return spec

@@ -63,7 +63,7 @@ def test_validate_ready_host(tmp_path, runner):
     assert r.exit_code == 0, r.output
     found = statuses(r.output)
     assert list(found) == ["python_version", "data_dir", "disk_space", "port_free",
-                           "docker_binary", "cgroups", "dns", "clock_sync"]
+                           "docker_binary", "cgroups", "dns", "clock_sync", "cluster_clients"]
     assert found["python_version"] == found["data_dir"] == found["port_free"] == "OK"
     assert found["docker_binary"] == found["dns"] == "OK"
     assert "host ready" in r.output

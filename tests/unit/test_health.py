@@ -31,6 +31,7 @@ from cdsw_agent.store.db import Database
 
 ALL_CHECKS = ["docker_daemon", "swarm_membership", "swarm_nodes", "engine_image", "master_api",
               "clock_skew", "database", "storage", "hadoop_client_configs", "kerberos",
+              "cluster_clients",
               "tls_certificate"]
 
 
