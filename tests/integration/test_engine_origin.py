@@ -262,14 +262,25 @@ def test_signing_out_or_losing_the_share_ends_engine_access(port_world: World,
     assert owner.workbench("POST", "/api/v1/auth/signout").status_code in (200, 204)
     assert owner.call("GET", status, cookies=owner.engine_cookies).status_code == 401
 
+
+
+def test_port_mode_opens_engine_pages_of_ones_own_sessions_only(port_world: World,
+                                                                port_session: int) -> None:
+    """Every session's pages share the engine port's origin: a page of a session shared with
+    you could reach your own sessions' engines there. So, in port mode, someone else's session
+    is used through the workbench (console, terminal), not through its engine pages."""
+    base = "/api/v1/sessions/%d" % port_session
     key = port_world.c["owner"]
     r = key.put(base + "/shares/%d" % port_world.contrib.id, json={"mode": "interactive"})
     assert r.status_code == 200, r.text
-    contrib = Browser(port_world.api, port_world.contrib)
-    contrib.open_engine(port_session)
-    assert contrib.call("GET", status, cookies=contrib.engine_cookies).status_code == 200
-    assert key.delete(base + "/shares/%d" % port_world.contrib.id).status_code == 204
-    assert contrib.call("GET", status, cookies=contrib.engine_cookies).status_code == 403
+    try:
+        contrib = Browser(port_world.api, port_world.contrib)
+        r = contrib.workbench("POST", base + "/engine-access", json={})
+        assert r.status_code == 403 and "subdomain" in r.json()["error"], r.text
+        r = contrib.workbench("POST", base + "/terminals")
+        assert r.status_code == 201, r.text  # the shared session itself still works
+    finally:
+        assert key.delete(base + "/shares/%d" % port_world.contrib.id).status_code == 204
 
 
 def test_api_keys_still_reach_the_engine_on_the_workbench_origin(port_world: World,
@@ -312,3 +323,17 @@ def test_subdomain_mode_serves_each_session_on_its_own_host(sub_world: World) ->
     assert r.status_code == 401
     second_origin, _ = owner.open_engine(second)
     assert second_origin != origin
+
+
+def test_subdomain_mode_opens_shared_sessions_until_the_share_ends(sub_world: World) -> None:
+    sid = sub_world.running()
+    base = "/api/v1/sessions/%d" % sid
+    key = sub_world.c["owner"]
+    r = key.put(base + "/shares/%d" % sub_world.contrib.id, json={"mode": "interactive"})
+    assert r.status_code == 200, r.text
+    contrib = Browser(sub_world.api, sub_world.contrib)
+    origin, _ = contrib.open_engine(sid)
+    status = origin + base + "/engine/api/status"
+    assert contrib.call("GET", status, cookies=contrib.engine_cookies).status_code == 200
+    assert key.delete(base + "/shares/%d" % sub_world.contrib.id).status_code == 204
+    assert contrib.call("GET", status, cookies=contrib.engine_cookies).status_code == 403

@@ -66,6 +66,12 @@ def engine_access(session_id: Id, body: EngineAccessIn, request: Request,
     if nxt is None:
         raise ApiError(422, "invalid request: path: expected a relative engine path such as lab")
     session, _ = _running(state, session_id)
+    if settings.engine_origin == engine_origin.PORT and session.user_id != access.user.id:
+        # every session's pages share the engine port's origin: a page of someone else's
+        # session could then reach the viewer's own sessions there
+        raise ApiError(403, "JupyterLab opens only your own sessions here, as all sessions share "
+                            "one engine origin (cdsw.engine.origin=port); use the console and "
+                            "terminal, or ask an administrator for subdomain engine origins")
     ws = access.caller.web_session
     token = engine_origin.mint(settings.data_dir, "launch", session.id, session.name,
                                access.user.id, ws.id if ws is not None else 0)
