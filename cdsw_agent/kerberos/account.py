@@ -68,7 +68,7 @@ def remove(db: Session, settings: Settings, user: User) -> Optional[str]:
 
 
 def _iso(when: Optional[dt.datetime]) -> Optional[str]:
-    return when.isoformat() + "Z" if when else None
+    return when.replace(microsecond=0).isoformat() + "Z" if when else None
 
 
 def status(db: Session, settings: Settings, user: User,
