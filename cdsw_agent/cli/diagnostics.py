@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 import click
 
@@ -35,14 +35,20 @@ def validate_command(ctx: CliContext, strict: bool) -> None:
 
 @click.command("logs")
 @click.option("--out", "out", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="Bundle file to write (default: ./cdsw-logs-HOST-TIME.tar.gz).")
+              help="Bundle file to write (default: DATA_DIR/diagnostics/cdsw-logs-HOST-TIME"
+                   ".tar.gz).")
+@click.option("--role-logs", "role_logs", multiple=True,
+              type=click.Path(file_okay=False, exists=True),
+              help="Another directory of role logs to include (repeatable); Ambari's "
+                   "/var/log/cdsw and the CDSW roles' Cloudera Manager process dirs are found.")
 @pass_ctx
-def logs_command(ctx: CliContext, out: Optional[str]) -> None:
-    """Write a diagnostic bundle (configuration, health, versions, Docker state, logs), secrets
-    redacted, to attach to a support request."""
+def logs_command(ctx: CliContext, out: Optional[str], role_logs: Tuple[str, ...]) -> None:
+    """Write a diagnostic bundle (configuration, health, versions, Docker state, the roles',
+    engines' and runs' logs), secrets redacted, to attach to a support request."""
     from ..health import bundle
 
-    path = bundle.build(ctx.settings, Path(out) if out else None)
+    path = bundle.build(ctx.settings, Path(out) if out else None,
+                        role_logs=[Path(d) for d in role_logs])
     click.echo(str(path))
 
 

@@ -7,6 +7,7 @@ shaped like a credential), so the bundle can leave the cluster.
 from __future__ import annotations
 
 import datetime as dt
+import glob
 import io
 import json
 import os
@@ -17,7 +18,7 @@ import tarfile
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from .. import __version__
 from ..logs import RedactingFilter
@@ -28,6 +29,15 @@ from .registry import REGISTRY, reason
 MAX_LOG_FILES = 20  # newest first
 MAX_LOG_BYTES = 2 * 1024 * 1024  # the tail of each file
 LOG_SUFFIXES = (".log", ".txt", ".out", ".err")
+MAX_RUN_LOGS = 20  # newest job, experiment and model-build logs
+MAX_ENGINES = 10  # newest engine containers whose output is bundled
+ENGINE_LOG_LINES = 500
+# Where the managers put the roles' own output: Ambari's cdsw_log_dir, and the logs/ of each
+# CDSW role's Cloudera Manager process directory (the newest per role type).
+AMBARI_LOG_DIR = "/var/log/cdsw"
+CM_PROCESS_GLOB = "/var/run/cloudera-scm-agent/process/*-cdsw-CDSW_*"
+# Run logs under the data directory (jobs/runs/N.log, experiments/N/run.log, models/builds/N.log)
+RUN_LOG_GLOBS = ("jobs/runs/*.log", "experiments/*/run.log", "models/builds/*.log")
 
 
 def redactor_for(settings: Settings) -> RedactingFilter:
@@ -145,20 +155,76 @@ def recent_logs(logs_dir: Path) -> List[Tuple[str, str]]:
     files = [p for p in logs_dir.rglob("*") if p.is_file() and not p.is_symlink()
              and (p.suffix in LOG_SUFFIXES or ".log." in p.name)]
     files.sort(key=lambda p: p.stat().st_mtime, reverse=True)
-    out = []
-    for path in files[:MAX_LOG_FILES]:
-        with path.open("rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - MAX_LOG_BYTES))
-            data = f.read()
-        prefix = "[... first %d bytes left out ...]\n" % (size - MAX_LOG_BYTES) \
-            if size > MAX_LOG_BYTES else ""
-        out.append((str(path.relative_to(logs_dir)), prefix + data.decode("utf-8", "replace")))
+    return [(str(p.relative_to(logs_dir)), _tail(p)) for p in files[:MAX_LOG_FILES]]
+
+
+def role_log_dirs(extra: Iterable[Path] = ()) -> List[Tuple[str, Path]]:
+    """(bundle name, directory) of the roles' logs on this host: the given ones, Ambari's log
+    dir, and the newest Cloudera Manager process dir of each CDSW role type."""
+    cm_glob, ambari_dir = CM_PROCESS_GLOB, AMBARI_LOG_DIR
+    out = [("roles/%s" % (p.name or "extra"), p) for p in extra]
+    if Path(ambari_dir).is_dir():
+        out.append(("roles/ambari", Path(ambari_dir)))
+    newest: Dict[str, Path] = {}
+    for proc in glob.glob(cm_glob):
+        path = Path(proc)
+        role = path.name.split("-cdsw-", 1)[-1]
+        if (path / "logs").is_dir() and (role not in newest or
+                                         path.stat().st_mtime > newest[role].stat().st_mtime):
+            newest[role] = path
+    out += [("roles/%s" % role, path / "logs") for role, path in sorted(newest.items())]
     return out
 
 
+def run_logs(data_dir: Path) -> List[Tuple[str, str]]:
+    """(name under the data dir, tail) of the newest job, experiment and model-build logs."""
+    files = [p for pattern in RUN_LOG_GLOBS for p in data_dir.glob(pattern)
+             if p.is_file() and not p.is_symlink()]
+    files.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    return [(str(p.relative_to(data_dir)), _tail(p)) for p in files[:MAX_RUN_LOGS]]
+
+
+def _tail(path: Path) -> str:
+    with path.open("rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - MAX_LOG_BYTES))
+        data = f.read()
+    prefix = "[... first %d bytes left out ...]\n" % (size - MAX_LOG_BYTES) \
+        if size > MAX_LOG_BYTES else ""
+    return prefix + data.decode("utf-8", "replace")
+
+
+def engine_logs(settings: Settings) -> Dict[str, str]:
+    """The last lines of the newest workbench containers on this host's Docker (sessions,
+    job and experiment runs, model replicas)."""
+    import docker
+
+    from ..orchestrators.base import WORKLOAD_LABEL
+
+    client = docker.DockerClient(base_url=settings.docker_host, timeout=5)
+    try:
+        containers = client.containers.list(all=True, filters={"label": WORKLOAD_LABEL})
+        containers.sort(key=lambda c: c.attrs.get("Created", ""), reverse=True)
+        out = {}
+        for c in containers[:MAX_ENGINES]:
+            text = c.logs(tail=ENGINE_LOG_LINES, timestamps=True).decode("utf-8", "replace")
+            out["engines/%s.log" % c.name] = "# %s %s\n%s" % (c.name, c.status, text)
+        return out
+    finally:
+        client.close()
+
+
+def default_out_dir(settings: Settings) -> Path:
+    """Where a bundle goes when no --out is given: DATA_DIR/diagnostics (0700), a path on the
+    host the manager's command output names, kept after the command's process dir is gone."""
+    path = Path(settings.data_dir) / "diagnostics"
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(str(path), 0o700)
+    return path
+
+
 def build(settings: Settings, out: Optional[Path] = None,
-          health: Optional[List[Any]] = None) -> Path:
+          health: Optional[List[Any]] = None, role_logs: Iterable[Path] = ()) -> Path:
     """Collect everything and write the bundle; returns its path."""
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     root = "cdsw-logs-%s-%s" % (socket.gethostname().split(".")[0] or "host", stamp)
@@ -176,9 +242,26 @@ def build(settings: Settings, out: Optional[Path] = None,
     except Exception as e:
         bundle.errors.append("docker: not reachable at %s: %s" % (settings.docker_host, reason(e)))
     try:
+        for name, text in engine_logs(settings).items():
+            bundle.add(name, text)
+    except Exception as e:
+        bundle.errors.append("engines: no container logs from %s: %s"
+                             % (settings.docker_host, reason(e)))
+    try:
         for name, text in recent_logs(Path(settings.data_dir) / "logs"):
             bundle.add("logs/" + name, text)
     except OSError as e:
         bundle.errors.append("logs: %s" % e)
-    target = out or Path.cwd() / (root + ".tar.gz")
+    for prefix, directory in role_log_dirs(role_logs):
+        try:
+            for name, text in recent_logs(directory):
+                bundle.add("%s/%s" % (prefix, name), text)
+        except OSError as e:
+            bundle.errors.append("%s: %s" % (prefix, e))
+    try:
+        for name, text in run_logs(Path(settings.data_dir)):
+            bundle.add("runs/" + name, text)
+    except OSError as e:
+        bundle.errors.append("runs: %s" % e)
+    target = out or default_out_dir(settings) / (root + ".tar.gz")
     return bundle.write(target)

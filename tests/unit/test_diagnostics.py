@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 import tarfile
@@ -201,12 +202,57 @@ def test_redactor_knows_secret_url_parts(tmp_path):
     assert DB_PASSWORD not in r.redact("the password is %s, alone" % DB_PASSWORD)
 
 
-def test_logs_default_name_in_current_directory(tmp_path, runner, monkeypatch):
+def test_logs_default_place_is_the_data_dirs_diagnostics(tmp_path, runner, monkeypatch):
+    """Not the command's working dir (a CM process dir goes away): DATA_DIR/diagnostics, 0700."""
     monkeypatch.chdir(tmp_path)
     props = write_properties(tmp_path)
     r = runner.invoke(cli, ["--properties", props, "logs"])
     assert r.exit_code == 0, r.output
     path = Path(r.output.strip())
-    assert path.parent == tmp_path and path.name.startswith("cdsw-logs-")
+    assert path.parent == tmp_path / "data" / "diagnostics" and path.name.startswith("cdsw-logs-")
+    assert path.parent.stat().st_mode & 0o077 == 0
     assert path.name.endswith(".tar.gz") and "health.json" in read_bundle(path)
-    assert not list(tmp_path.glob("*.partial"))
+    assert not list(path.parent.glob("*.partial"))
+
+
+def test_logs_bundle_has_the_roles_and_runs_logs_redacted(tmp_path, runner, monkeypatch):
+    """Support needs the roles' logs (master, Docker, worker under CM and Ambari), the recent
+    job/experiment/model-build logs, each redacted, and finds them where the managers put them."""
+    from cdsw_agent.health import bundle
+
+    process = tmp_path / "process"
+    for n, role in ((101, "CDSW_DOCKER"), (102, "CDSW_MASTER"), (103, "CDSW_MASTER")):
+        logs = process / ("%d-cdsw-%s" % (n, role)) / "logs"
+        logs.mkdir(parents=True)
+        (logs / "stderr.log").write_text("%s run %d secret=%s\n" % (role, n, CLUSTER_SECRET))
+    old = process / "102-cdsw-CDSW_MASTER"
+    os.utime(str(old), (1, 1))  # the older master process dir: not bundled
+    ambari = tmp_path / "var-log-cdsw"
+    ambari.mkdir()
+    (ambari / "cdsw-worker.log").write_text("worker joined with %s\n" % CLUSTER_SECRET)
+    extra = tmp_path / "storage-logs"
+    extra.mkdir()
+    (extra / "sshd.log").write_text("storage sshd up\n")
+    monkeypatch.setattr(bundle, "CM_PROCESS_GLOB", str(process / "*-cdsw-CDSW_*"))
+    monkeypatch.setattr(bundle, "AMBARI_LOG_DIR", str(ambari))
+    data = tmp_path / "data"
+    for rel, text in (("jobs/runs/7.log", "job 7 output token=%s\n" % CLUSTER_SECRET),
+                      ("experiments/3/run.log", "experiment 3 done\n"),
+                      ("models/builds/2.log", "model build 2\n")):
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        (data / rel).write_text(text)
+    props = write_properties(tmp_path, cluster_secret=CLUSTER_SECRET)
+    out = tmp_path / "b.tar.gz"
+    r = runner.invoke(cli, ["--properties", props, "logs", "--out", str(out),
+                            "--role-logs", str(extra)])
+    assert r.exit_code == 0, r.output
+    files = read_bundle(out)
+    assert files["roles/CDSW_DOCKER/stderr.log"].startswith("CDSW_DOCKER run 101")
+    assert files["roles/CDSW_MASTER/stderr.log"].startswith("CDSW_MASTER run 103")
+    assert files["roles/ambari/cdsw-worker.log"].startswith("worker joined with ****")
+    assert files["roles/storage-logs/sshd.log"] == "storage sshd up\n"
+    assert files["runs/jobs/runs/7.log"] == "job 7 output token=****\n"
+    assert files["runs/experiments/3/run.log"] == "experiment 3 done\n"
+    assert files["runs/models/builds/2.log"] == "model build 2\n"
+    assert "engines: no container logs from" in files["errors.txt"]
+    assert not any(CLUSTER_SECRET in text for text in files.values())
