@@ -43,5 +43,17 @@ def tickets_summary(settings: Settings, now: Optional[dt.datetime] = None
         text += ", %d expired (%s)" % (len(expired), ", ".join(expired))
     if failing:
         text += ", %d failing: %s" % (len(failing), "; ".join(failing))
-    return not (failing or expired), text, {"valid": valid, "expired": expired,
-                                            "failing": failing}
+    good = not (failing or expired)
+    service = settings.kerberos_service_principal
+    if service and settings.kerberos_service_keytab:
+        from . import kdc, tickets
+
+        ticket = kdc.klist(tickets.service_cache(settings), settings.krb5_conf)
+        if ticket is None or ticket.expires_at <= now:
+            good = False
+            text += "; the service principal %s has no valid ticket (keytab %s)" % (
+                service, settings.kerberos_service_keytab)
+        else:
+            text += "; service principal %s valid until %s UTC" % (
+                service, ticket.expires_at.replace(microsecond=0))
+    return good, text, {"valid": valid, "expired": expired, "failing": failing}

@@ -79,7 +79,12 @@ def _temp_cache(settings: Settings, user_id: int) -> Path:
 def obtain(settings: Settings, user_id: int, principal: str, kind: str, secret: bytes) -> Ticket:
     """A new TGT from the password or keytab, installed as the user's cache. KerberosError
     when the KDC refuses it; nothing is changed then."""
-    tmp = _temp_cache(settings, user_id)
+    return _obtain(settings, _temp_cache(settings, user_id),
+                   lambda tmp: _install(settings, user_id, tmp), principal, kind, secret)
+
+
+def _obtain(settings: Settings, tmp: Path, install: Callable[[Path], None], principal: str,
+            kind: str, secret: bytes) -> Ticket:
     conf = settings.krb5_conf
     try:
         if kind == "password":
@@ -99,7 +104,7 @@ def obtain(settings: Settings, user_id: int, principal: str, kind: str, secret: 
         ticket = kdc.klist(tmp, conf)
         if ticket is None:
             raise KerberosError("kinit left no ticket for %s" % principal, 503)
-        _install(settings, user_id, tmp)
+        install(tmp)
         return ticket
     finally:
         if tmp.exists():
@@ -205,6 +210,45 @@ def keep(db_factory: Callable[[], Any], settings: Settings, interval: float,
     return done
 
 
+def service_cache(settings: Settings) -> Path:
+    """The workbench's own ticket (kerberos_service_principal, from its keytab), for the
+    master's cluster access: KRB5CCNAME=FILE:<this> in what the master runs against Hadoop."""
+    return Path(settings.data_dir) / "kerberos" / "service" / CACHE_NAME
+
+
+def keep_service(settings: Settings, interval: float,
+                 now: Optional[dt.datetime] = None) -> str:
+    """Keeps the service principal's ticket like a user's, from its keytab file; "" when no
+    service principal is configured or nothing was due, else what was done."""
+    principal, keytab = settings.kerberos_service_principal, settings.kerberos_service_keytab
+    if not (settings.kerberos_enabled and principal and keytab):
+        return ""
+    cache = service_cache(settings)
+    cache.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ticket = kdc.klist(cache, settings.krb5_conf)
+    what = action(ticket, principal, now or utcnow(), interval)
+    if not what:
+        return ""
+    tmp = cache.parent / (".%s.%s" % (CACHE_NAME, secrets.token_hex(6)))
+    try:
+        if what == "renew":
+            shutil.copyfile(cache, tmp)
+            kdc.kinit_renew(tmp, principal, settings.krb5_conf)
+        else:
+            kdc.kinit_keytab(principal, Path(keytab), tmp, settings.krb5_conf,
+                             settings.kerberos_ticket_lifetime,
+                             settings.kerberos_renew_lifetime)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, cache)
+    except KerberosError as e:
+        log.warning("kerberos: no ticket for the service principal %s: %s", principal, e)
+        return "%s: failed: %s" % (principal, e)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return "%s: %s" % (principal, what)
+
+
 def kdc_ticket(settings: Settings, user_id: int) -> Optional[Ticket]:
     try:
         return kdc.klist(cache_file(settings, user_id), settings.krb5_conf)
@@ -235,6 +279,7 @@ class Keeper:
 
         while not self._stop.is_set():
             try:
+                keep_service(self.state.settings, self.interval)
                 keep(self.state.db.session, self.state.settings, self.interval)
             except Exception as e:  # a bad round (database down, ...) must not end the loop
                 log_loop_failure(log, "kerberos ticket keeper round failed", e)

@@ -344,3 +344,42 @@ def test_the_keeper_renews_reobtains_and_reports_failures(realm: Dict[str, Any],
         assert c.get("/api/v1/account/kerberos").json()["last_error"] == ""
     finally:
         api.db.engine.dispose()
+
+
+def test_the_workbench_keeps_its_own_service_ticket_from_the_managers_keytab(
+        realm: Dict[str, Any], tmp_path: Path) -> None:
+    """kerberos_service_principal/keytab (what Cloudera Manager's kerberosPrincipals and
+    Ambari's kerberos.json create): the master obtains and renews its own ticket from it."""
+    from cdsw_agent.health import REGISTRY, Status
+
+    kdc: Kdc = realm["kdc"]
+    kdc.add_principal("cdsw/localhost")
+    keytab = kdc.keytab("cdsw/localhost", tmp_path / "cdsw.service.keytab")
+    settings = _settings(tmp_path / "data", kdc,
+                         kerberos_service_principal="cdsw/localhost@CDSW.TEST",
+                         kerberos_service_keytab=str(keytab))
+    api = build_api(settings)
+    try:
+        health = REGISTRY.run(settings, names=["kerberos"])[0]
+        assert health.status == Status.WARNING and (
+            "the service principal cdsw/localhost@CDSW.TEST has no valid ticket" in
+            health.message), health.message
+        assert tickets.keep_service(settings, 2.0) == "cdsw/localhost@CDSW.TEST: obtain"
+        assert tickets.keep_service(settings, 2.0) == ""  # fresh
+        later = utcnow() + dt.timedelta(seconds=LIFETIME_SECONDS - 8)
+        assert tickets.keep_service(settings, 2.0, later) == "cdsw/localhost@CDSW.TEST: renew"
+        ticket = kdc_tools.klist(tickets.service_cache(settings), str(kdc.krb5_conf))
+        assert ticket is not None and ticket.principal == "cdsw/localhost@CDSW.TEST"
+        assert stat.S_IMODE(tickets.service_cache(settings).stat().st_mode) == 0o600
+        health = REGISTRY.run(settings, names=["kerberos"])[0]
+        assert health.status == Status.OK and \
+            "service principal cdsw/localhost@CDSW.TEST valid until" in health.message
+        # a keytab the KDC no longer accepts (the key was changed): one line, not a traceback
+        kdc.kadmin("cpw -randkey cdsw/localhost")
+        tickets.service_cache(settings).unlink()
+        done = tickets.keep_service(settings, 2.0)
+        assert done == ("cdsw/localhost@CDSW.TEST: failed: the keytab's key for "
+                        "cdsw/localhost@CDSW.TEST is not the current one (the KDC refused it): "
+                        "export a new keytab"), done
+    finally:
+        api.db.engine.dispose()
