@@ -73,3 +73,26 @@ def test_next_paths_and_hosts(tmp_path: Path) -> None:
     assert eo.split_host("cdsw.example.com:8080") == ("cdsw.example.com", 8080)
     assert eo.split_host("[::1]:8081") == ("::1", 8081)
     assert eo.split_host("localhost") == ("localhost", None)
+
+
+def test_the_master_listens_on_the_engine_port_and_says_when_it_is_taken(tmp_path: Path) -> None:
+    import socket
+
+    from cdsw_agent.roles.master import prepare
+    from cdsw_agent.server import listen
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        s = make_settings(tmp_path / "data", bind_address="127.0.0.1", http_port=1,
+                          engine_port=taken, storage_backend="local")
+        assert any("engine content" in p and str(taken) in p for p in prepare(s))
+    sub = make_settings(tmp_path, engine_origin="subdomain", engine_port=taken)
+    assert listen.engine_listener_port(sub) == 0  # one port: hosts tell sessions apart
+    socks = listen.sockets(make_settings(tmp_path, engine_port=0), "127.0.0.1", 0)
+    try:
+        assert len(socks) == 1
+    finally:
+        for sock in socks:
+            sock.close()
