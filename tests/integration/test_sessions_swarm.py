@@ -58,14 +58,15 @@ class SwarmMaster:
             return [json.loads(line) for line in r.iter_lines() if line]
 
 
-def swarm_master(lab: Lab, engine_tar: Path, engine_ref: str, data_dir: Path) -> SwarmMaster:
+def swarm_master(lab: Lab, engine_tar: Path, engine_ref: str, data_dir: Path,
+                 **extra_settings: Any) -> SwarmMaster:
     """h1 with dockerd, a one-node swarm and the engine image; the master app on top."""
     h1 = lab.add_host("h1")
     _, docker_client = start_docker_role(h1, CDSW)
     assert transfer.load_image(docker_client, engine_tar) == [engine_ref]
     settings = make_settings(data_dir, orchestrator="swarm",
                              docker_host=docker_env(h1)["CDSW_DOCKER_HOST"],
-                             master_host=h1.address)
+                             master_host=h1.address, **extra_settings)
     swarm_mgr.ensure_manager(docker_client, settings)
     api = build_api(settings)
     admin = api.user("admin", admin=True)
