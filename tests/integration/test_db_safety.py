@@ -344,6 +344,20 @@ def test_postgres_restore_round_trip(postgres: pg.PostgresServer, tmp_path: Path
     r = run(cli, ["db", "restore", str(sqlite_file)], env=env)
     assert r.exit_code == 1 and "is a SQLite file but the database" in r.output
     assert usernames(url) == ["before", "new"]
+    # an archive with project files holds the dump too
+    project = tmp_path / "data" / "projects" / "3"
+    project.mkdir(parents=True)
+    (project / "a.py").write_text("1\n")
+    r = run(cli, ["db", "backup", "--with-files", "--out", str(tmp_path / "offsite")], env=env)
+    assert r.exit_code == 0, r.output
+    archive = Path(r.output.strip())
+    with tarfile.open(str(archive)) as tar:
+        assert {"database.sql", "projects/3/a.py"} <= set(tar.getnames())
+    add_user(url, "later")
+    (project / "a.py").write_text("2\n")
+    r = run(cli, ["db", "restore", str(archive)], env=env)
+    assert r.exit_code == 0, r.output
+    assert usernames(url) == ["before", "new"] and (project / "a.py").read_text() == "1\n"
     db.engine.dispose()
 
 
