@@ -12,6 +12,7 @@ from cdsw_agent import accounts
 from cdsw_agent.security.passwords import Passwords
 from cdsw_agent.server.app import create_app
 from cdsw_agent.server.listen import serve
+from cdsw_agent.sessions.monitor import manager_for
 from cdsw_agent.store.db import Database
 
 from ..conftest import PASSWORD, make_settings
@@ -29,7 +30,12 @@ def main(data_dir: str, port: int, krb5_conf: str) -> None:
                              email="alice@example.com")
     app = create_app(settings, db)
     signal.signal(signal.SIGTERM, lambda *_: None)
-    serve(app, settings, "127.0.0.1", port, log_level="warning")
+    try:
+        serve(app, settings, "127.0.0.1", port, log_level="warning")
+    finally:  # a test run leaves no engine behind
+        orchestrator = manager_for(app.state.server).orchestrator
+        for ref in orchestrator.list():
+            orchestrator.remove(ref.id)
 
 
 if __name__ == "__main__":

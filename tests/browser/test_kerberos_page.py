@@ -106,3 +106,17 @@ def test_hadoop_authentication_page(page: Page, console: Console, krb: Dict[str,
     page.once("dialog", lambda d: d.accept())
     page.get_by_role("button", name="Remove credential").click()
     expect(page.locator("#krb-principal")).to_have_text("none")
+
+    # without a credential, a new session's console says so in one line
+    token = page.locator('meta[name="csrf-token"]').get_attribute("content")
+    headers = {"X-CSRF-Token": token or ""}
+    r = page.request.post("/api/v1/projects", data={"name": "krb"}, headers=headers)
+    assert r.status == 201, r.text()
+    pid = r.json()["id"]
+    r = page.request.post("/api/v1/projects/%d/sessions" % pid, data={}, headers=headers)
+    assert r.status == 201, r.text()
+    page.goto("/projects/%d/sessions/%d" % (pid, r.json()["id"]))
+    expect(page.locator("#console-output")).to_contain_text(
+        "Kerberos: alice has no Kerberos credential, so this engine has no ticket and Hadoop "
+        "refuses it; add your principal with a password or keytab under Account > Hadoop "
+        "Authentication, then start it again", timeout=60000)

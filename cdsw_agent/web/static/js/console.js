@@ -56,6 +56,7 @@
     starting: (e) => "starting the engine (" + (e.kernel || "kernel") + ")",
     interrupt: (e) => "kernel interrupted" + (e.user ? " by " + e.user : ""),
     restart: (e) => "kernel restarted" + (e.user ? " by " + e.user : "") + "; variables are gone",
+    kerberos: (e) => e.reason,  // no Kerberos credential: the notice itself
   };
 
   let currentBox = null;
@@ -68,7 +69,7 @@
       scrollDown();
     } else if (entry.kind === "event") {
       const text = EVENTS[entry.event] ? EVENTS[entry.event](entry) : "session " + entry.event + (entry.reason ? ": " + entry.reason : "");
-      note(text, entry.event === "failed" ? "error-text" : "");
+      note(text, entry.event === "failed" || entry.event === "kerberos" ? "error-text" : "");
       currentBox = null;
     }
   }
