@@ -44,6 +44,11 @@ setup(
         "cryptography>=41",
         "markdown-it-py>=3.0",
         "httpx>=0.25",  # the router's HTTP proxy to engines
+        "sniffio>=1.3",  # without it httpx tries (and fails) to import it on every request
+        "aiohttp>=3.9",  # the model router's keep-alive pool to replicas (C HTTP parser)
+        # uvicorn picks these up by itself: a C HTTP parser and a faster event loop
+        "httptools>=0.6",
+        "uvloop>=0.19",
         "websockets>=15.0",  # the router's WebSocket proxy and kernel channel client
     ],
     extras_require={
@@ -60,7 +65,8 @@ setup(
         # scripts/cm_deploy.py talks to Cloudera Manager through Cloudera's API client
         "deploy": ["cm-client>=45.0.4"],
         "dev": ["pytest>=7", "pytest-timeout>=2.2", "httpx>=0.25", "schemathesis>=3.30",
-                "aiosmtpd>=1.4", "ruff"],
+                "aiosmtpd>=1.4", "ruff",
+                "py-spy>=0.3"],  # benchmarks/model_serving.py --profile
     },
     entry_points={"console_scripts": ["cdsw = cdsw_agent.cli.main:main"]},
     classifiers=[

@@ -130,6 +130,14 @@ def handler_for(replica: Replica) -> type:
     return Handler
 
 
+class ReplicaServer(ThreadingHTTPServer):
+    """A thread per connection (several calls at once), keep-alive, and a listen backlog that
+    holds a burst of new connections: the default of 5 reset them (the master's 502s)."""
+
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 def main() -> int:
     path = os.environ.get("CDSW_MODEL_FILE", "")
     name = os.environ.get("CDSW_MODEL_FUNCTION", "")
@@ -141,8 +149,7 @@ def main() -> int:
     function, error = load_function(path, name)
     if error:
         print("model replica cannot serve: %s" % error, file=sys.stderr, flush=True)
-    server = ThreadingHTTPServer(("0.0.0.0", port), handler_for(Replica(function, error, token)))
-    server.daemon_threads = True
+    server = ReplicaServer(("0.0.0.0", port), handler_for(Replica(function, error, token)))
 
     def _stop(signum: int, frame: Any) -> None:
         raise SystemExit(0)

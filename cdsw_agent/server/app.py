@@ -6,13 +6,15 @@ import importlib
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Optional
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..settings import Settings
 from ..store.db import Database
 from . import engine_access, errors
 from . import scheduler as job_scheduler
+from .routes.model_endpoint import ModelFrontDoor
 from .state import ServerState
 
 API_PREFIX = "/api/v1"
@@ -22,20 +24,37 @@ API_ROUTERS = ("auth", "account", "users", "teams", "projects", "files", "admin"
 ROOT_ROUTERS = ("health", "metrics", "model_endpoint")  # model_endpoint: POST /model
 
 
-def _security_headers(app: FastAPI, hsts: bool) -> None:
-    headers = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
-               "Referrer-Policy": "same-origin"}
-    if hsts:
-        headers["Strict-Transport-Security"] = "max-age=31536000"
+class SecurityHeaders:
+    """Pure ASGI middleware adding the security headers every answer carries (and no-store on
+    the API). `@app.middleware("http")` would wrap each response in a streaming copy through
+    a task group: measurable on the model hot path."""
 
-    @app.middleware("http")
-    async def _add(request: Request, call_next):  # type: ignore[no-untyped-def]
-        response = await call_next(request)
-        for k, v in headers.items():
-            response.headers.setdefault(k, v)
-        if request.url.path.startswith(API_PREFIX) and request.url.path != API_PREFIX + "/docs":
-            response.headers.setdefault("Cache-Control", "no-store")
-        return response
+    def __init__(self, app: ASGIApp, hsts: bool) -> None:
+        self.app = app
+        headers = {b"x-content-type-options": b"nosniff", b"x-frame-options": b"DENY",
+                   b"referrer-policy": b"same-origin"}
+        if hsts:
+            headers[b"strict-transport-security"] = b"max-age=31536000"
+        self.headers = headers
+        self.api_headers = {**headers, b"cache-control": b"no-store"}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        add = self.api_headers if path.startswith(API_PREFIX) \
+            and path != API_PREFIX + "/docs" else self.headers
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {k.lower() for k, _ in headers}
+                headers.extend((k, v) for k, v in add.items() if k not in present)
+                message = dict(message, headers=headers)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 @asynccontextmanager
@@ -84,7 +103,9 @@ def create_app(settings: Settings, db: Optional[Database] = None) -> FastAPI:
     _api_docs(app, API_PREFIX + "/docs")
     app.state.server = ServerState.create(settings, db)
     errors.install(app)
-    _security_headers(app, hsts=settings.tls_enable)
+    # innermost first: POST /model is answered before FastAPI's router (routes/model_endpoint)
+    app.add_middleware(ModelFrontDoor)
+    app.add_middleware(SecurityHeaders, hsts=settings.tls_enable)
     engine_access.install(app, settings)  # engine content on its own origin
     for name in API_ROUTERS:
         app.include_router(importlib.import_module("cdsw_agent.server.routes." + name).router,

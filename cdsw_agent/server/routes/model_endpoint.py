@@ -11,16 +11,24 @@ The access key is the permission (rule "model.call" in permissions.py): no sign-
 the router's memory (keys, replicas, pooled connections), without a database query. The body is
 read as JSON whatever its content type says: `curl -d '{...}'` sends none (or a form type), and
 CDSW accepted it.
+
+The hot path is `ModelFrontDoor`, a pure ASGI middleware in front of FastAPI's router: a call
+that carries no cookie and no Authorization header (every model client: curl, SDKs) and a well
+formed body is answered there, with no dependency injection, database session or thread pool.
+Anything else (a browser's cookie, whose CSRF rule applies; an Authorization header, which must
+be valid; a body that does not validate, which gets the API's 422) goes on to the FastAPI route
+below, which declares the permission and documents the call in OpenAPI. Both answer through
+`answer_call`, so they cannot disagree.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from pydantic import Field, ValidationError
 
 from ...models.service import service_for
@@ -30,16 +38,93 @@ from ..schemas import Strict
 from ..state import ServerState
 
 router = APIRouter(tags=["models"])
+MISSING_KEY = "missing accessKey: send {\"accessKey\": \"...\", \"request\": {...}}"
+UNKNOWN_KEY = "unknown or revoked accessKey"
+PATHS = frozenset(("/model", "/api/altus-ds-1/models/call-model"))
+MAX_KEY_LENGTH = 256
 
 
 class ModelCall(Strict):
-    accessKey: str = Field(default="", max_length=256)
+    accessKey: str = Field(default="", max_length=MAX_KEY_LENGTH)
     request: Any = None
 
 
-def refused(message: str) -> JSONResponse:
-    # also in the API's error shape, so generic clients read it like any other refusal
-    return JSONResponse({"success": False, "error": message, "detail": None}, status_code=401)
+def _refusal(message: str) -> Dict[str, Any]:
+    return {"success": False, "error": message, "detail": None}
+
+
+async def answer_call(state: ServerState, key: str, payload: bytes) -> Tuple[int, Any]:
+    """(status, answer as bytes or a dict) for a call with this key and this JSON request."""
+    if not key:
+        return 401, _refusal(MISSING_KEY)
+    service = service_for(state)
+    model_id = service.router.model_for(key)
+    if model_id is None:
+        return 401, _refusal(UNKNOWN_KEY)
+    return await service.router.call_raw(model_id, payload)
+
+
+def _dumps(answer: Any) -> bytes:
+    if isinstance(answer, bytes):
+        return answer
+    return json.dumps(answer, ensure_ascii=False, allow_nan=False,
+                      separators=(",", ":")).encode()
+
+
+class ModelFrontDoor:
+    """ASGI middleware answering POST /model (and the legacy address) before FastAPI's router;
+    see the module's docstring for what it leaves to the route."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in PATHS \
+                or any(k in (b"cookie", b"authorization") for k, _ in scope["headers"]):
+            await self.app(scope, receive, send)
+            return
+        chunks: List[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the caller went away
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        raw = b"".join(chunks)
+        call = _parse(raw)
+        if call is None:  # let the route give the API's 422 (it reads the same bytes)
+            replayed = [False]
+
+            async def replay() -> Dict[str, Any]:
+                if replayed[0]:
+                    return await receive()
+                replayed[0] = True
+                return {"type": "http.request", "body": raw, "more_body": False}
+
+            await self.app(scope, replay, send)
+            return
+        key, payload = call
+        status, answer = await answer_call(scope["app"].state.server, key, payload)
+        data = _dumps(answer)
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(data)).encode())]})
+        await send({"type": "http.response.body", "body": data})
+
+
+def _parse(raw: bytes) -> Optional[Tuple[str, bytes]]:
+    """(access key, the request re-encoded as JSON) when the body is a valid call, else None."""
+    try:
+        data = json.loads(raw) if raw.strip() else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict) or not set(data) <= {"accessKey", "request"}:
+        return None
+    key = data.get("accessKey", "")
+    if not isinstance(key, str) or len(key) > MAX_KEY_LENGTH:
+        return None
+    return key, json.dumps(data.get("request")).encode()
 
 
 async def read_call(request: Request) -> ModelCall:
@@ -64,13 +149,7 @@ _BODY = {"requestBody": {"required": True, "content": {"application/json": {
 @router.post("/model", openapi_extra=_BODY)
 @router.post("/api/altus-ds-1/models/call-model", openapi_extra=_BODY)
 async def call_model(request: Request, access: Access = require("model.call"),
-                     state: ServerState = Depends(get_state)) -> JSONResponse:
+                     state: ServerState = Depends(get_state)) -> Response:
     body = await read_call(request)
-    if not body.accessKey:
-        return refused("missing accessKey: send {\"accessKey\": \"...\", \"request\": {...}}")
-    service = service_for(state)
-    model_id = service.router.model_for(body.accessKey)
-    if model_id is None:
-        return refused("unknown or revoked accessKey")
-    status, answer = await service.router.call(model_id, body.request)
-    return JSONResponse(answer, status_code=status)
+    status, answer = await answer_call(state, body.accessKey, json.dumps(body.request).encode())
+    return Response(_dumps(answer), status_code=status, media_type="application/json")
