@@ -40,6 +40,9 @@ except ImportError:  # pragma: no cover - depends on the admin's environment
 
 PRODUCT = "CDSW"
 SERVICE_TYPE = "CDSW"
+# A rolling restart never restarts CDSW_DOCKER under running masters and workers (CDSW's
+# guidance: that hangs; restart the Docker daemons with a full service restart).
+ROLLING_ROLE_TYPES = ("CDSW_MASTER", "CDSW_WORKER")
 SECRET_PARAM = "cdsw_cluster_secret"  # the SDL parameter of cdsw.cluster.secret
 MIN_API = 41
 # The parcel stages in order, and the ParcelResourceApi method that moves a parcel to each.
@@ -334,7 +337,7 @@ def upgrade(cm: Cm, args: argparse.Namespace) -> int:
         restart = cm_client.ApiRollingRestartArgs(
             slave_batch_size=1, sleep_seconds=0, slave_fail_count_threshold=0,
             stale_configs_only=False, un_upgraded_only=False,
-            restart_role_types=["CDSW_DOCKER", "CDSW_MASTER", "CDSW_WORKER"])
+            restart_role_types=list(ROLLING_ROLE_TYPES))
         cm.wait_command(cm.services.rolling_restart(cm.cluster, args.service, body=restart),
                         "rolling restart")
     else:

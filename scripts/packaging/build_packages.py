@@ -28,7 +28,7 @@ from pkgcommon import ROOT, BuildError, source_date_epoch, version
 from settings_schema import load_schema
 from validate_mpack import find_python2, validate_mpack, vermin_installed
 from validate_parcel import validate_manifest, validate_parcel
-from validate_sdl import check_cdsw_contract, validate_sdl
+from validate_sdl import check_cdsw_contract, validate_mdl, validate_sdl
 
 PARTS = ("csd", "parcels", "mpack")
 STALE = ("CDSW-*.jar", "CDSW-*.parcel", "CDSW-*.parcel.sha1", "manifest.json",
@@ -51,10 +51,12 @@ def check_csd(jar: Path, schema: List[Dict[str, object]]) -> None:
     with zipfile.ZipFile(jar) as zf:
         names = zf.namelist()
         sdl = json.loads(zf.read("descriptor/service.sdl"))
+        mdl = json.loads(zf.read("descriptor/service.mdl"))
         control = zf.read("scripts/control.sh").decode("utf-8")
     files = [n for n in names if not n.endswith("/")]
     problems = validate_sdl(sdl, jar.name + "!descriptor/service.sdl", files)
     problems += check_cdsw_contract(sdl, schema, jar.name + "!descriptor/service.sdl")  # type: ignore[arg-type]
+    problems += validate_mdl(mdl, sdl, jar.name + "!descriptor/service.mdl")
     proc = subprocess.run(["bash", "-n"], input=control, capture_output=True, text=True)
     if proc.returncode != 0:
         problems.append("%s!scripts/control.sh: (syntax): %s" % (jar.name, proc.stderr.strip()))
@@ -95,7 +97,7 @@ def _build(out: Path, cache: Path, parts: List[str], agent_root: Path) -> List[P
         made.append(jar)
         log("%s built and valid" % jar.name)
     if "parcels" in parts or "mpack" in parts:
-        agent = wheelhouse.build_agent_wheel(agent_root, cache, epoch)
+        agent = wheelhouse.build_agent_wheel(agent_root, cache, epoch, ver=ver)
         wanted = set(MPACK_PYTHONS) | {v for vs in DISTROS.values() for v in vs}
         log("agent wheel %s; fetching dependencies for CPython %s"
             % (agent.name, ", ".join(sorted(wanted))))

@@ -1,4 +1,5 @@
-"""Build the CSD jar CDSW-<version>.jar: descriptor/service.sdl, scripts/, images/icon.png, aux/."""
+"""Build the CSD jar CDSW-<version>.jar: descriptor/service.sdl and service.mdl, scripts/,
+images/icon.png, aux/."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ def csd_entries(schema: List[Dict[str, Any]], ver: str) -> Entries:
     entries: Entries = {
         "descriptor/service.sdl": (dump_sdl(build_sdl(schema, ver)), False),
         "scripts/control.sh": (control_script(schema, ver), True),
+        # the workbench's metrics for CM's charts (the names of the master's /metrics)
+        "descriptor/service.mdl": ((CSD_DIR / "descriptor" / "service.mdl.in").read_text(
+            encoding="utf-8").replace("@CDSW_VERSION@", ver).encode("utf-8"), False),
         "images/icon.png": (png_icon(), False),
     }
     for path in sorted((CSD_DIR / "aux").glob("*")):

@@ -32,9 +32,10 @@ def parcel_json(ver: str) -> Dict[str, Any]:
         "scripts": {"defines": "cdsw_env.sh"},
         "packages": [{"name": "cdsw-agent", "version": ver}],
         "components": [{"name": "cdsw-agent", "version": ver, "pkg_version": ver}],
-        "users": {"cdsw": {"longname": "CDSW workbench", "home": "/var/lib/cdsw",
-                           "shell": "/sbin/nologin", "extra_groups": []}},
-        "groups": ["cdsw"],
+        # Every role runs as root (the SDL's runAs): the roles drive the Docker socket and
+        # serve project files as their owners. No service user to create.
+        "users": {},
+        "groups": [],
     }
 
 

@@ -29,13 +29,48 @@ class BuildError(Exception):
     """A build step that cannot continue; str() is one line naming what is wrong."""
 
 
-def version(root: Path = ROOT) -> str:
-    """The one version, read from cdsw_agent/__init__.py (never imported, so no deps needed)."""
+def base_version(root: Path = ROOT) -> str:
+    """The release version, read from cdsw_agent/__init__.py (never imported, so no deps)."""
     text = (root / "cdsw_agent" / "__init__.py").read_text(encoding="utf-8")
     match = re.search(r'^__version__ = "([^"]+)"', text, re.M)
     if not match:
         raise BuildError("cdsw_agent/__init__.py: __version__ not found")
     return match.group(1)
+
+
+def build_number(root: Path = ROOT) -> int:
+    """CDSW_BUILD_NUMBER if set, else the commit count of root's git checkout (or of this
+    repository's, for a copy of the sources): it grows with every commit, so every build of a
+    newer commit is a newer version for pip, Cloudera Manager and Ambari alike."""
+    env = os.environ.get("CDSW_BUILD_NUMBER", "").strip()
+    if env:
+        if not env.isdigit():
+            raise BuildError("CDSW_BUILD_NUMBER=%r: expected a whole number" % env)
+        return int(env)
+    for where in (root, ROOT):
+        try:
+            out = subprocess.run(["git", "-C", str(where), "rev-list", "--count", "HEAD"],
+                                 capture_output=True, text=True, check=False).stdout.strip()
+        except OSError:
+            out = ""
+        if out.isdigit():
+            return int(out)
+    raise BuildError("no build number: build from a git checkout or set CDSW_BUILD_NUMBER")
+
+
+def version(root: Path = ROOT) -> str:
+    """The version of every artifact: RELEASE.BUILD (0.1.0.812), all numeric, so the wheel
+    (PEP 440), the parcel and CSD (Cloudera Manager compares dotted numbers) and the mpack
+    (Ambari wants digits and dots) all order builds the same way."""
+    return "%s.%d" % (base_version(root), build_number(root))
+
+
+def parse_version(text: str) -> Tuple[int, ...]:
+    """'0.1.0.812' -> (0, 1, 0, 812); raises ValueError on anything but digits and dots."""
+    parts = text.split(".")
+    if not all(p.isdigit() for p in parts):
+        raise ValueError("not a dotted numeric version: %r" % text)
+    return tuple(int(p) for p in parts)
 
 
 def source_date_epoch(root: Path = ROOT) -> int:

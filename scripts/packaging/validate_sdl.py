@@ -256,7 +256,8 @@ def check_role(report: Report, role: Dict[str, Any], where: str, role_names: Set
         report.add(where + ".parameters[%s]" % clash, "name also used by a service parameter")
     scope = set(service_params) | set(role_params)
     if role.get("logging"):
-        scope.add("log_dir")
+        check_logging(report, role["logging"], where + ".logging")
+        scope.add(role["logging"].get("configName") or "log_dir")
     check_runner(report, role.get("startRunner"), where + ".startRunner", scope, files)
     stop = role.get("stopRunner")
     if stop is not None:
@@ -279,6 +280,29 @@ def check_role(report: Report, role: Dict[str, Any], where: str, role_names: Set
     if run_as is not None:
         report.require(run_as, "user", where + ".runAs")
         report.require(run_as, "group", where + ".runAs")
+
+
+LOGGING_FIELDS = {"dir", "filename", "modifiable", "loggingType", "configName"}
+LOGGING_TYPES = {"log4j", "logback", "glog", "other"}  # CsdLoggingType, as JSON
+
+
+def check_logging(report: Report, logging: Any, where: str) -> None:
+    """LoggingDescriptor: dir and filename required; loggingType one of CsdLoggingType."""
+    if not isinstance(logging, dict):
+        report.add(where, "must be an object with dir and filename")
+        return
+    _unknown(report, logging, LOGGING_FIELDS, where)
+    for key in ("dir", "filename"):
+        if not str(logging.get(key) or "").strip():
+            report.add("%s.%s" % (where, key), "is required")
+    if not str(logging.get("dir", "/")).startswith("/"):
+        report.add(where + ".dir", "must be an absolute path")
+    if logging.get("loggingType", "other") not in LOGGING_TYPES:
+        report.add(where + ".loggingType", "unknown logging type %r (expected one of %s)"
+                   % (logging.get("loggingType"), ", ".join(sorted(LOGGING_TYPES))))
+    if logging.get("loggingType") == "glog" and not str(logging.get("filename", "")).endswith(
+            ".INFO"):
+        report.add(where + ".filename", "must end in .INFO for glog")
 
 
 def check_topology(report: Report, topo: Dict[str, Any], where: str, role_names: Set[str]) -> None:
@@ -446,6 +470,49 @@ def check_rolling_restart(report: Report, rr: Dict[str, Any], roles: Dict[str, D
                                "refers to unknown service command %r" % name)
 
 
+METRIC_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+METRIC_TYPES = {"gauge", "counter"}
+
+
+def validate_mdl(mdl: Any, sdl: Dict[str, Any], filename: str = "service.mdl") -> List[str]:
+    """ServiceMonitoringDefinitionsDescriptor: the service's name and version, roles that exist
+    in the SDL, metric names (MetricNameFormat) unique, label and description, known type."""
+    report = Report(filename)
+    if not isinstance(mdl, dict):
+        report.add("(top level)", "must be a JSON object")
+        return report.problems
+    _unknown(report, mdl, {"name", "version", "compatibility", "roles", "metricDefinitions",
+                           "metricEntityAttributeDefinitions", "metricEntityTypeDefinitions",
+                           "nameForCrossEntityAggregateMetrics"}, "")
+    if mdl.get("name") != sdl.get("name"):
+        report.add("name", "must be the SDL's service name %r" % sdl.get("name"))
+    if not str(mdl.get("version") or "").strip():
+        report.add("version", "is required")
+    role_names = {r.get("name") for r in sdl.get("roles") or []}
+    seen: Set[str] = set()
+    groups = [("metricDefinitions", mdl.get("metricDefinitions") or [])]
+    for i, role in enumerate(mdl.get("roles") or []):
+        where = "roles[%s]" % role.get("name", i)
+        if role.get("name") not in role_names:
+            report.add(where + ".name", "is not a role of the SDL")
+        groups.append((where + ".metricDefinitions", role.get("metricDefinitions") or []))
+    for where, metrics in groups:
+        for metric in metrics:
+            name = str(metric.get("name", ""))
+            at = "%s[%s]" % (where, name)
+            if not METRIC_NAME_RE.match(name):
+                report.add(at + ".name", "must be lower case letters, digits and underscores")
+            if name in seen:
+                report.add(at + ".name", "is defined twice")
+            seen.add(name)
+            for key in ("label", "description"):
+                if not str(metric.get(key) or "").strip():
+                    report.add("%s.%s" % (at, key), "is required")
+            if metric.get("type", "gauge") not in METRIC_TYPES:
+                report.add(at + ".type", "must be gauge or counter")
+    return report.problems
+
+
 def validate_sdl(sdl: Any, filename: str = "service.sdl",
                  files: Optional[Iterable[str]] = None) -> List[str]:
     """All problems of one descriptor; empty when it is valid."""
@@ -537,6 +604,21 @@ def check_cdsw_contract(sdl: Dict[str, Any], schema: List[Dict[str, Any]],
     if master.get("minInstances", 1) != 1 or master.get("maxInstances") != 1:
         report.add("roles[CDSW_MASTER].topology", "exactly one master: minInstances and "
                    "maxInstances must both be 1")
+    # The master and workers drive the Docker socket (root:docker 0660) and serve project files
+    # as their owners: every role runs as root, as the parcel and the mpack declare too.
+    for role in sdl.get("roles") or []:
+        run_as = role.get("runAs") or sdl.get("runAs") or {}
+        if run_as.get("user") != "root":
+            report.add("roles[%s].runAs" % role.get("name"), "must be root (service or role "
+                       "runAs): the role needs the Docker socket and root to serve project files")
+    # CDSW's guidance: restarting the Docker daemons under running masters and workers hangs;
+    # the Docker role is restarted only by a full service restart, never by a rolling one.
+    rr = sdl.get("rollingRestart") or {}
+    rolled = [s.get("roleName") for s in rr.get("nonWorkerSteps") or []]
+    rolled.append((rr.get("workerSteps") or {}).get("roleName"))
+    if "CDSW_DOCKER" in rolled:
+        report.add("rollingRestart", "must not restart CDSW_DOCKER under running masters and "
+                   "workers: restart the Docker daemons with a full service restart")
     rules = ((roles.get("CDSW_WORKER") or {}).get("topology") or {}).get("placementRules") or []
     if not any(r.get("type") == "neverWith" and "CDSW_MASTER" in (r.get("roleTypes") or [])
                for r in rules):

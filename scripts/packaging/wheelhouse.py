@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -79,10 +80,12 @@ def build_env(cache: Path, python: str = sys.executable) -> str:
     return str(py)
 
 
-def build_agent_wheel(root: Path, cache: Path, epoch: int, python: str = sys.executable) -> Path:
-    """Build cdsw_agent's wheel from a clean copy of its sources (cached by their content)."""
+def build_agent_wheel(root: Path, cache: Path, epoch: int, python: str = sys.executable,
+                      ver: str = "") -> Path:
+    """Build cdsw_agent's wheel from a clean copy of its sources (cached by their content);
+    ver, when given, is stamped into the copy's cdsw_agent/__init__.py (the build number)."""
     names = _source_files(root)
-    digest = hashlib.sha256(str(epoch).encode())
+    digest = hashlib.sha256(("%d %s" % (epoch, ver)).encode())
     for name in names:
         digest.update(name.encode() + b"\0" + (root / name).read_bytes() + b"\0")
     out_dir = cache / "agent" / digest.hexdigest()[:20]
@@ -94,6 +97,13 @@ def build_agent_wheel(root: Path, cache: Path, epoch: int, python: str = sys.exe
         for name in names:
             (src / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(root / name, src / name)
+        if ver:
+            init = src / "cdsw_agent" / "__init__.py"
+            text, count = re.subn(r'^__version__ = "[^"]+"', '__version__ = "%s"' % ver,
+                                  init.read_text(encoding="utf-8"), count=1, flags=re.M)
+            if count != 1:
+                raise BuildError("cdsw_agent/__init__.py: __version__ not found")
+            init.write_text(text, encoding="utf-8")
         built = Path(tmp) / "wheel"
         builder = build_env(cache, python)
         proc = subprocess.run([builder, "-m", "pip", "wheel", "--quiet", "--no-deps",

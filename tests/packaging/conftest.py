@@ -23,7 +23,21 @@ def schema() -> List[Dict[str, object]]:
 
 
 @pytest.fixture(scope="session")
-def version() -> str:
+def build_number() -> Iterator[int]:
+    """CDSW_BUILD_NUMBER pinned for the session (the commit count by default), so a commit
+    landing mid-run cannot give the session's builds and its `version` different numbers."""
+    value = pkgcommon.build_number()
+    old = os.environ.get("CDSW_BUILD_NUMBER")
+    os.environ["CDSW_BUILD_NUMBER"] = str(value)
+    yield value
+    if old is None:
+        os.environ.pop("CDSW_BUILD_NUMBER", None)
+    else:
+        os.environ["CDSW_BUILD_NUMBER"] = old
+
+
+@pytest.fixture(scope="session")
+def version(build_number: int) -> str:
     return pkgcommon.version()
 
 
@@ -64,7 +78,7 @@ def agent_sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def dist(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path, epoch: int,
-         agent_sources: Path) -> Path:
+         agent_sources: Path, build_number: int) -> Path:
     """Everything ./build.sh makes, built once for the session into a temp dir."""
     out = tmp_path_factory.mktemp("dist")
     build_packages.build(out, cache_dir, list(build_packages.PARTS), agent_sources)

@@ -16,6 +16,7 @@ import zlib
 from .helpers import ROOT
 
 import build_packages  # noqa: E402
+import pkgcommon  # noqa: E402
 from validate_mpack import validate_mpack  # noqa: E402
 from validate_parcel import validate_manifest, validate_parcel  # noqa: E402
 
@@ -24,6 +25,36 @@ def _names(version):
     return sorted(["CDSW-%s.jar" % version, "manifest.json", "cdsw-ambari-mpack-%s.tar.gz" % version]
                   + ["CDSW-%s-%s.parcel%s" % (version, d, s) for d in ("el8", "el9", "jammy")
                      for s in ("", ".sha1")])
+
+
+def test_version_carries_a_build_number_that_grows_with_every_commit(version, build_number,
+                                                                    monkeypatch, tmp_path):
+    """RELEASE.BUILD: the build number is the commit count (CDSW_BUILD_NUMBER where there is
+    no git), so the parcel, CSD, mpack and wheel of a newer commit are newer versions."""
+    assert version == "%s.%d" % (pkgcommon.base_version(), build_number)
+    assert pkgcommon.parse_version(version)[-1] == build_number
+    monkeypatch.delenv("CDSW_BUILD_NUMBER")
+    count = subprocess.run(["git", "-C", str(ROOT), "rev-list", "--count", "HEAD"],
+                           capture_output=True, text=True).stdout.strip()
+    if count.isdigit():  # a git checkout (CI's clean clone is one)
+        assert pkgcommon.build_number() >= int(count)
+        repo = tmp_path / "repo"
+        git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@e"]
+        subprocess.run(["git", "init", "-q", str(repo)], check=True)
+        numbers = []
+        for i in range(3):
+            subprocess.run(git + ["commit", "-q", "--allow-empty", "-m", str(i)], check=True)
+            numbers.append(pkgcommon.build_number(repo))
+        assert numbers == [1, 2, 3]
+    monkeypatch.setenv("CDSW_BUILD_NUMBER", "41")
+    assert pkgcommon.version().endswith(".41")
+    assert pkgcommon.parse_version("0.1.0.41") < pkgcommon.parse_version("0.1.0.100")
+    monkeypatch.setenv("CDSW_BUILD_NUMBER", "4a")
+    try:
+        pkgcommon.build_number()
+        raise AssertionError("a bad CDSW_BUILD_NUMBER must be refused")
+    except pkgcommon.BuildError as e:
+        assert "CDSW_BUILD_NUMBER='4a': expected a whole number" in str(e)
 
 
 def test_build_makes_every_artifact_from_the_one_version(dist, version):
@@ -36,9 +67,10 @@ def test_csd_jar_layout_and_icon(dist, version):
         sdl = json.loads(zf.read("descriptor/service.sdl"))
         icon = zf.read("images/icon.png")
         control = zf.getinfo("scripts/control.sh")
-    assert files == ["aux/README.txt", "descriptor/service.sdl", "images/icon.png",
-                     "scripts/control.sh"]
+    assert files == ["aux/README.txt", "descriptor/service.mdl", "descriptor/service.sdl",
+                     "images/icon.png", "scripts/control.sh"]
     assert sdl["version"] == version and sdl["name"] == "CDSW"
+    assert "(CSD %s)" % version in zf_text(dist / ("CDSW-%s.jar" % version), "scripts/control.sh")
     assert (control.external_attr >> 16) & 0o111, "control.sh must be executable"
     # a real PNG: signature, IHDR 32x32 RGBA, and image data that inflates to 32 rows
     assert icon[:8] == b"\x89PNG\r\n\x1a\n"
@@ -60,6 +92,9 @@ def test_parcels_manifest_and_mpack_pass_their_validators(dist, version):
         "CDSW-%s-%s.parcel" % (version, d) for d in ("el8", "el9", "jammy")]
     assert all(p["components"][0]["version"] == version for p in manifest["parcels"])
     assert validate_mpack(dist / ("cdsw-ambari-mpack-%s.tar.gz" % version)) == []
+    with tarfile.open(dist / ("cdsw-ambari-mpack-%s.tar.gz" % version)) as tar:
+        mpack = json.loads(tar.extractfile("cdsw-ambari-mpack-%s/mpack.json" % version).read())
+    assert mpack["version"] == version
 
 
 def test_parcel_carries_a_wheelhouse_per_cpython_and_the_launcher(dist, version):
@@ -125,11 +160,17 @@ def test_build_sh_refuses_a_broken_descriptor_with_the_reason(tmp_path):
     sdl_in.write_text(json.dumps(sdl))
     proc = subprocess.run(["bash", str(work / "build.sh"), "--only", "csd", "--out",
                            str(tmp_path / "out")], capture_output=True, text=True,
-                          env={"PATH": "/usr/bin:/bin", "PYTHON": _python()})
+                          env={"PATH": "/usr/bin:/bin", "PYTHON": _python(),
+                               "CDSW_BUILD_NUMBER": "7"})
     assert proc.returncode == 1
     assert "CDSW-" in proc.stderr and "is invalid" in proc.stderr
     assert ("descriptor/service.sdl: serviceInit.preStartSteps[0].commandName: refers to "
             "unknown service command 'CdswMissing'") in proc.stderr
+
+
+def zf_text(jar, name) -> str:
+    with zipfile.ZipFile(jar) as zf:
+        return zf.read(name).decode()
 
 
 def _python() -> str:

@@ -117,3 +117,119 @@ def test_cli_exit_status_and_message(sdl, tmp_path, capsys):
     assert validate_sdl.main([str(bad)]) == 1
     err = capsys.readouterr().err
     assert "%s: name: must be upper-case" % bad in err
+
+
+def test_rolling_restart_never_restarts_docker_under_running_roles(sdl, schema):
+    """CDSW's guidance: restarting the Docker daemons under a running master or worker hangs; a
+    rolling restart restarts the master, then the workers one by one, never CDSW_DOCKER."""
+    rr = sdl["rollingRestart"]
+    assert [s["roleName"] for s in rr["nonWorkerSteps"]] == ["CDSW_MASTER"]
+    assert rr["workerSteps"]["roleName"] == "CDSW_WORKER"
+    rr["nonWorkerSteps"].insert(0, {"roleName": "CDSW_DOCKER", "bringDownCommands": ["Stop"],
+                                    "bringUpCommands": ["Start"]})
+    _only(_problems(sdl, schema), "rollingRestart", ["must not restart CDSW_DOCKER",
+                                                     "full service restart"])
+
+
+def _order(deps, suffix, roles):
+    """The order Ambari runs ROLE-suffix commands in, from role_command_order's general_deps
+    (a command waits for every command it lists): a topological sort, ties by name."""
+    waits = {r: {d.rsplit("-", 1)[0] for d in deps.get("%s-%s" % (r, suffix), [])
+                 if d.endswith("-" + suffix) and d.rsplit("-", 1)[0] in roles} for r in roles}
+    done = []
+    while len(done) < len(roles):
+        ready = sorted(r for r in roles if r not in done and waits[r] <= set(done))
+        assert ready, "role_command_order has a cycle for %s: %s" % (suffix, waits)
+        done.append(ready[0])
+    return done
+
+
+def test_ambari_restart_order_starts_docker_first_and_stops_it_last():
+    """A service restart in Ambari is STOP then START in role_command_order's order."""
+    path = helpers.ROOT / "ambari-mpack/common-services/CDSW/service/role_command_order.json"
+    deps = json.loads(path.read_text())["general_deps"]
+    roles = ["CDSW_DOCKER", "CDSW_MASTER", "CDSW_WORKER"]
+    assert _order(deps, "START", roles) == ["CDSW_DOCKER", "CDSW_MASTER", "CDSW_WORKER"]
+    assert _order(deps, "STOP", roles) == ["CDSW_WORKER", "CDSW_MASTER", "CDSW_DOCKER"]
+
+
+def test_every_role_runs_as_root_in_the_sdl_the_parcel_and_the_mpack(sdl, schema):
+    """The master and workers need the Docker socket (root:docker 0660) and root to serve
+    project files: the SDL, the parcel (no service user to create) and the mpack agree."""
+    import parcel as parcel_mod
+    from xml.etree import ElementTree
+
+    assert sdl["runAs"] == {"user": "root", "group": "root"}
+    assert all((r.get("runAs") or sdl["runAs"])["user"] == "root" for r in sdl["roles"])
+    meta = parcel_mod.parcel_json("1.0")
+    assert meta["users"] == {} and meta["groups"] == []
+    env_xml = helpers.ROOT / "ambari-mpack/common-services/CDSW/service/configuration/cdsw-env.xml"
+    props = {p.findtext("name"): p.findtext("value")
+             for p in ElementTree.parse(str(env_xml)).findall("property")}
+    assert props["cdsw_user"] == "root" and props["cdsw_group"] == "root"
+    sdl["runAs"] = {"user": "cdsw", "group": "cdsw"}
+    _only(_problems(sdl, schema), "roles[CDSW_MASTER].runAs", ["must be root"])
+
+
+def test_every_role_logs_to_a_rotated_file_cm_knows(sdl, schema):
+    """A logging block per role (CM's log viewer and search read DIR/FILE); the start runner
+    hands that path and the rotation parameters to the agent, which writes there."""
+    for role in sdl["roles"]:
+        name = role["name"].split("_", 1)[1].lower()
+        assert role["logging"] == {"dir": "/var/log/cdsw", "filename": "cdsw-%s.log" % name,
+                                   "modifiable": True, "loggingType": "other"}
+        assert role["startRunner"]["environmentVariables"] == {
+            "CDSW_LOG_FILE": "${log_dir}/cdsw-%s.log" % name,
+            "CDSW_LOG_MAX_MB": "${log_max_size_mb}", "CDSW_LOG_BACKUPS": "${log_max_backups}"}
+    master = _role(sdl, "CDSW_MASTER")
+    master["logging"]["loggingType"] = "syslog"
+    master["logging"]["dir"] = "var/log"
+    problems = _problems(sdl, schema)
+    _only(problems, "roles[CDSW_MASTER].logging.loggingType", ["unknown logging type 'syslog'"])
+    _only(problems, "roles[CDSW_MASTER].logging.dir", ["absolute path"])
+    del master["logging"]
+    _only(_problems(sdl), "roles[CDSW_MASTER].startRunner.environmentVariables.CDSW_LOG_FILE",
+          ["log_dir"])
+
+
+def _mdl(version="1.0"):
+    text = (helpers.ROOT / "csd" / "descriptor" / "service.mdl.in").read_text()
+    return json.loads(text.replace("@CDSW_VERSION@", version))
+
+
+def test_mdl_names_the_masters_prometheus_metrics(sdl):
+    """service.mdl: the master's metrics for CM's charts; each one's context is the Prometheus
+    query on the master's /metrics it stands for, and that metric family is exposed."""
+    import re as re_mod
+    from types import SimpleNamespace
+
+    from cdsw_agent.health import prometheus
+
+    mdl = _mdl()
+    assert validate_sdl.validate_mdl(mdl, sdl) == []
+    orchestrator = SimpleNamespace(name="swarm", nodes=lambda: [], list=lambda: [])
+    exposed = set(re_mod.findall(r"^# TYPE (\S+) ", prometheus.render([], orchestrator), re_mod.M))
+    master = next(r for r in mdl["roles"] if r["name"] == "CDSW_MASTER")["metricDefinitions"]
+    assert len(master) >= 9
+    for metric in master:
+        query = metric["context"].split("prometheus: ", 1)[1]
+        family = re_mod.sub(r"^\w+\((.*)\)$", r"\1", query).split("{", 1)[0]
+        assert family in exposed, (metric["name"], family, sorted(exposed))
+
+
+def test_mdl_rules():
+    sdl = {"name": "CDSW", "roles": [{"name": "CDSW_MASTER"}]}
+    mdl = {"name": "CDSX", "version": "", "roles": [
+        {"name": "CDSW_MASTR", "metricDefinitions": [
+            {"name": "Bad-Name", "label": "x", "description": "y"},
+            {"name": "ok_metric", "label": "", "description": "y", "type": "histogram"},
+            {"name": "ok_metric", "label": "x", "description": "y"}]}]}
+    problems = validate_sdl.validate_mdl(mdl, sdl)
+    for field, words in (("name", "SDL's service name"), ("version", "is required"),
+                         ("roles[CDSW_MASTR].name", "not a role"),
+                         ("roles[CDSW_MASTR].metricDefinitions[Bad-Name].name", "lower case"),
+                         ("roles[CDSW_MASTR].metricDefinitions[ok_metric].label", "required"),
+                         ("roles[CDSW_MASTR].metricDefinitions[ok_metric].type", "gauge"),
+                         ("roles[CDSW_MASTR].metricDefinitions[ok_metric].name", "twice")):
+        assert any(p.startswith("service.mdl: %s:" % field) and words in p for p in problems), \
+            (field, problems)

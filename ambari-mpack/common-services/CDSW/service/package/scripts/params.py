@@ -18,8 +18,8 @@ version = "@CDSW_VERSION@"
 cdsw_env = config["configurations"]["cdsw-env"]
 cdsw_site = config["configurations"]["cdsw-site"]
 
-user = cdsw_env.get("cdsw_user", "cdsw")
-group = cdsw_env.get("cdsw_group", "cdsw")
+user = cdsw_env.get("cdsw_user", "root")
+group = cdsw_env.get("cdsw_group", "root")
 install_dir = cdsw_env.get("cdsw_install_dir", "/opt/cdsw")
 conf_dir = cdsw_env.get("cdsw_conf_dir", "/etc/cdsw/conf")
 log_dir = cdsw_env.get("cdsw_log_dir", "/var/log/cdsw")
