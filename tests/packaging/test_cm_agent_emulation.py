@@ -198,8 +198,10 @@ class Host:
                "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                "HOME": "/root", "LANG": "C.UTF-8"}
         runner = ["bash", CSD_WRAPPER, "scripts/control.sh", action] + list(args)
+        # supervisord runs the role as the SDL's runAs (the role's own, else the service's)
+        user = declared_user(csd["sdl"], role_type)
         exec_id = self.client.api.exec_create(self.container.id, runner, environment=env,
-                                              workdir=conf_dir)["Id"]
+                                              workdir=conf_dir, user=user)["Id"]
         self.client.api.exec_start(exec_id, detach=True)
         pid = 0
         for _ in range(100):
@@ -210,6 +212,12 @@ class Host:
         role = Role(self, role_type, conf_dir, exec_id, pid)
         self.roles.append(role)
         return role
+
+
+def declared_user(sdl: Dict[str, Any], role_type: str) -> str:
+    role = next(r for r in sdl["roles"] if r["name"] == role_type)
+    run_as = role.get("runAs") or sdl["runAs"]
+    return "%s:%s" % (run_as["user"], run_as["group"])
 
 
 @pytest.fixture(scope="module")
@@ -314,6 +322,38 @@ def wait_node(manager: Host, line: str, timeout: float, role: Optional[Role] = N
     return False
 
 
+def wait_ready(role: Role, timeout: float = START_TIMEOUT) -> None:
+    """control.sh reports START only once the role answers `cdsw role NAME status`."""
+    deadline = time.monotonic() + timeout
+    name = role.role_type.split("_", 1)[1].lower()
+    while time.monotonic() < deadline:
+        if "control.sh: CDSW %s is ready after " % name in role.log():
+            return
+        assert role.running(), "%s exited:\n%s" % (role.role_type, role.log()[-3000:])
+        time.sleep(0.5)
+    raise AssertionError("%s never reported ready:\n%s" % (role.role_type, role.log()[-3000:]))
+
+
+def children_comms(pid: int) -> List[str]:
+    """Command names of pid's direct children (this machine's pid namespace)."""
+    return [comm for _, comm in children(pid)]
+
+
+def children(pid: int) -> List[Any]:
+    """(pid, command name) of pid's direct children (this machine's pid namespace)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            comm, rest = stat.rsplit(")", 1)
+            if int(rest.split()[1]) == pid:
+                out.append((int(entry.name), comm.split("(", 1)[1]))
+    return out
+
+
 def last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
@@ -330,7 +370,7 @@ def test_the_jammy_payload_refuses_bookworm_python(hosts: Dict[str, Host], dist:
     assert r.exit_code == 1
     assert last_line(r.output) == (
         "cdsw launcher: error: no supported Python found: install one of python3.10 (with its "
-        "venv module) or set CDSW_PYTHON")
+        "venv module) or set CDSW_PYTHON; on Ubuntu 22.04: apt-get install python3 python3-venv")
 
 
 def test_roles_start_join_and_stop_like_under_the_cm_agent(hosts: Dict[str, Host],
@@ -344,13 +384,17 @@ def test_roles_start_join_and_stop_like_under_the_cm_agent(hosts: Dict[str, Host
     docker2 = gw2.start_role(csd, "CDSW_DOCKER", "start", values, args=["docker"])
     for host, role in ((gw1, docker1), (gw2, docker2)):
         wait_docker(host, role)
-        # exec all the way down: the process CM supervises is dockerd itself
-        assert Path("/proc/%d/comm" % role.pid).read_text().strip() == "dockerd"
+        wait_ready(role)
+        # control.sh stays in the foreground and the role (dockerd itself) is its child
+        assert "dockerd" in children_comms(role.pid)
 
     master = gw1.start_role(csd, "CDSW_MASTER", "start", values,
                             client_confs=("hadoop-conf", "hive-conf"), args=["master"])
     assert wait_http("http://%s:%d/healthz" % (gw1.ip, HTTP_PORT), master) == 200
-    environ = Path("/proc/%d/environ" % master.pid).read_bytes().split(b"\0")
+    wait_ready(master)
+    # the agent is control.sh's child (the one that is not a tee of its output)
+    agent_pid = next(pid for pid, comm in children(master.pid) if comm != "tee")
+    environ = Path("/proc/%d/environ" % agent_pid).read_bytes().split(b"\0")
     assert ("CDSW_HADOOP_CONF_DIRS=%s/hadoop-conf,%s/hive-conf"
             % (master.conf_dir, master.conf_dir)).encode() in environ
     assert "Swarm: active" in docker_on(gw1, "info")
@@ -359,12 +403,25 @@ def test_roles_start_join_and_stop_like_under_the_cm_agent(hosts: Dict[str, Host
     intruder = gw2.start_role(csd, "CDSW_WORKER", "start",
                               service_values(cdsw_cluster_secret="not-" + SECRET), args=["worker"])
     assert intruder.wait_exit(START_TIMEOUT) == 1
+    assert last_line(intruder.log()).startswith(
+        "control.sh: error: CDSW worker exited (status 1) before it was ready: "), \
+        intruder.log()[-2000:]
     assert last_line(intruder.log()).endswith(
         "the master rejected this worker's cluster secret; set the same cdsw.cluster.secret on "
         "every host"), intruder.log()[-2000:]
+    # START means running: a worker that dies at once (an empty secret) fails START with its
+    # last line, it is not reported started
+    dying = gw2.start_role(csd, "CDSW_WORKER", "start", service_values(cdsw_cluster_secret=""),
+                           args=["worker"])
+    assert dying.wait_exit(START_TIMEOUT) != 0
+    assert "ready after" not in dying.log()
+    assert last_line(dying.log()).startswith(
+        "control.sh: error: CDSW worker exited (status "), dying.log()[-2000:]
+    assert "cluster_secret is empty" in last_line(dying.log()), dying.log()[-2000:]
 
     worker = gw2.start_role(csd, "CDSW_WORKER", "start", values, args=["worker"])
     assert wait_node(gw1, "gw2 Ready Active", START_TIMEOUT, worker), worker.log()[-3000:]
+    wait_ready(worker)
     assert "join token handed to gw2" in master.log()
     assert SECRET not in master.log() + worker.log() + master.log("stdout.log")
 
@@ -391,6 +448,7 @@ def test_a_value_the_sdl_forbids_fails_at_start(hosts: Dict[str, Host],
                           args=["master"])
     assert role.wait_exit(START_TIMEOUT) == 2
     assert last_line(role.log()) == (
+        "control.sh: error: CDSW master exited (status 2) before it was ready: "
         "cdsw: configuration error: cdsw.orchestrator in %s/cdsw.properties:%d: invalid value "
         "'mesos': expected one of swarm, local"
         % (role.conf_dir, _line_of(gw1, role.conf_dir, "cdsw.orchestrator=")))

@@ -104,11 +104,22 @@ def test_port_out_of_range_and_unknown_role(csd, parcels, version, tmp_path):
 
 
 STUB = """#!/bin/sh
+case "$*" in
+  *" role "*" status") [ -e "$CONF_DIR/ready" ] && exit 0; exit 3 ;;
+esac
 printf '%s\\n' "$@" > "$CONF_DIR/argv"
 printf '%s' "${CDSW_HADOOP_CONF_DIRS:-}" > "$CONF_DIR/hadoop_conf_dirs"
 printf '%s' "${CDSW_JAVA_HOME:-}" > "$CONF_DIR/java_home"
 [ -t 0 ] || cat > "$CONF_DIR/stdin"
 echo $$ > "$CONF_DIR/pid"
+case "$*" in
+  *" role "*" start")
+    echo "role starting"
+    if [ -n "${STUB_DIE:-}" ]; then echo "cdsw: error: $STUB_DIE" >&2; exit 2; fi
+    [ -n "${STUB_NEVER_READY:-}" ] || touch "$CONF_DIR/ready"
+    trap 'echo "role stopped" >&2; exit 0' TERM
+    while :; do sleep 0.1; done ;;
+esac
 """
 
 
@@ -121,13 +132,30 @@ def stub_home(tmp_path: Path) -> Path:
     return home
 
 
+def _start(conf: Path, role: str, stub_home: Path, **env: str) -> subprocess.Popen:
+    full = {"PATH": os.environ["PATH"], "CONF_DIR": str(conf), "CDSW_HOME": str(stub_home),
+            "CDSW_START_POLL": "0.2"}
+    full.update(env)
+    return subprocess.Popen(["bash", str(conf / "scripts" / "control.sh"), "start", role],
+                            env=full, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_ready(proc: subprocess.Popen, role: str) -> None:
+    for line in proc.stderr:
+        if line.startswith("control.sh: CDSW %s is ready after " % role):
+            return
+    raise AssertionError("control.sh ended without saying the role is ready")
+
+
 def test_client_configs_and_java_home_reach_the_agent(csd, version, tmp_path, stub_home):
     conf = process_dir(tmp_path, csd, "CDSW_MASTER",
                        dict(VALID, cdsw_hadoop_conf_dirs=["/etc/extra/conf"]),
                        client_confs=("hadoop-conf", "hive-conf", "spark-conf"))
-    r = control(conf, ["start", "master"], None, version, source_parcel=False,
-                extra_env={"CDSW_HOME": str(stub_home), "JAVA_HOME": "/usr/java/default"})
-    assert r.returncode == 0, r.stderr
+    proc = _start(conf, "master", stub_home, JAVA_HOME="/usr/java/default")
+    _wait_ready(proc, "master")
+    proc.terminate()
+    assert proc.wait(timeout=30) == 0
     assert (conf / "argv").read_text().splitlines() == [
         "--properties", str(conf / "cdsw.properties"), "role", "master", "start"]
     assert (conf / "hadoop_conf_dirs").read_text() == ",".join(
@@ -136,15 +164,42 @@ def test_client_configs_and_java_home_reach_the_agent(csd, version, tmp_path, st
     assert (conf / "java_home").read_text() == "/usr/java/default"
 
 
-def test_start_execs_the_agent_in_the_foreground(csd, version, tmp_path, stub_home):
-    """exec keeps the role in supervisord's process tree: the agent has control.sh's pid."""
+def test_start_waits_for_readiness_and_passes_sigterm_on(csd, version, tmp_path, stub_home):
+    """The role runs as control.sh's child in the foreground (supervisord keeps control.sh);
+    START is reported once `cdsw role docker status` answers; SIGTERM reaches the role and its
+    exit status is control.sh's."""
     conf = process_dir(tmp_path, csd, "CDSW_DOCKER", VALID)
-    env = {"PATH": os.environ["PATH"], "CONF_DIR": str(conf), "CDSW_HOME": str(stub_home)}
-    proc = subprocess.Popen(["bash", str(conf / "scripts" / "control.sh"), "start", "docker"],
-                            env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    proc.wait(timeout=30)
-    assert proc.returncode == 0
-    assert int((conf / "pid").read_text()) == proc.pid
+    proc = _start(conf, "docker", stub_home)
+    _wait_ready(proc, "docker")
+    role_pid = int((conf / "pid").read_text())
+    ppid = int(Path("/proc/%d/stat" % role_pid).read_text().rsplit(")", 1)[1].split()[1])
+    assert ppid == proc.pid
+    proc.terminate()
+    assert proc.wait(timeout=30) == 0
+    assert "role stopped" in proc.stderr.read()
+    assert "role starting" in (conf / "logs" / "cdsw-docker-start.log").read_text()
+
+
+def test_a_role_that_dies_before_it_is_ready_fails_start(csd, version, tmp_path, stub_home):
+    conf = process_dir(tmp_path, csd, "CDSW_WORKER", VALID)
+    proc = _start(conf, "worker", stub_home, STUB_DIE="cluster_secret is empty")
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 2
+    assert err.strip().splitlines()[-1] == (
+        "control.sh: error: CDSW worker exited (status 2) before it was ready: cdsw: error: "
+        "cluster_secret is empty")
+
+
+def test_a_role_that_never_gets_ready_is_stopped_and_fails_start(csd, version, tmp_path,
+                                                                 stub_home):
+    conf = process_dir(tmp_path, csd, "CDSW_MASTER", VALID)
+    proc = _start(conf, "master", stub_home, STUB_NEVER_READY="1", CDSW_START_TIMEOUT="2")
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 1
+    assert err.strip().splitlines()[-1] == (
+        "control.sh: error: CDSW master was not ready within 2s (cdsw role master status), "
+        "stopped it: role stopped")
+    assert not Path("/proc/%d" % int((conf / "pid").read_text())).exists()
 
 
 def test_create_admin_passes_the_password_on_stdin(csd, version, tmp_path, stub_home):
@@ -179,3 +234,27 @@ def test_launcher_refuses_an_unsupported_python(parcels, version, tmp_path):
         assert r.stderr.strip() == ("cdsw launcher: error: CDSW_PYTHON=%s is Python %s; this "
                                     "payload has wheels for Python 3.12 3.11 3.9" % (python, shown))
         assert not (tmp_path / "v").exists()
+
+
+def test_launcher_never_exits_silently_and_names_the_package(parcels, version, tmp_path):
+    """A plain RHEL 8 host: python3 is 3.6 and a python3.11 on PATH that does not run. The
+    launcher names what it skipped and which package to install, in the line CM shows."""
+    launcher = parcels / ("CDSW-%s" % version) / "bin" / "cdsw"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    os.symlink(shutil.which("dirname"), bin_dir / "dirname")
+    (bin_dir / "python3").write_text("#!/bin/sh\necho 3.6\n")
+    (bin_dir / "python3.11").write_text("#!/bin/sh\necho 'error while loading shared "
+                                        "libraries' >&2\nexit 127\n")
+    for fake in ("python3", "python3.11"):
+        (bin_dir / fake).chmod(0o755)
+    r = subprocess.run([str(launcher), "--version"], capture_output=True, text=True,
+                       env={"PATH": str(bin_dir), "CDSW_VENV_ROOT": str(tmp_path / "v")})
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert lines[-2] == "cdsw launcher: warning: found but cannot run: %s" % (bin_dir /
+                                                                              "python3.11")
+    assert lines[-1] == (
+        "cdsw launcher: error: no supported Python found: install one of python3.12 3.11 3.9 "
+        "(with its venv module) or set CDSW_PYTHON; on RHEL 8 (whose python3 is 3.6): dnf "
+        "install python3.11 (or python39); on RHEL 9: dnf install python3.11")
