@@ -4,6 +4,11 @@ Each tick (every few seconds) it polls active runs through the job runner (log c
 timeouts, results, dependent jobs, mail), then starts the cron jobs that are due: a job whose
 previous run is still active gets a "skipped" run instead, and fire times missed while the
 master was down are made up by one catch-up run. The clock is injectable for tests.
+
+Between ticks the thread sleeps until whichever comes first: the next tick, or the next fire
+time of any cron job (known from the last look at the jobs), when it starts the due jobs at
+once instead of up to a tick later. A tick is timed from the start of the previous one, so a
+slow tick does not make the schedule drift.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from typing import Any, List, Optional
 
 from sqlalchemy import select
@@ -32,6 +38,8 @@ log = logging.getLogger(__name__)
 RUNNER_KEY, SCHEDULER_KEY = "jobs.runner", "jobs.scheduler"
 EXPERIMENTS_KEY = "experiments.runner"
 DEFAULT_INTERVAL = 2.0
+FIRE_SLACK_SECONDS = 0.002  # wake this much after a fire time, so that it is due
+MIN_WAIT_SECONDS = 0.01
 _create_lock = threading.Lock()
 
 
@@ -82,6 +90,7 @@ class Scheduler:
     def __init__(self, runner: JobRunner, interval: float = DEFAULT_INTERVAL):
         self.runner, self.interval = runner, interval
         self.followers: List[Any] = []  # other runners whose sync() each tick calls
+        self.next_fire: Optional[dt.datetime] = None  # the earliest fire time seen (clock's time)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
@@ -103,14 +112,32 @@ class Scheduler:
             self._thread = None
 
     def _loop(self) -> None:
+        next_tick = time.monotonic()
         while not self._stop.is_set():
-            try:
-                self.tick()
-            except OrchestratorError as e:  # Docker down, ...: one line, try again next tick
-                log.warning("job scheduler: %s", e)
-            except Exception as e:  # a bad tick (database down, ...) must not end the scheduler
-                log_loop_failure(log, "job scheduler tick failed", e)
-            self._stop.wait(self.interval)
+            if time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + self.interval
+                self._guarded(self.tick)
+            else:  # woken for a fire time
+                self._guarded(self.start_due)
+            self._stop.wait(self._wait(next_tick))
+
+    def _guarded(self, step: Any) -> None:
+        try:
+            step()
+        except OrchestratorError as e:  # Docker down, ...: one line, try again next tick
+            self.next_fire = None
+            log.warning("job scheduler: %s", e)
+        except Exception as e:  # a bad tick (database down, ...) must not end the scheduler
+            self.next_fire = None
+            log_loop_failure(log, "job scheduler tick failed", e)
+
+    def _wait(self, next_tick: float) -> float:
+        """Seconds until the next tick or the next fire time, whichever is first."""
+        wait = next_tick - time.monotonic()
+        fire = self.next_fire
+        if fire is not None:
+            wait = min(wait, (fire - self.clock()).total_seconds() + FIRE_SLACK_SECONDS)
+        return max(MIN_WAIT_SECONDS, wait)
 
     def tick(self) -> None:
         self.runner.sync()
@@ -120,15 +147,27 @@ class Scheduler:
 
     def start_due(self) -> None:
         with self.runner.db.session() as s:
-            ids = s.scalars(select(Job.id).where(Job.schedule_kind == "cron",
-                                                 Job.enabled.is_(True)).order_by(Job.id)).all()
-        for job_id in ids:
+            jobs = s.execute(select(Job.id, Job.cron, Job.timezone).where(
+                Job.schedule_kind == "cron", Job.enabled.is_(True)).order_by(Job.id)).all()
+        for job_id, _, _ in jobs:
             if self._stop.is_set() and self._thread is not None:
                 return
             try:
                 self._consider(job_id)
             except Exception:
                 log.exception("cannot schedule job %d", job_id)
+        self.next_fire = self._earliest_fire(jobs)
+
+    def _earliest_fire(self, jobs: Any) -> Optional[dt.datetime]:
+        now, earliest = self.clock(), None
+        for job_id, cron, timezone in jobs:
+            try:
+                fire = schedule.next_fire(cron, timezone, now)
+            except Exception:  # a job with a broken schedule is reported by _consider
+                continue
+            if earliest is None or fire < earliest:
+                earliest = fire
+        return earliest
 
     def _consider(self, job_id: int) -> None:
         with self.runner.lock:  # decide and start as one step, whoever else ticks

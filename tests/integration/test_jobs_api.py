@@ -532,3 +532,29 @@ def test_jobs_schema_matches_the_models_and_goes_back(db_url: str) -> None:
             assert not {"jobs", "job_runs"} & set(db.engine.dialect.get_table_names(c))
     finally:
         db.engine.dispose()
+
+
+def test_scheduler_wakes_at_the_fire_time_not_the_next_tick(api: Api) -> None:
+    """With ticks 60 s apart, a job due in 3 s starts about 3 s from now: the scheduler sleeps
+    until the next fire time it knows of, not until its next tick."""
+    j = start_jobs(api, threaded=False)
+    try:
+        j.script("quick.py", "print('on time')\n")
+        job = j.create(name="every-minute", script="quick.py", schedule="* * * * *")
+        now = utcnow()
+        minute = now.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+        j.clock.offset = minute - dt.timedelta(seconds=3) - now  # the clock reads hh:mm:57
+        j.sched.interval = 60.0
+        fire_at = time.monotonic() + 3.0
+        j.sched.start()  # the first tick counts the job from now: nothing before it is due
+        deadline = fire_at + 20.0  # well before the next tick, 60 s away
+        while not j.runs(job["id"]):
+            assert time.monotonic() < deadline, "no run %.1f s after the fire time" % (
+                time.monotonic() - fire_at)
+            time.sleep(0.05)
+        late = time.monotonic() - fire_at
+        [run] = j.runs(job["id"])
+        assert run["trigger"] == "schedule", run
+        assert late > -0.5, "started before its fire time (%.2f s early)" % -late
+    finally:
+        scheduler.stop(api.client.app.state.server)
