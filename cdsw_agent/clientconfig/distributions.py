@@ -122,12 +122,13 @@ def _first_dir(roots: Sequence[str], candidates: Sequence[str]) -> str:
 
 
 def spark_python_path(spark_home: str) -> Tuple[str, ...]:
-    """$SPARK_HOME/python (or its lib/pyspark.zip) and the newest lib/py4j-*-src.zip."""
+    """$SPARK_HOME/python when it holds the pyspark package, else its lib/pyspark.zip (the
+    pyspark wheel's python/pyspark holds only shell.py), and the newest lib/py4j-*-src.zip."""
     if not spark_home:
         return ()
     out: List[str] = []
     python = os.path.join(spark_home, "python")
-    if os.path.isdir(os.path.join(python, "pyspark")):
+    if os.path.isfile(os.path.join(python, "pyspark", "__init__.py")):
         out.append(python)
     elif os.path.isfile(os.path.join(python, "lib", "pyspark.zip")):
         out.append(os.path.join(python, "lib", "pyspark.zip"))

@@ -255,3 +255,20 @@ def test_a_local_engine_runs_the_distributions_commands_and_pyspark(tmp_path: Pa
     printed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                              text=True, check=True).stdout.split()
     assert printed == ["spark3", "0.10.9.7"]
+
+
+def test_a_spark_home_whose_python_folder_is_not_the_package_uses_pyspark_zip(tmp_path: Path) -> None:
+    """The pyspark wheel's python/pyspark holds only shell.py: on sys.path it would be an empty
+    namespace package, so python/lib/pyspark.zip is used, as Spark's own scripts do."""
+    from cdsw_agent.clientconfig.distributions import spark_python_path
+
+    home = tmp_path / "spark"
+    (home / "python" / "pyspark").mkdir(parents=True)
+    (home / "python" / "pyspark" / "shell.py").write_text("")
+    (home / "python" / "lib").mkdir()
+    for name in ("pyspark.zip", "py4j-0.10.9.9-src.zip"):
+        with zipfile.ZipFile(home / "python" / "lib" / name, "w") as z:
+            z.writestr("x.py", "")
+    assert spark_python_path(str(home)) == (str(home / "python" / "lib" / "pyspark.zip"),
+                                            str(home / "python" / "lib" / "py4j-0.10.9.9-src.zip"))
+    assert spark_python_path("") == ()
