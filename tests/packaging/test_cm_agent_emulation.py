@@ -189,7 +189,8 @@ class Host:
         return conf_dir
 
     def start_role(self, csd: Dict[str, Any], role_type: str, action: str, values: Dict[str, Any],
-                   client_confs: Sequence[str] = (), args: Sequence[str] = ()) -> Role:
+                   client_confs: Sequence[str] = (), args: Sequence[str] = (),
+                   extra_env: Optional[Dict[str, str]] = None) -> Role:
         conf_dir = self.process_dir(csd, role_type, values, client_confs)
         env = {"CONF_DIR": conf_dir, "PARCELS_ROOT": PARCELS_ROOT,
                "PARCEL_DIRNAMES": self.parcel_dirname,
@@ -197,6 +198,7 @@ class Host:
                                                                   self.parcel_dirname),
                "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                "HOME": "/root", "LANG": "C.UTF-8"}
+        env.update(extra_env or {})  # a command runner's environmentVariables
         runner = ["bash", CSD_WRAPPER, "scripts/control.sh", action] + list(args)
         # supervisord runs the role as the SDL's runAs (the role's own, else the service's)
         user = declared_user(csd["sdl"], role_type)
@@ -462,6 +464,91 @@ def test_a_missing_required_parameter_fails_at_start(hosts: Dict[str, Host],
     assert role.wait_exit(60) == 1
     assert last_line(role.log()) == ("control.sh: error: cdsw.domain is not set: set the CDSW "
                                       "service parameter cdsw_domain (cdsw.domain) and restart")
+
+
+def previous_build_parcel(out: Path, cache_dir: Path, agent_sources: Path, epoch: int,
+                          number: int) -> Path:
+    """Build N: the el9 parcel of these sources with the previous build number (what the
+    previous commit's build was called); one parcel only, from the cached wheelhouse."""
+    import build_packages
+    import pkgcommon
+    import wheelhouse
+
+    ver = "%s.%d" % (pkgcommon.base_version(agent_sources), number)
+    agent = wheelhouse.build_agent_wheel(agent_sources, cache_dir, epoch, ver=ver)
+    pythons = build_packages.DISTROS["el9"]
+    by_python = wheelhouse.collect(agent, set(pythons), cache_dir)
+    return build_packages.build_parcel(out, ver, "el9", pythons,
+                                       wheelhouse.union(by_python, pythons), epoch, {})
+
+
+def test_upgrade_from_the_previous_build_keeps_everything(
+        hosts: Dict[str, Host], csd: Dict[str, Any], version: str, build_number: int,
+        cache_dir: Path, agent_sources: Path, epoch: int, tmp_path: Path) -> None:
+    """N -> N+1 as CM does it: N's parcel active and its master serving a project with a file,
+    a job and an API key; Back Up Database; the N+1 parcel distributed and activated; the master
+    restarted from it; the database migrated by the new master after its own backup; everything
+    still there and the API key still accepted."""
+    import requests
+
+    gw1 = hosts["gw1"]
+    parcel_n = previous_build_parcel(tmp_path, cache_dir, agent_sources, epoch,
+                                     build_number - 1)
+    dir_n = parcel_n.name.rsplit("-", 1)[0]
+    dir_n1 = "CDSW-%s" % version
+    import pkgcommon
+    assert pkgcommon.parse_version(dir_n.split("-", 1)[1]) < pkgcommon.parse_version(version)
+    gw1.put_files(PARCEL_CACHE, {parcel_n.name: parcel_n.read_bytes()})
+    gw1.check("set -e; tar -xzf %s/%s -C %s; ln -sfn %s %s/CDSW"
+              % (PARCEL_CACHE, parcel_n.name, PARCELS_ROOT, dir_n, PARCELS_ROOT))
+    port = 8090
+    values = service_values(cdsw_orchestrator="local", cdsw_http_port=port,
+                            cdsw_data_dir="/var/lib/cdsw-upgrade", cdsw_domain=gw1.ip)
+    base = "http://%s:%d" % (gw1.ip, port)
+
+    gw1.parcel_dirname = dir_n
+    master = gw1.start_role(csd, "CDSW_MASTER", "start", values, args=["master"])
+    wait_ready(master)
+    assert requests.get(base + "/healthz", timeout=10).json()["version"] == dir_n.split("-", 1)[1]
+    admin = gw1.start_role(csd, "CDSW_MASTER", "create-admin", values, args=["master"],
+                           extra_env={"CDSW_FIRST_ADMIN_USER": "alice",
+                                      "CDSW_FIRST_ADMIN_PASSWORD": "upgrade-Pass-4321!"})
+    assert admin.wait_exit(120) == 0, admin.log()[-2000:]
+    s = requests.Session()
+    r = s.post(base + "/api/v1/auth/signin", json={"username": "alice",
+                                                   "password": "upgrade-Pass-4321!"}, timeout=30)
+    assert r.status_code == 200, r.text
+    s.headers["X-CSRF-Token"] = r.json()["csrf_token"]
+    project = s.post(base + "/api/v1/projects", json={"name": "kept", "template": "python"},
+                     timeout=30).json()
+    pid = project["id"]
+    r = s.put(base + "/api/v1/projects/%d/files/content" % pid,
+              json={"path": "analysis.py", "content": "print('kept across upgrades')\n"},
+              timeout=30)
+    assert r.status_code in (200, 201), r.text
+    job = s.post(base + "/api/v1/projects/%d/jobs" % pid,
+                 json={"name": "nightly", "script": "analysis.py"}, timeout=30).json()
+    key = s.post(base + "/api/v1/account/api-keys", json={"name": "ci"}, timeout=30).json()["key"]
+
+    # Back Up Database (CdswBackupDb), then distribute + activate N+1 and restart the master
+    backup = gw1.start_role(csd, "CDSW_MASTER", "backup-db", values, args=["master"])
+    assert backup.wait_exit(120) == 0, backup.log()[-2000:]
+    assert gw1.check("ls /var/lib/cdsw-upgrade/backups").split(), "no backup written"
+    gw1.check("ln -sfn %s %s/CDSW" % (dir_n1, PARCELS_ROOT))
+    assert master.stop() == 0, master.log()[-2000:]
+    gw1.parcel_dirname = dir_n1
+    upgraded = gw1.start_role(csd, "CDSW_MASTER", "start", values, args=["master"])
+    wait_ready(upgraded)
+    assert requests.get(base + "/healthz", timeout=10).json()["version"] == version
+    bearer = {"Authorization": "Bearer " + key}
+    got = requests.get(base + "/api/v1/projects/%d" % pid, headers=bearer, timeout=30)
+    assert got.status_code == 200 and got.json()["name"] == "kept", got.text
+    content = requests.get(base + "/api/v1/projects/%d/files/content" % pid,
+                           params={"path": "analysis.py"}, headers=bearer, timeout=30).json()
+    assert content["content"] == "print('kept across upgrades')\n"
+    jobs = requests.get(base + "/api/v1/projects/%d/jobs" % pid, headers=bearer, timeout=30)
+    assert [j["id"] for j in jobs.json()] == [job["id"]]
+    assert upgraded.stop() == 0, upgraded.log()[-2000:]
 
 
 def _line_of(host: Host, conf_dir: str, prefix: str) -> int:
