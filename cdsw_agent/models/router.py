@@ -129,7 +129,8 @@ class ModelRouter:
                 connector=aiohttp.TCPConnector(limit=512, limit_per_host=256,
                                                keepalive_timeout=30.0, ttl_dns_cache=None),
                 timeout=aiohttp.ClientTimeout(total=CALL_TIMEOUT_SECONDS, connect=5.0),
-                auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding"))
+                auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding"),
+                cookie_jar=aiohttp.DummyCookieJar())  # replicas set no cookies worth keeping
             self._clients[loop] = client
         return client
 
