@@ -118,6 +118,7 @@ class Cm:
         self.clusters = cm_client.ClustersResourceApi(client)
         self.commands = cm_client.CommandsResourceApi(client)
         self.parcel = cm_client.ParcelResourceApi(client)
+        self.parcels = cm_client.ParcelsResourceApi(client)
         self.hosts = cm_client.HostsResourceApi(client)
         self.services = cm_client.ServicesResourceApi(client)
         self.roles = cm_client.RolesResourceApi(client)
@@ -326,13 +327,15 @@ def install(cm: Cm, args: argparse.Namespace) -> int:
     return 0 if print_health(cm, args.service) or not args.require_healthy else 2
 
 
-def upgrade(cm: Cm, args: argparse.Namespace) -> int:
-    check_csd(cm)
-    version = args.version or repo_version(args.repo_url, cm.http_timeout)
-    add_repo(cm, args.repo_url)
-    cm.wait_command(cm.services.service_command_by_name(cm.cluster, "CdswBackupDb",
-                                                        args.service), "database backup")
-    activate_parcel(cm, version)
+def active_version(cm: Cm) -> Optional[str]:
+    """The CDSW parcel version active on the cluster now, if any."""
+    for parcel in cm.parcels.read_parcels(cm.cluster).items or []:
+        if parcel.product == PRODUCT and parcel.stage == "ACTIVATED":
+            return parcel.version
+    return None
+
+
+def restart_service(cm: Cm, args: argparse.Namespace) -> None:
     if args.rolling:
         restart = cm_client.ApiRollingRestartArgs(
             slave_batch_size=1, sleep_seconds=0, slave_fail_count_threshold=0,
@@ -343,6 +346,31 @@ def upgrade(cm: Cm, args: argparse.Namespace) -> int:
     else:
         cm.wait_command(cm.services.restart_command(cm.cluster, args.service),
                         "restart of %s" % args.service)
+
+
+def upgrade(cm: Cm, args: argparse.Namespace) -> int:
+    """Back up, activate the new parcel, restart; when the restart fails, activate the previous
+    parcel again, restart it and fail with one line saying so."""
+    check_csd(cm)
+    version = args.version or repo_version(args.repo_url, cm.http_timeout)
+    add_repo(cm, args.repo_url)
+    previous = active_version(cm)
+    cm.wait_command(cm.services.service_command_by_name(cm.cluster, "CdswBackupDb",
+                                                        args.service), "database backup")
+    activate_parcel(cm, version)
+    try:
+        restart_service(cm, args)
+    except DeployError as e:
+        if not previous or previous == version:
+            raise
+        say("upgrade to %s failed: %s; rolling back to %s" % (version, e, previous))
+        activate_parcel(cm, previous)
+        cm.wait_command(cm.services.restart_command(cm.cluster, args.service),
+                        "restart of %s on %s" % (args.service, previous))
+        raise DeployError("upgrade to CDSW %s failed and was rolled back: %s runs CDSW %s again "
+                          "(if the new master had migrated the database, restore the backup "
+                          "taken before the upgrade with `cdsw db restore`)"
+                          % (version, args.service, previous)) from None
     return 0 if print_health(cm, args.service) or not args.require_healthy else 2
 
 

@@ -30,6 +30,7 @@ from deploy_common import DeployError  # noqa: E402
 API = "/api/v41"
 C = API + "/clusters/c1"
 PARCEL = C + "/parcels/products/CDSW/versions/0.2.0"
+PREVIOUS = C + "/parcels/products/CDSW/versions/0.1.0"
 
 
 class FakeCm:
@@ -41,6 +42,8 @@ class FakeCm:
         self.roles: List[Dict[str, Any]] = []
         self.commands: Dict[int, Dict[str, Any]] = {}
         self.fail: Dict[str, str] = {}
+        self.fail_once: set = set()  # commands that fail the first time only
+        self.failed_once: set = set()
         r = server.route
         r("GET", "/api/version", lambda q: (200, "v41"))
         r("GET", "/repo/manifest.json", lambda q: (200, {"lastUpdated": 1, "parcels": [
@@ -51,6 +54,15 @@ class FakeCm:
         r("PUT", API + "/cm/config", self.put_config)
         r("POST", API + "/cm/commands/refreshParcelRepos", lambda q: self.command("refresh"))
         r("GET", API + r"/commands/(\d+)", self.read_command)
+        self.previous_stage = "ACTIVATED"  # CDSW 0.1.0, active before an upgrade
+        r("GET", C + "/parcels", lambda q: (200, {"items": [
+            {"product": "CDSW", "version": "0.1.0", "stage": self.previous_stage},
+            {"product": "CDSW", "version": "0.2.0", "stage": self.stage},
+            {"product": "CDH", "version": "7.1.9-1.cdh7.1.9.p0.1", "stage": "ACTIVATED"}]}))
+        r("GET", PREVIOUS, lambda q: (200, {"product": "CDSW", "version": "0.1.0",
+                                            "stage": self.previous_stage,
+                                            "state": {"errors": []}}))
+        r("POST", PREVIOUS + "/commands/activate", self.activate_previous)
         r("GET", PARCEL, self.read_parcel)
         r("POST", PARCEL + r"/commands/(startDownload|startDistribution|activate)",
           self.parcel_command)
@@ -87,7 +99,10 @@ class FakeCm:
         cmd = self.commands[int(q.match.group(1))]
         cmd["polls"] += 1
         done = cmd["polls"] > 1
-        failed = done and cmd["name"] in self.fail
+        failed = done and cmd["name"] in self.fail and cmd.setdefault(
+            "fails", cmd["name"] not in self.failed_once)
+        if failed and cmd["name"] in self.fail_once:
+            self.failed_once.add(cmd["name"])
         return 200, {"id": cmd["id"], "name": cmd["name"], "active": not done,
                      "success": done and not failed,
                      "resultMessage": self.fail.get(cmd["name"], "Finished")}
@@ -100,6 +115,10 @@ class FakeCm:
         return 200, {"product": "CDSW", "version": "0.2.0", "stage": shown,
                      "state": {"progress": 50, "totalProgress": 100, "errors": []}}
 
+    def activate_previous(self, q):
+        self.previous_stage, self.stage = "ACTIVATED", "DISTRIBUTED"
+        return 200, {"id": 98, "active": False, "success": True}
+
     def parcel_command(self, q):
         expected = {"startDownload": "AVAILABLE_REMOTELY", "startDistribution": "DOWNLOADED",
                     "activate": "DISTRIBUTED"}[q.match.group(1)]
@@ -107,6 +126,8 @@ class FakeCm:
             return 400, {"message": "parcel is in stage %s" % self.stage}
         self.stage = {"startDownload": "DOWNLOADING", "startDistribution": "DISTRIBUTING",
                       "activate": "ACTIVATING"}[q.match.group(1)]
+        if q.match.group(1) == "activate":
+            self.previous_stage = "DISTRIBUTED"  # CM deactivates the other version
         return 200, {"id": 99, "active": True}
 
     def create_services(self, q):
@@ -239,6 +260,25 @@ def test_upgrade_backs_up_then_activates_and_restarts(cm, monkeypatch):
     assert body["slaveBatchSize"] == 1
     # never the Docker daemons under running masters and workers (CDSW: full restart for that)
     assert body["restartRoleTypes"] == ["CDSW_MASTER", "CDSW_WORKER"]
+
+
+def test_a_failed_upgrade_rolls_back_with_one_line(cm, monkeypatch, capsys):
+    monkeypatch.setenv("CM_PASSWORD", "secret")
+    cm.services.append({"name": "CDSW", "type": "CDSW"})
+    cm.fail["restart"] = "Command failed: CDSW_MASTER on gw1: exited before it was ready"
+    cm.fail_once.add("restart")  # the new version's restart fails, the previous one's works
+    argv = _args(cm, "upgrade", "--repo-url", cm.server.url + "/repo")
+    with pytest.raises(DeployError) as err:
+        cm_deploy.main(argv)
+    assert str(err.value) == (
+        "upgrade to CDSW 0.2.0 failed and was rolled back: CDSW runs CDSW 0.1.0 again (if the "
+        "new master had migrated the database, restore the backup taken before the upgrade "
+        "with `cdsw db restore`)")
+    posts = [r.path.rsplit("/", 1)[1] for r in cm.server.requests if r.method == "POST"]
+    assert posts == ["refreshParcelRepos", "CdswBackupDb", "startDownload", "startDistribution",
+                     "activate", "restart", "activate", "restart"]
+    assert cm.previous_stage == "ACTIVATED"
+    assert cm.server.calls("POST", PREVIOUS + "/commands/activate")
 
 
 def test_missing_csd_is_explained(monkeypatch):
