@@ -61,7 +61,9 @@ setup(
                  # a Python 2.7 grammar check of the Ambari scripts where no python2.7 exists
                  "vermin>=1.6",
                  # JupyterLab through the engine origin, in Chromium (tests/browser)
-                 "jupyterlab>=4"] + LOCAL_ENGINE,
+                 "jupyterlab>=4",
+                 # the MLflow client against /mlflow (tests/integration/test_mlflow_tracking.py)
+                 "mlflow-skinny>=2.10"] + LOCAL_ENGINE,
         # scripts/cm_deploy.py talks to Cloudera Manager through Cloudera's API client
         "deploy": ["cm-client>=45.0.4"],
         "dev": ["pytest>=7", "pytest-timeout>=2.2", "httpx>=0.25", "schemathesis>=3.30",

@@ -182,6 +182,7 @@ class ExperimentRunner:
         """Polls every active run, and finalizes the ended ones a restart interrupted."""
         with self.db.session() as s:
             ids = s.scalars(select(ExperimentRun.id).where(
+                ExperimentRun.tracker == "cdsw",  # MLflow clients run their own runs
                 (ExperimentRun.status.in_(ACTIVE_STATUSES))
                 | (ExperimentRun.finalized.is_(False))).order_by(ExperimentRun.id)).all()
         for run_id in ids:
@@ -336,7 +337,7 @@ class ExperimentRunner:
         """Stops every active run of a project (before the project is deleted)."""
         with self.db.session() as s:
             ids = s.scalars(select(ExperimentRun.id).where(
-                ExperimentRun.project_id == project_id,
+                ExperimentRun.project_id == project_id, ExperimentRun.tracker == "cdsw",
                 ExperimentRun.status.in_(ACTIVE_STATUSES))).all()
         for run_id in ids:
             try:

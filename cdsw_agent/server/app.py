@@ -21,7 +21,8 @@ API_PREFIX = "/api/v1"
 # route modules under cdsw_agent/server/routes, each exposing `router`
 API_ROUTERS = ("auth", "account", "users", "teams", "projects", "files", "admin", "cluster", "jobs",
                "sessions", "engine", "experiments", "models")
-ROOT_ROUTERS = ("health", "metrics", "model_endpoint")  # model_endpoint: POST /model
+ROOT_ROUTERS = ("health", "metrics", "model_endpoint",  # model_endpoint: POST /model
+                "mlflow")  # the MLflow tracking API at /mlflow
 
 
 class SecurityHeaders:

@@ -23,6 +23,10 @@ project (or team) once the caller is allowed. The rules:
   does not, existing shares give no access either;
 - API keys with the ``read`` scope may only read (WebSockets count as writing);
 - Prometheus may scrape /metrics anonymously from loopback only;
+- the MLflow tracking API (/mlflow) needs a signed-in caller; what it reaches is a project's,
+  reached through an experiment or run id: viewers read, contributors write, and a project the
+  caller cannot see answers 404 (project_access). MLflow's searches are POSTs that only read,
+  so read-scoped API keys may make them;
 - a deployed model is called with its access key (POST /model): the key in the body is the
   permission, no sign-in; the model router checks it against the stored digests before any
   replica is reached.
@@ -49,7 +53,7 @@ from .errors import ApiError
 @dataclass(frozen=True)
 class Rule:
     kind: str  # public | signed_in | site_admin | site_admin_or_loopback | project |
-    #            project_owner | team | session
+    #            project_owner | team | session | signed_in_read
     min_role: str = ""  # project: one of PROJECT_ROLES; team: member | admin; session: SESSION_LEVELS
 
 
@@ -70,6 +74,9 @@ RULES: Dict[str, Rule] = {
     "team.read": Rule("team", "none"),
     "team.admin": Rule("team", "admin"),
     "model.call": Rule("model_access_key"),
+    # the project rule is applied to the object reached (project_access)
+    "mlflow.read": Rule("signed_in_read"),
+    "mlflow.write": Rule("signed_in"),
     "session.read": Rule("session", "metadata"),
     "session.view": Rule("session", "view"),
     "session.use": Rule("session", "interactive"),
@@ -182,6 +189,8 @@ def decide(action: str, caller: Caller, request: Request, db: Session) -> Access
                                 "administrator's API key as 'Authorization: Bearer <key>'")
     if not caller.signed_in:
         raise ApiError(401, "sign in first, or send an API key as 'Authorization: Bearer <key>'")
+    if rule.kind == "signed_in_read":  # reads whatever the method (MLflow's POST searches)
+        return Access(caller)
     if caller.scope == "read" and getattr(request, "method", "WEBSOCKET") not in SAFE_METHODS:
         raise ApiError(403, "this API key has the read scope; create a key with the write scope")
     user = caller.user
@@ -215,6 +224,19 @@ def decide(action: str, caller: Caller, request: Request, db: Session) -> Access
     if rule.kind == "session":
         return _session_access(db, caller, request, user, rule.min_role)
     raise AssertionError("unknown rule kind %s" % rule.kind)
+
+
+def project_access(db: Session, user: User, project: Project, min_role: str) -> str:
+    """The project rule for a project reached through an object (an MLflow experiment or run)
+    rather than the path: the caller's role, ApiError 404 when it may not see the project,
+    403 when its role is weaker than min_role."""
+    role = project_role(db, user, project)
+    if role is None:
+        raise ApiError(404, "not found")
+    if role_rank(role) < role_rank(min_role):
+        raise ApiError(403, "this needs the %s role on project %s; you are %s"
+                       % (min_role, project.slug, role))
+    return role
 
 
 def is_project_owner(db: Session, user: User, project: Project) -> bool:

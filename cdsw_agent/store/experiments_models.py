@@ -26,6 +26,9 @@ class ExperimentRun(Base):
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"),
                                             index=True)
     script: Mapped[str] = mapped_column(String(1024))  # relative to the project folder
+    # cdsw: a script the runner launches; mlflow: a run an MLflow client opened through the
+    # tracking API (store/mlflow_models.py), never launched or followed by the runner
+    tracker: Mapped[str] = mapped_column(String(16), default="cdsw", server_default="cdsw")
     arguments: Mapped[str] = mapped_column(Text, default="")  # split like a shell would
     comment: Mapped[str] = mapped_column(Text, default="")
     engine_image_id: Mapped[Optional[int]] = mapped_column(

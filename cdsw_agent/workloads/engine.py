@@ -249,6 +249,9 @@ def build_spec(db: Session, settings: Settings, orchestrator: Orchestrator,
         if local:
             Path(home).mkdir(mode=0o700, parents=True, exist_ok=True)
     env.update(cdsw_variables(settings, req, home))
+    from ..experiments import mlflow_engine  # MLflow's tracking URI and the launcher's token
+    env.update(mlflow_engine.variables(db, settings, req.kind, req.name, req.project,
+                                       req.launcher))
     labels = dict(req.labels)
     labels.update({KIND_LABEL: req.kind, PROJECT_LABEL: str(req.project.id)})
     if req.launcher is not None:

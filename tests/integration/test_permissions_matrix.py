@@ -59,10 +59,10 @@ from cdsw_agent.store.db import Database
 from cdsw_agent.store.models import ApiKey, utcnow
 
 from ..conftest import build_api, make_settings
-from . import matrix_experiments, matrix_models, matrix_sessions
+from . import matrix_experiments, matrix_mlflow, matrix_models, matrix_sessions
 
 # features whose rows, seed data and path values live in their own module (matrix_*.py)
-EXTENSIONS = (matrix_sessions, matrix_experiments, matrix_models)
+EXTENSIONS = (matrix_sessions, matrix_experiments, matrix_models, matrix_mlflow)
 
 CALLERS = ("anon", "stranger", "viewer", "operator", "contrib", "padmin", "tmember", "tadmin",
            "sadmin", "key_w", "key_r", "forged")

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ...experiments import launch, tracking
+from ...experiments import launch, mlflow_store, tracking
 from ...experiments.runner import RunError
 from ...jobs.launch import LaunchError, check_script_path, parse_arguments, script_file
 from ...store.experiments_models import RUN_STATUSES, ExperimentRun
@@ -71,6 +71,9 @@ class ExperimentOut(BaseModel):
     files: List[TrackedFile]
     snapshot: Dict[str, Any]  # files, bytes, skipped (paths not copied: sockets, FIFOs, devices)
     metric_history: Optional[Dict[str, List[Any]]] = None  # in the single-run answer only
+    tracker: str = "cdsw"  # cdsw: a script run; mlflow: opened by an MLflow client (/mlflow)
+    # MLflow runs, single-run answer: each metric as [[step, value], ...] by step
+    metric_steps: Optional[Dict[str, List[List[float]]]] = None
 
 
 class CompareRun(BaseModel):
@@ -91,7 +94,8 @@ class CompareOut(BaseModel):
     metrics: List[CompareRow]
 
 
-def run_out(run: ExperimentRun, history: Optional[Dict[str, List[Any]]] = None) -> ExperimentOut:
+def run_out(run: ExperimentRun, history: Optional[Dict[str, List[Any]]] = None,
+            steps: Optional[Dict[str, List[List[float]]]] = None) -> ExperimentOut:
     duration = None
     if run.started_at and run.finished_at:
         duration = max(0.0, (run.finished_at - run.started_at).total_seconds())
@@ -104,7 +108,7 @@ def run_out(run: ExperimentRun, history: Optional[Dict[str, List[Any]]] = None) 
         created_at=run.created_at, started_at=run.started_at, finished_at=run.finished_at,
         duration_seconds=duration, metrics=dict(run.metrics or {}),
         files=[TrackedFile(**f) for f in (run.files or [])], snapshot=dict(run.snapshot or {}),
-        metric_history=history)
+        metric_history=history, tracker=run.tracker, metric_steps=steps)
 
 
 def _run(db: Session, access: Access, run_id: int) -> ExperimentRun:
@@ -208,6 +212,9 @@ def get_experiment(project_id: Id, experiment_id: Id, access: Access = require("
                    db: Session = Depends(get_db),
                    state: ServerState = Depends(get_state)) -> ExperimentOut:
     run = _run(db, access, experiment_id)
+    if run.tracker == "mlflow":  # every value with its step, as the MLflow client logged it
+        steps = mlflow_store.histories(db, run.id)
+        return run_out(run, {k: [v for _, v in pts] for k, pts in steps.items()}, steps)
     return run_out(run, experiments_for(state).history(run.id))
 
 

@@ -10,6 +10,7 @@ from alembic import context
 import cdsw_agent.store.experiments_models  # noqa: F401  (each registers its tables)
 import cdsw_agent.store.jobs_models  # noqa: F401
 import cdsw_agent.store.kerberos_models  # noqa: F401
+import cdsw_agent.store.mlflow_models  # noqa: F401
 import cdsw_agent.store.models_models  # noqa: F401
 import cdsw_agent.store.sessions_models  # noqa: F401
 from cdsw_agent.store.models import Base
