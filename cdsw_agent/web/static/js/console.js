@@ -154,8 +154,10 @@
     document.querySelectorAll("#run-file, #run-selection, #console-prompt button, #console-input, #tab-terminal, [data-session-action]")
       .forEach((el) => { el.disabled = !live && !(s === "starting" && el.dataset.sessionAction === "stop"); });
     if (input) input.placeholder = live ? "Enter runs, Shift+Enter adds a line" : "the session is " + s;
-    const lab = document.getElementById("open-lab");
-    if (lab) lab.hidden = !live;
+    for (const id of ["open-lab", "open-spark-ui"]) {
+      const link = document.getElementById(id);
+      if (link) link.hidden = !live;
+    }
     if (live && input) input.focus();
   }
 
@@ -184,10 +186,12 @@
     if (what === "stop" && !window.confirm("Stop this session? Its console log stays readable.")) return;
     CDSW.clearErrors(root);
     button.disabled = true;
+    const before = status;
+    // the engine may take several seconds to go: the page says "stopping" at once
+    if (what === "stop") { stopping = true; setStatus("stopping"); }
     try {
       const result = await CDSW.api("POST", base + "/" + what);
       if (what === "stop") {
-        // the engine may take a few seconds to go: say "stopping" at once, then follow it
         stopping = ACTIVE.includes(result.status);
         setStatus(stopping ? "stopping" : result.status, result.reason);
         if (stopping) follow(); else note("session stopped", "");
@@ -196,6 +200,7 @@
         note(result.message, "");
       }
     } catch (err) {
+      if (what === "stop") { stopping = false; setStatus(before); }
       CDSW.showError(root, err, button);
     } finally {
       if (status === "running") button.disabled = false;
@@ -231,7 +236,60 @@
       input.rows = 1;
       run(code);
     });
+    // Tab: completion from the session's kernel (POST .../complete); at the start of a line or
+    // after a space it indents. Several matches: their common prefix, and the list to pick from.
+    const choices = document.createElement("div");
+    choices.id = "console-completions";
+    choices.className = "completions";
+    choices.hidden = true;
+    prompt.after(choices);
+    const replaceRange = (start, end, text) => {
+      input.setRangeText(text, start, end, "end");
+      input.dispatchEvent(new Event("input"));
+    };
+    const commonPrefix = (words) => words.reduce((p, w) => {
+      let i = 0;
+      while (i < p.length && i < w.length && p[i] === w[i]) i += 1;
+      return p.slice(0, i);
+    });
+    async function completeAtCursor() {
+      const pos = input.selectionStart;
+      let found;
+      try {
+        found = await CDSW.api("POST", base + "/complete", { code: input.value, cursor_pos: pos });
+      } catch (err) { return; }
+      const matches = found.matches || [];
+      choices.replaceChildren();
+      choices.hidden = matches.length < 2;
+      if (!matches.length) return;
+      const prefix = matches.length === 1 ? matches[0] : commonPrefix(matches);
+      if (prefix.length > found.cursor_end - found.cursor_start) {
+        replaceRange(found.cursor_start, found.cursor_end, prefix);
+      }
+      if (matches.length > 1) {
+        const start = found.cursor_start;
+        for (const m of matches.slice(0, 50)) {
+          const b = document.createElement("button");
+          b.type = "button";
+          b.textContent = m;
+          b.addEventListener("click", () => {
+            replaceRange(start, input.selectionStart, m);
+            choices.hidden = true;
+            input.focus();
+          });
+          choices.append(b);
+        }
+      }
+    }
     input.addEventListener("keydown", (e) => {
+      if (e.key === "Tab" && !e.shiftKey && !e.ctrlKey && !e.altKey && !e.metaKey) {
+        e.preventDefault();
+        const before = input.value.slice(0, input.selectionStart);
+        if (!before.trim() || /\s$/.test(before)) { replaceRange(input.selectionStart, input.selectionEnd, "    "); return; }
+        completeAtCursor();
+        return;
+      }
+      if (e.key !== "Tab") choices.hidden = true;
       if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); prompt.requestSubmit(); return; }
       const atEdge = !input.value.includes("\n");
       if (e.key === "ArrowUp" && atEdge && historyAt > 0) { e.preventDefault(); input.value = history[--historyAt]; }
