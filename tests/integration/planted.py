@@ -97,10 +97,16 @@ def markers(names: List[str]) -> List[str]:
     return sorted(n[len(MARKER_PREFIX):] for n in names if n.startswith(MARKER_PREFIX))
 
 
+# where the engine token (or the file holding it) was or could be passed to an engine
+TOKEN_NAMES = ("CDSW_ENGINE_TOKEN", "JUPYTER_TOKEN", "CDSW_ENGINE_TOKEN_FILE", "JUPYTER_TOKEN_FILE")
+
+
 def token_checks(token: str) -> Tuple[str, str]:
-    """Code for a kernel and a command for a terminal that print what of the token they see."""
+    """Code for a kernel and a command for a terminal that print what of the token they see:
+    variables holding it or named for it (the kernel prints them, the terminal counts them)."""
     kernel = ("import os\n"
-              "print(sorted(k for k, v in os.environ.items() if %r in v or 'TOKEN' in k))\n"
-              "print(%r in open('/proc/self/environ').read())" % (token, token))
-    terminal = "env | grep -c -e %s -e _TOKEN= ; echo done-$((40+2))\r" % token
+              "print(sorted(k for k, v in os.environ.items() if %r in v or k in %r))\n"
+              "print(%r in open('/proc/self/environ').read())" % (token, TOKEN_NAMES, token))
+    terminal = "env | grep -c -e %s %s; echo done-$((40+2))\r" % (
+        token, " ".join("-e ^%s=" % name for name in TOKEN_NAMES))
     return kernel, terminal
