@@ -149,6 +149,9 @@ def test_experiments_run_twice_and_compare(page: Page) -> None:
     page.wait_for_url(re.compile(r"/experiments/\d+$"))
     expect(page.locator("#run-log")).to_contain_text("loss=")
     expect(page.locator('#metrics tr[data-metric="loss"]')).to_be_visible()
+    # the metrics over their steps, drawn as SVG by our own script
+    expect(page.locator("#metric-charts figure", has_text="loss").locator("polyline")) \
+        .to_have_count(1)
 
     # a run that tracks a file: downloadable from the run's page once it ended
     write_file(page, pid, "report.py", "import cdsw\nopen('out.txt', 'w').write('tracked 42')\n"

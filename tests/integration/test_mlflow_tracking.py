@@ -167,6 +167,15 @@ def test_mlflow_client_tracks_into_a_projects_experiments(master: Master, as_key
     assert detail["tracker"] == "mlflow"
     assert detail["metric_history"]["loss"] == [0.9, 0.5, 0.3, 0.2]
     assert detail["metric_steps"]["loss"] == [[0, 0.9], [1, 0.5], [2, 0.3], [3, 0.2]]
+    # its page draws the metrics over their steps (our own SVG script, no CDN)
+    import json
+    import re
+    html = api.client_for(owner).get("/projects/%d/experiments/%s" % (project["id"], run_id))
+    assert html.status_code == 200 and "MLflow" in html.text
+    assert '<script src="/static/js/metric_charts.js" defer>' in html.text
+    series = json.loads(re.search(r'id="metric-steps">(.*?)</script>', html.text).group(1))
+    assert series["loss"] == [[0, 0.9], [1, 0.5], [2, 0.3], [3, 0.2]]
+    assert "createElementNS" in api.client.get("/static/js/metric_charts.js").text
     r = web.get("/api/v1/projects/%d/experiments/%s/download" % (project["id"], run_id),
                 params={"file": "model/weights.txt"})
     assert r.status_code == 200 and r.text == "w=1.5\n"

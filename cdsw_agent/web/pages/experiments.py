@@ -62,5 +62,10 @@ def experiment_page(request: Request, project_id: Id, experiment_id: Id,
     ctx = project_context(request, access, db, "experiments")
     run = get_experiment(project_id=project_id, experiment_id=experiment_id, access=access,
                          db=db, state=state)
+    # the charts' series, [[step, value], ...]: MLflow runs logged their steps; a script's
+    # cdsw.track_metric values are numbered in the order they were tracked
+    steps = run.metric_steps if run.metric_steps is not None else {
+        name: [[i, v] for i, v in enumerate(values)]
+        for name, values in (run.metric_history or {}).items()}
     return page(request, "experiment.html", title="Run %d · %s" % (run.id, ctx["project"].name),
-                access=access, db=db, run=run, **ctx)
+                access=access, db=db, run=run, chart_steps=steps, **ctx)
