@@ -17,6 +17,7 @@ POST   /api/v1/projects/{project_id}/sessions                401    404    403  
 GET    /api/v1/sessions/{session_id}                         401    404    ok     ok     ok     ok     ok     ok     ok     ok     ok     ok
 POST   /api/v1/sessions/{session_id}/stop                    401    404    403    403    403    ok     403    ok     ok     ok     403    403
 POST   /api/v1/sessions/{session_id}/execute                 401    404    403    ok     403    ok     403    ok     403    ok     403    403
+POST   /api/v1/sessions/{session_id}/complete                401    404    403    ok     403    ok     403    ok     403    ok     403    403
 POST   /api/v1/sessions/{session_id}/interrupt               401    404    403    ok     403    ok     403    ok     403    ok     403    403
 POST   /api/v1/sessions/{session_id}/restart                 401    404    403    ok     403    ok     403    ok     403    ok     403    403
 POST   /api/v1/sessions/{session_id}/terminals               401    404    403    ok     403    ok     403    ok     403    ok     403    403

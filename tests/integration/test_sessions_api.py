@@ -183,6 +183,22 @@ def test_restart_clears_the_kernel_state(world: World, session: int) -> None:
     assert after[0]["type"] == "error" and after[0]["ename"] == "NameError"
 
 
+def test_tab_completion_comes_from_the_kernel(world: World, session: int) -> None:
+    world.execute(session, "cdsw_completion_target = 1\nimport collections")
+    url = "/api/v1/sessions/%d/complete" % session
+    r = world.c["owner"].post(url, json={"code": "x = cdsw_completion_ta"})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"matches": ["cdsw_completion_target"], "cursor_start": 4,
+                        "cursor_end": 22}
+    code = "collections.Ordered + 1"  # the cursor in the middle of the line
+    r = world.c["owner"].post(url, json={"code": code, "cursor_pos": len("collections.Ordered")})
+    assert r.status_code == 200 and "OrderedDict" in r.json()["matches"], r.text
+    assert (r.json()["cursor_start"], r.json()["cursor_end"]) == (len("collections."),
+                                                                   len("collections.Ordered"))
+    r = world.c["owner"].post(url, json={"code": "ab", "cursor_pos": 3})
+    assert r.status_code == 422 and "cursor_pos" in r.json()["error"], r.text
+
+
 def test_terminal_round_trip_through_the_websocket_proxy(world: World, session: int) -> None:
     r = world.c["owner"].post("/api/v1/sessions/%d/terminals" % session)
     assert r.status_code == 201, r.text

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ...sessions import engine_client, transcript
+from ...sessions import completion, engine_client, transcript
 from ...sessions.engine_client import EngineUnavailable
 from ...sessions.launch import SessionLaunchError, base_path, local_has_jupyterlab
 from ...sessions.manager import SessionError
@@ -67,6 +67,17 @@ class SessionOut(BaseModel):
 
 class ExecuteIn(Strict):
     code: str = Field(max_length=1 << 20)
+
+
+class CompleteIn(Strict):
+    code: str = Field(max_length=1 << 20)
+    cursor_pos: Optional[int] = Field(default=None, ge=0)  # default: the end of code
+
+
+class CompleteOut(BaseModel):
+    matches: List[str]
+    cursor_start: int  # the matches replace code[cursor_start:cursor_end]
+    cursor_end: int
 
 
 class ShareIn(Strict):
@@ -206,6 +217,26 @@ def execute(session_id: Id, body: ExecuteIn, access: Access = require("session.u
         await anyio.to_thread.run_sync(manager.touch, session_id, True)
 
     return StreamingResponse(events(), media_type="application/x-ndjson")
+
+
+@router.post(ONE + "/complete", response_model=CompleteOut)
+async def complete(session_id: Id, body: CompleteIn, access: Access = require("session.use"),
+                   state: ServerState = Depends(get_state)) -> CompleteOut:
+    """Code completion from the session's kernel (the console's Tab key)."""
+    manager = manager_for(state)
+    try:
+        session, ep = await anyio.to_thread.run_sync(manager.running, session_id)
+    except SessionError as e:
+        raise _api_error(e)
+    cursor = len(body.code) if body.cursor_pos is None else body.cursor_pos
+    if cursor > len(body.code):
+        raise unprocessable("cursor_pos", "must be at most the length of code (%d)"
+                            % len(body.code))
+    try:
+        found = await completion.complete(ep, session.kernel_id or "", body.code, cursor)
+    except EngineUnavailable as e:
+        raise ApiError(503, str(e))
+    return CompleteOut(**found)
 
 
 def _kernel_action(state: ServerState, access: Access, session_id: int, what: str) -> Done:
