@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, List, Optional
 
-from sqlalchemy import (JSON, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Integer,
-                        String, Text, UniqueConstraint)
+from sqlalchemy import (JSON, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Index,
+                        Integer, String, Text, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -125,6 +125,8 @@ class Project(Base):
         UniqueConstraint("namespace", "slug", name="uq_project_namespace_slug"),
         CheckConstraint("(owner_user_id IS NULL) <> (owner_team_id IS NULL)",
                         name="ck_project_one_owner"),
+        # the project list's order (newest change first): read in index order, no sort
+        Index("ix_projects_updated_at_id", "updated_at", "id"),
     )
 
     @property

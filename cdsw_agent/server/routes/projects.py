@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, aliased
 
 from ...projects import create as populate
 from ...projects.git_clone import git_scheme
@@ -188,13 +188,26 @@ def _create(db: Session, state: ServerState, access: Access, request: Request, *
     return project_out(project, "admin")
 
 
+LIST_COLUMNS = (Project.id, Project.name, Project.slug, Project.description,
+                Project.owner_user_id, Project.owner_team_id, Project.visibility,
+                Project.default_engine_image_id, Project.created_at, Project.updated_at)
+
+
 @router.get("", response_model=List[ProjectOut])
 def list_projects(q: str = Query(default="", max_length=100),
                   owner: str = Query(default="", max_length=64),
                   visibility: str = Query(default="", pattern=r"^(|private|team|public)$"),
                   limit: int = Query(default=100, ge=1, le=1000), offset: int = Query(default=0, ge=0, le=10**9),
                   access: Access = require("signed_in"), db: Session = Depends(get_db)) -> list:
-    stmt = visible_projects(access.user).order_by(Project.updated_at.desc(), Project.id.desc())
+    # plain rows, not ORM objects: loading 100 Project objects and their owners took 3.3 ms of
+    # the route's 5.2 ms, the rows alone 0.65 ms (issue 14); read in ix_projects_updated_at_id order
+    owner_user, owner_team = aliased(User), aliased(Team)
+    stmt = visible_projects(access.user).with_only_columns(
+        *LIST_COLUMNS, owner_user.username.label("owner_username"),
+        owner_team.name.label("owner_team_name"), maintain_column_froms=True) \
+        .outerjoin(owner_user, owner_user.id == Project.owner_user_id) \
+        .outerjoin(owner_team, owner_team.id == Project.owner_team_id) \
+        .order_by(Project.updated_at.desc(), Project.id.desc())
     if q:
         like = contains_pattern(q)
         stmt = stmt.where(func.lower(Project.name).like(like, escape="\\"))
@@ -204,10 +217,15 @@ def list_projects(q: str = Query(default="", max_length=100),
         user_ids = select(User.id).where(User.username == owner)
         team_ids = select(Team.id).where(Team.name == owner)
         stmt = stmt.where(Project.owner_user_id.in_(user_ids) | Project.owner_team_id.in_(team_ids))
-    stmt = stmt.options(selectinload(Project.owner_user), selectinload(Project.owner_team))
-    rows = db.scalars(stmt.limit(limit).offset(offset)).all()
+    rows = db.execute(stmt.limit(limit).offset(offset)).all()
     roles = project_roles(db, access.user, rows)
-    return [project_out(p, roles[p.id]) for p in rows]
+    return [{"id": r.id, "name": r.name, "slug": r.slug, "description": r.description,
+             "owner": {"type": "team", "id": r.owner_team_id, "name": r.owner_team_name or ""}
+             if r.owner_team_id is not None else
+             {"type": "user", "id": r.owner_user_id or 0, "name": r.owner_username or ""},
+             "visibility": r.visibility, "default_engine_image_id": r.default_engine_image_id,
+             "created_at": r.created_at, "updated_at": r.updated_at, "your_role": roles[r.id]}
+            for r in rows]
 
 
 @router.get("/templates", response_model=List[TemplateOut])
