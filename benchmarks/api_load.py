@@ -1,15 +1,21 @@
-"""API latency under concurrent clients: GET /api/v1/projects on a real master process.
+"""API latency under concurrent clients: GET /api/v1/projects?limit=100 on a real master process,
+side by side with a bare server returning the same bytes.
 
 Starts `cdsw role master start` on loopback with a fresh data dir (SQLite, or PostgreSQL with
---db-url), creates a user with N projects, then runs C concurrent clients for a bounded number
-of requests each and prints a table. Measures, never asserts.
+--db-url), creates a user with N projects and an API key, takes one answer of the list, and
+starts a bare server (starlette on uvicorn, one worker, one route answering those bytes). Then
+for each client count it runs interleaved rounds (ours, bare, ours, ...) of a fixed number of
+requests from benchmarks/loadgen.py (its own process, keep-alive connections) and prints the
+median round with ratios and the load average. Measures, never asserts.
 
-    .venv/bin/python benchmarks/api_load.py [--projects 200] [--clients 1,8,32] [--requests 200]
+    .venv/bin/python benchmarks/api_load.py [--projects 1000] [--clients 1,50] [--requests 2000]
+        [--rounds 3] [--db-url URL]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import signal
@@ -18,12 +24,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import List
+from typing import Any, Dict, List
 
 import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 
 def free_port() -> int:
@@ -38,13 +46,49 @@ def percentile(values: List[float], p: float) -> float:
     return values[k]
 
 
+BARE_SERVER = """
+import sys
+import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
+
+body = open(sys.argv[1], "rb").read()
+
+
+async def projects(request):
+    return Response(body, media_type="application/json")
+
+
+app = Starlette(routes=[Route("/api/v1/projects", projects), Route("/", projects)])
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+"""
+LOADGEN = Path(__file__).resolve().with_name("loadgen.py")
+
+
+def load(url: str, key: str, clients: int, total: int) -> Dict[str, Any]:
+    out = subprocess.run([sys.executable, str(LOADGEN), url, "--header",
+                          "Authorization: Bearer " + key, "--concurrency", str(clients),
+                          "--requests", str(total)], capture_output=True, text=True,
+                         check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def loadavg() -> str:
+    return "%.2f %.2f %.2f" % os.getloadavg()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--projects", type=int, default=200)
-    ap.add_argument("--clients", default="1,8,32")
-    ap.add_argument("--requests", type=int, default=200, help="requests per client")
+    ap.add_argument("--projects", type=int, default=1000)
+    ap.add_argument("--clients", default="1,50")
+    ap.add_argument("--requests", type=int, default=2000, help="requests per round")
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--db-url", default="")
+    ap.add_argument("--profile", default="", help="a file: py-spy profile of the master during "
+                    "one extra round at the last client count (needs py-spy)")
     args = ap.parse_args()
+    profile = ""
 
     tmp = Path(tempfile.mkdtemp(prefix="cdsw-bench-"))
     port = free_port()
@@ -81,46 +125,69 @@ def main() -> None:
         for i in range(args.projects):
             s.post(base + "/api/v1/projects", json={"name": "project %d" % i}).raise_for_status()
 
-        rows = []
-        for clients in [int(c) for c in args.clients.split(",")]:
-            latencies: List[float] = []
-            errors = [0]
-            lock = threading.Lock()
+        answer = requests.get(base + "/api/v1/projects", params={"limit": 100},
+                              headers={"Authorization": "Bearer " + key})
+        answer.raise_for_status()
+        (tmp / "answer.json").write_bytes(answer.content)
+        bare_port = free_port()
+        bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(tmp / "answer.json"),
+                                 str(bare_port)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.STDOUT)
+        try:
+            for _ in range(100):
+                try:
+                    requests.get("http://127.0.0.1:%d/" % bare_port, timeout=1)
+                    break
+                except requests.RequestException:
+                    time.sleep(0.1)
+            targets = {"workbench": base + "/api/v1/projects?limit=100",
+                       "bare server, same bytes":
+                           "http://127.0.0.1:%d/api/v1/projects?limit=100" % bare_port}
+            rows = []
+            loads = [loadavg()]
+            for clients in [int(c) for c in args.clients.split(",")]:
+                for url in targets.values():  # warm-up
+                    load(url, key, clients, 200)
+                results: Dict[str, List[Dict[str, Any]]] = {}
+                for _ in range(args.rounds):
+                    for label, url in targets.items():
+                        results.setdefault(label, []).append(load(url, key, clients,
+                                                                  args.requests))
+                        loads.append(loadavg())
+                rows.append((clients, results))
+            if args.profile:
+                from benchmarks.model_serving import profile_summary, profiled
 
-            def worker() -> None:
-                sess = requests.Session()
-                sess.headers["Authorization"] = "Bearer " + key
-                mine = []
-                for _ in range(args.requests):
-                    t0 = time.perf_counter()
-                    resp = sess.get(base + "/api/v1/projects", params={"limit": 100})
-                    mine.append(time.perf_counter() - t0)
-                    if resp.status_code != 200:
-                        errors[0] += 1
-                with lock:
-                    latencies.extend(mine)
-
-            threads = [threading.Thread(target=worker) for _ in range(clients)]
-            t0 = time.perf_counter()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            wall = time.perf_counter() - t0
-            rows.append((clients, len(latencies), len(latencies) / wall, statistics.median(latencies) * 1000,
-                         percentile(latencies, 95) * 1000, percentile(latencies, 99) * 1000, errors[0]))
+                with profiled(server.pid, Path(args.profile)):
+                    load(targets["workbench"], key, clients, args.requests)
+                profile = profile_summary(Path(args.profile))
+        finally:
+            bare.terminate()
+            bare.wait(timeout=30)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
 
     db = "PostgreSQL" if args.db_url else "SQLite"
-    print("API: GET /api/v1/projects (100 of %d projects), %s, %s, %d cores, Python %s"
-          % (args.projects, db, platform.machine(), os.cpu_count(), platform.python_version()))
-    print("| clients | requests | req/s | p50 ms | p95 ms | p99 ms | errors |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
-    for row in rows:
-        print("| %d | %d | %.0f | %.1f | %.1f | %.1f | %d |" % row)
-
+    print("API: GET /api/v1/projects?limit=100 over %d projects, %s, master with one uvicorn "
+          "worker; median of %d interleaved rounds of %d requests; %s, %d cores, Python %s; "
+          "load average before/after: %s / %s" % (
+              args.projects, db, args.rounds, args.requests, platform.machine(),
+              os.cpu_count(), platform.python_version(), loads[0], loads[-1]))
+    print()
+    print("| clients | target | req/s | p50 ms | p99 ms | errors | req/s vs bare |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    for clients, results in rows:
+        bare_rps = statistics.median(r["rps"] for r in results["bare server, same bytes"])
+        for label, rs in results.items():
+            rps = statistics.median(r["rps"] for r in rs)
+            print("| %d | %s | %.0f | %.1f | %.1f | %d | %.2f× |" % (
+                clients, label, rps, statistics.median(r["p50_ms"] for r in rs),
+                statistics.median(r["p99_ms"] for r in rs), sum(r["errors"] for r in rs),
+                rps / bare_rps))
+    print("\nload average per round: %s" % ", ".join(loads))
+    if args.profile:
+        print("\nProfile of the master (py-spy, all threads):\n\n%s" % profile)
 
 if __name__ == "__main__":
     main()

@@ -149,9 +149,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3, help="scheduled runs to measure (one a minute)")
     args = ap.parse_args()
+    before = "%.2f %.2f %.2f" % os.getloadavg()
     rows = measure(args.runs)
-    print("> job lateness after the cron minute, swarm backend (1 node), %s, %d cores, Python %s"
-          % (platform.machine(), os.cpu_count() or 0, platform.python_version()))
+    print("> job lateness after the cron minute, swarm backend (1 node), %s, %d cores, Python %s;"
+          " load average before/after: %s / %s" % (
+              platform.machine(), os.cpu_count() or 0, platform.python_version(), before,
+              "%.2f %.2f %.2f" % os.getloadavg()))
     print()
     print("| run | status | run recorded s | engine launched s | script started s |")
     print("|---:|---|---:|---:|---:|")
