@@ -258,3 +258,21 @@ def test_launcher_never_exits_silently_and_names_the_package(parcels, version, t
         "cdsw launcher: error: no supported Python found: install one of python3.12 3.11 3.9 "
         "(with its venv module) or set CDSW_PYTHON; on RHEL 8 (whose python3 is 3.6): dnf "
         "install python3.11 (or python39); on RHEL 9: dnf install python3.11")
+
+
+def test_a_ready_role_that_stops_answering_is_stopped_so_cm_sees_it(csd, version, tmp_path,
+                                                                   stub_home):
+    """CM's health for a CSD role is its process: a master whose process lives but whose API
+    no longer answers is stopped by control.sh's watchdog and the process exits 1 with a line."""
+    conf = process_dir(tmp_path, csd, "CDSW_MASTER", VALID)
+    proc = _start(conf, "master", stub_home, CDSW_WATCHDOG_INTERVAL="0.3",
+                  CDSW_WATCHDOG_FAILURES="3")
+    _wait_ready(proc, "master")
+    time.sleep(1.5)
+    assert proc.poll() is None, "a role that answers is left alone"
+    (conf / "ready").unlink()  # the API hangs: /healthz no longer answers
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 1
+    assert err.strip().splitlines()[-1] == (
+        "control.sh: error: CDSW master stopped answering its readiness check (cdsw role master "
+        "status) 3 times in a row; stopped it so Cloudera Manager restarts it: role stopped")
