@@ -99,9 +99,10 @@ def command_json(shape: str, service: Path, tmp: Path, host: str, role: str,
 class Agent:
     """Runs one component script like the Ambari agent does and collects what happened."""
 
-    def __init__(self, python: str, service: Path, tmp: Path, shape: str):
+    def __init__(self, python: str, service: Path, tmp: Path, shape: str,
+                 package: str = "package"):
         self.python, self.service, self.tmp, self.shape = python, service, tmp, shape
-        self.package = tmp / "package"
+        self.package = tmp / package
         shutil.copytree(service / "package", self.package)
         fake = self.package / "files" / "payload" / "bin" / "cdsw"
         fake.write_text(FAKE_CDSW)
@@ -264,6 +265,41 @@ def test_non_ascii_configuration_values(python, shape, service, tmp_path):
     props = (tmp_path / "etc" / "cdsw.properties").read_bytes().decode("utf-8")
     for key, value in site.items():
         assert "%s=%s" % (key, value) in props.splitlines()
+
+
+@pytest.mark.parametrize("python,shape", _interpreters())
+def test_upgrade_mpack_switches_scripts_and_keeps_the_configuration(python, shape, service,
+                                                                    tmp_path):
+    """`ambari-server upgrade-mpack`: the new stack version directory's scripts take over. The
+    master runs from N's payload; Ambari stops it with N's scripts and starts it with N+1's,
+    with no INSTALL: N+1's payload is copied next to N's, the same cdsw-site renders the same
+    cdsw.properties, and the role runs N+1's launcher."""
+    ver_n1 = service.name
+    parts = ver_n1.split(".")
+    ver_n = ".".join(parts[:-1] + [str(int(parts[-1]) - 1)])
+    old = tmp_path / "stack" / ver_n  # N's common-services/CDSW/<version>, as N's mpack had it
+    shutil.copytree(str(service), str(old))
+    params = old / "package" / "scripts" / "params.py"
+    params.write_text(params.read_text().replace('"%s"' % ver_n1, '"%s"' % ver_n))
+    site = {"cdsw.http.port": "8443"}  # a value the operator changed in the Ambari UI
+    agent_n = Agent(python, old, tmp_path, shape, package="package-n")
+    assert agent_n.run("cdsw_master.py", "INSTALL", site=site).returncode == 0
+    r = agent_n.run("cdsw_master.py", "START", site=site)
+    assert r.returncode == 0, r.stderr
+    assert agent_n.last_call("role", "master", "start")
+    props_n = (tmp_path / "etc" / "cdsw.properties").read_text()
+    assert "cdsw.http.port=8443" in props_n.splitlines()
+    assert agent_n.run("cdsw_master.py", "STOP").returncode == 0
+
+    agent_n1 = Agent(python, service, tmp_path, shape, package="package-n1")
+    r = agent_n1.run("cdsw_master.py", "START", site=site)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "opt" / ver_n / "bin" / "cdsw").exists(), "N's payload stays for a rollback"
+    calls = agent_n1.calls()
+    assert calls[0]["argv"] == ["--launcher-prepare"]
+    assert agent_n1.last_call("role", "master", "start")
+    assert (tmp_path / "etc" / "cdsw.properties").read_text() == props_n
+    assert agent_n1.run("cdsw_master.py", "STOP").returncode == 0
 
 
 def test_start_without_install_brings_the_payload(service, tmp_path):
