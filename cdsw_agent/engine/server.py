@@ -7,15 +7,14 @@ Started by the entrypoint (never by hand). Differences from `python -m jupyter_s
   and it is in no page, no cookie, no server-info file and no environment;
 - kernels start with the image's interpreter in isolated mode through cdsw_agent.engine.kernel
   (see kernel_argv), so nothing in the project runs before the user's own code;
-- terminals run `bash -l` (never $SHELL, which project settings could point anywhere), whose
-  start-up files come from $HOME, outside the project.
+- terminals run bash (never $SHELL, which project settings could point anywhere) with the
+  engine's PATH and the login start-up files of $HOME, outside the project (engine/terminal.py).
 """
 
 from __future__ import annotations
 
 import hmac
 import os
-import shutil
 import sys
 from typing import Any, List, Optional
 
@@ -120,9 +119,17 @@ class EngineServerApp(ServerApp):
     def write_browser_open_files(self) -> None:
         pass
 
+    def init_webapp(self) -> None:
+        super().init_webapp()
+        from .spark_ui import handlers  # the session's Spark UI (engine/spark_ui.py)
+
+        self.web_app.add_handlers(".*$", handlers(self.base_url))
+
 
 def shell_command() -> List[str]:
-    return [shutil.which("bash") or "/bin/sh", "-l"]
+    from .terminal import shell_command as terminal_shell  # the engine's PATH, $HOME's start-up
+
+    return terminal_shell()
 
 
 def config() -> Config:

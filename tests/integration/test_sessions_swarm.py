@@ -122,13 +122,16 @@ def test_session_on_swarm_end_to_end(master: SwarmMaster) -> None:
     r = master.client.post("/api/v1/sessions/%d/terminals" % sid)
     assert r.status_code == 201, r.text
     with master.client.websocket_connect(r.json()["websocket"]) as ws:
-        ws.send_text(json.dumps(["stdin", "echo swarm-$((20+22))\r"]))
+        # the terminal has the kernels' environment: the image's virtualenv first on PATH
+        ws.send_text(json.dumps(["stdin", "echo swarm-$((20+22)) $(command -v python pip); "
+                                 "python -c 'import pandas; print(\"pandas\", 4+2)'\r"]))
         seen, deadline = "", time.monotonic() + 30
-        while "swarm-42" not in seen and time.monotonic() < deadline:
+        while "pandas 6" not in seen and time.monotonic() < deadline:
             message = json.loads(ws.receive_text())
             if message[0] == "stdout":
                 seen += message[1]
-    assert "swarm-42" in seen, seen
+    assert "swarm-42 /opt/cdsw/venv/bin/python /opt/cdsw/venv/bin/pip" in seen, seen
+    assert "pandas 6" in seen, seen
 
     r = master.client.post("/api/v1/sessions/%d/stop" % sid)
     assert r.status_code == 200, r.text
