@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
+from ..models import service as model_service
 from ..settings import Settings
 from ..store.db import Database
 from . import engine_access, errors
@@ -22,7 +23,8 @@ API_PREFIX = "/api/v1"
 API_ROUTERS = ("auth", "account", "users", "teams", "projects", "files", "admin", "cluster", "jobs",
                "sessions", "engine", "experiments", "models")
 ROOT_ROUTERS = ("health", "metrics", "model_endpoint",  # model_endpoint: POST /model
-                "mlflow")  # the MLflow tracking API at /mlflow
+                "mlflow",  # the MLflow tracking API at /mlflow
+                "inference_v2")  # the Open Inference Protocol at /v2
 
 
 class SecurityHeaders:
@@ -66,6 +68,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         job_scheduler.stop(app.state.server)
+        models = app.state.server.extras.get(model_service.SERVICE_KEY)
+        if models is not None:  # the keep-alive connections to the replicas
+            await models.router.aclose()
 
 
 def _api_docs(app: FastAPI, path: str) -> None:

@@ -310,6 +310,23 @@ def require(action: str) -> Callable[..., Access]:
     return Depends(dependency)
 
 
+def require_model_key(action: str) -> Callable[..., Access]:
+    """`require` for routes whose credential is a deployed model's access key (rule kind
+    model_access_key): no sign-in is read, so the key may come as 'Authorization: Bearer' (the
+    Open Inference Protocol's way); the route checks it against the model router's keys."""
+    if RULES[action].kind not in ("model_access_key", "public"):
+        raise KeyError("%r is not an access-key or public rule" % action)
+
+    def dependency(request: Request) -> Access:
+        from .auth import ANONYMOUS
+
+        request.state.permission = action
+        return Access(ANONYMOUS)
+
+    dependency.permission_action = action  # type: ignore[attr-defined]
+    return Depends(dependency)
+
+
 def _websocket_db(websocket: WebSocket) -> Iterator[Session]:
     """get_db for WebSocket routes (get_db takes an HTTP request)."""
     session = websocket.app.state.server.db.sessionmaker()

@@ -59,10 +59,12 @@ from cdsw_agent.store.db import Database
 from cdsw_agent.store.models import ApiKey, utcnow
 
 from ..conftest import build_api, make_settings
-from . import matrix_experiments, matrix_mlflow, matrix_models, matrix_sessions
+from . import (matrix_experiments, matrix_inference_v2, matrix_mlflow, matrix_models,
+               matrix_sessions)
 
 # features whose rows, seed data and path values live in their own module (matrix_*.py)
-EXTENSIONS = (matrix_sessions, matrix_experiments, matrix_models, matrix_mlflow)
+EXTENSIONS = (matrix_sessions, matrix_experiments, matrix_models, matrix_mlflow,
+              matrix_inference_v2)
 
 CALLERS = ("anon", "stranger", "viewer", "operator", "contrib", "padmin", "tmember", "tadmin",
            "sadmin", "key_w", "key_r", "forged")
