@@ -177,5 +177,7 @@ class ModelRouter:
             return (status if status >= 400 else 502), answer
 
     async def aclose(self) -> None:
-        for client in list(self._clients.values()):
+        """Closes this event loop's connections to the replicas (at the server's shutdown)."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
             await client.close()

@@ -4,6 +4,7 @@ collaborators and project environment variables."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 import shutil
@@ -198,7 +199,7 @@ def list_projects(q: str = Query(default="", max_length=100),
                   owner: str = Query(default="", max_length=64),
                   visibility: str = Query(default="", pattern=r"^(|private|team|public)$"),
                   limit: int = Query(default=100, ge=1, le=1000), offset: int = Query(default=0, ge=0, le=10**9),
-                  access: Access = require("signed_in"), db: Session = Depends(get_db)) -> list:
+                  access: Access = require("signed_in"), db: Session = Depends(get_db)) -> Response:
     # plain rows, not ORM objects: loading 100 Project objects and their owners took 3.3 ms of
     # the route's 5.2 ms, the rows alone 0.65 ms (issue 14); read in ix_projects_updated_at_id order
     owner_user, owner_team = aliased(User), aliased(Team)
@@ -219,13 +220,17 @@ def list_projects(q: str = Query(default="", max_length=100),
         stmt = stmt.where(Project.owner_user_id.in_(user_ids) | Project.owner_team_id.in_(team_ids))
     rows = db.execute(stmt.limit(limit).offset(offset)).all()
     roles = project_roles(db, access.user, rows)
-    return [{"id": r.id, "name": r.name, "slug": r.slug, "description": r.description,
-             "owner": {"type": "team", "id": r.owner_team_id, "name": r.owner_team_name or ""}
-             if r.owner_team_id is not None else
-             {"type": "user", "id": r.owner_user_id or 0, "name": r.owner_username or ""},
-             "visibility": r.visibility, "default_engine_image_id": r.default_engine_image_id,
-             "created_at": r.created_at, "updated_at": r.updated_at, "your_role": roles[r.id]}
-            for r in rows]
+    answer = [{"id": r.id, "name": r.name, "slug": r.slug, "description": r.description,
+               "owner": {"type": "team", "id": r.owner_team_id, "name": r.owner_team_name or ""}
+               if r.owner_team_id is not None else
+               {"type": "user", "id": r.owner_user_id or 0, "name": r.owner_username or ""},
+               "visibility": r.visibility, "default_engine_image_id": r.default_engine_image_id,
+               "created_at": r.created_at.isoformat(), "updated_at": r.updated_at.isoformat(),
+               "your_role": roles[r.id]} for r in rows]
+    # built in ProjectOut's shape from typed columns: serialised once, not validated again
+    # against response_model (which still documents it), 1/6 of the route's time at 100 rows
+    return Response(json.dumps(answer, ensure_ascii=False, separators=(",", ":")),
+                    media_type="application/json")
 
 
 @router.get("/templates", response_model=List[TemplateOut])
