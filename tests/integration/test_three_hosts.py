@@ -40,6 +40,8 @@ from cdsw_agent.storage import engine_mount
 
 from .docker_fixtures import docker_engine, engine_image, engine_image_build  # noqa: F401
 from .netns import Host, Lab, available, docker_env, start_docker_role, wait_for
+from .spark_fixtures import (describe, hosts_file, java_home, java_options, parcels_dir,
+                             start_standalone)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -62,7 +64,11 @@ def base_env(lab_root: Path) -> Dict[str, str]:
                CDSW_ORCHESTRATOR="swarm", CDSW_CLUSTER_SECRET=SECRET,
                CDSW_HTTP_PORT=str(PORT), CDSW_STORAGE_BACKEND="local",
                CDSW_ARGON2_TIME_COST="1", CDSW_ARGON2_MEMORY_KIB="1024",
-               CDSW_WORKER_HEARTBEAT_SECONDS="2")
+               CDSW_WORKER_HEARTBEAT_SECONDS="2",
+               # the cluster's clients as a Cloudera Manager gateway has them: Spark 3 as a
+               # parcel (spark_fixtures) and Debian's OpenJDK
+               CDSW_CLUSTER_CLIENT_KIND="cm-parcels", CDSW_CLUSTER_CLIENT_DIRS=str(parcels_dir()),
+               CDSW_JAVA_HOME=java_home() or "")
     return env
 
 
@@ -413,3 +419,141 @@ def swarm_state(c: Cluster) -> str:
                 t["ID"][:10], t["DesiredState"], t["Status"]["State"], t.get("NodeID", "")[:10],
                 t["Status"].get("Err"), t["Status"].get("Message")))
     return "\n".join(lines)
+
+
+# --- Spark: a standalone master and worker on two more hosts, drivers in engines on workers
+
+SPARK_SESSION_CODE = """\\
+import shutil, pyspark
+from pyspark.sql import SparkSession
+spark = SparkSession.builder.appName(%r).getOrCreate()
+print(spark.range(0, 100000, numPartitions=4).selectExpr("sum(id) AS s").collect()[0].s)
+print(pyspark.__file__)
+print(" ".join(shutil.which(c) or "-" for c in ("spark-submit", "pyspark", "spark-shell", "java")))
+print(spark.conf.get("spark.driver.host"))
+print(spark.sparkContext.applicationId)
+"""
+
+
+def signed_in(c: Cluster) -> requests.Session:
+    """The admin of test_three_gateways (made here when that test did not run first)."""
+    subprocess.run(c.h1.wrap([CDSW, "admin", "create-user", ADMIN, "--admin", "--password-stdin"]),
+                   input=PASSWORD + "\n", text=True, capture_output=True,
+                   env=dict(os.environ, **c.master_env), timeout=60)
+    http = requests.Session()
+    r = http.post(c.url + "/api/v1/auth/signin", json={"username": ADMIN, "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    http.headers["X-CSRF-Token"] = r.json()["csrf_token"]
+    return http
+
+
+def test_pyspark_from_engines_on_a_spark_standalone_cluster(cluster: Cluster) -> None:
+    """A session and jobs on swarm workers run Spark in client mode against a real standalone
+    master: the executors run on the Spark worker host and connect back to the driver in the
+    engine container (spark.driver.host is the engine's node, its ports published there)."""
+    c = cluster
+    for host in (c.h2, c.h3):
+        if host.name not in c.workers:
+            c.start_worker(host)
+    wait_for(lambda: all(c.node_state(h) == "ready" for h in ("h2", "h3")), 120,
+             "h2 and h3 to be ready")
+    for host in (c.h2, c.h3):
+        wait_for(lambda: c.docker[host.name][1].images.list(name=c.engine.split(":")[0]), 240,
+                 "the engine image on %s" % host.name)
+    if not any(ref.name == "master-reservation" for ref in c.orch.list()):  # as in the test above
+        running(c, c.orch.launch(WorkloadSpec(
+            name="master-reservation", image=c.engine, command=["sleep", "3600"], node="h1",
+            cpu_reservation=MASTER_RESERVATION, restart="always")).id)
+    spark = start_standalone(c.lab.add_host("sm"), c.lab.add_host("sw"), wait_for)
+    http = signed_in(c)
+
+    # the cluster's Spark configuration, collected as the manager deployed it
+    conf = c.lab.root / "spark-conf"
+    conf.mkdir()
+    hosts = hosts_file(c.lab)  # for the executors on the Spark worker host (an engine's
+    # container has its own name and address in its /etc/hosts)
+    (conf / "spark-defaults.conf").write_text(
+        "spark.master %s\nspark.executor.memory 512m\nspark.executor.cores 1\n"
+        "spark.cores.max 2\nspark.ui.showConsoleProgress false\n"
+        "spark.executor.extraJavaOptions %s\n" % (spark.master_url, java_options(hosts)))
+    collect([conf], bundles_dir(c.settings))
+
+    repository, tag = c.engine.rsplit(":", 1)
+    images = api_ok(http.get(c.url + "/api/v1/engine-images"), 200)
+    if not any(i.get("is_default") for i in images):
+        api_ok(http.post(c.url + "/api/v1/engine-images", json={
+            "repository": repository, "tag": tag, "is_default": True}), 201)
+    # room for a driver JVM next to the kernel; too big for the master's reserved node
+    profile = api_ok(http.post(c.url + "/api/v1/engine-profiles", json={
+        "name": "spark-driver", "cpu": ENGINE_CPU, "memory_gb": 2}), 201)["id"]
+    project = api_ok(http.post(c.url + "/api/v1/projects", json={
+        "name": "spark-" + os.urandom(2).hex(), "template": "pyspark"}), 201)["id"]
+
+    # --- a session: pyspark from the cluster's parcel, executors on the Spark worker
+    s = api_ok(http.post(c.url + "/api/v1/projects/%d/sessions" % project,
+                         json={"profile_id": profile}), 201)
+    url = c.url + "/api/v1/sessions/%d" % s["id"]
+    s = wait_for(lambda: (lambda x: x if x["status"] != "starting" else None)(
+        api_ok(http.get(url), 200)), 240, "the session to start")
+    assert s["status"] == "running" and s["node"] in ("h2", "h3"), s
+    node_address = {"h2": c.h2.address, "h3": c.h3.address}[s["node"]]
+    r = http.post(url + "/execute", json={"code": SPARK_SESSION_CODE % "from-session"},
+                  stream=True, timeout=300)
+    assert r.status_code == 200, r.text
+    events = [json.loads(line) for line in r.iter_lines() if line]
+    lines = "".join(e.get("text", "") for e in events if e.get("name", "stdout") == "stdout"
+                    ).split("\n")
+    assert not [e for e in events if e["type"] == "error"], "".join(
+        e.get("text", "") for e in events if e.get("name") == "stderr")[-4000:]
+    home = str(parcels_dir() / "SPARK3" / "lib" / "spark3")
+    total, module, commands, driver_host, app_id = [ln for ln in lines if ln.strip()][-5:]
+    assert total == str(sum(range(100000))), events
+    assert module.startswith(home + "/python/lib/pyspark.zip/"), module  # the cluster's pyspark
+    assert commands.split() == [home + "/bin/spark-submit", home + "/bin/pyspark",
+                                home + "/bin/spark-shell", java_home() + "/bin/java"], commands
+    app = spark.apps().get("from-session")
+    assert app is not None and app["id"] == app_id, describe(spark)
+    assert driver_host == node_address  # executors connected back to the engine's node
+    executors = spark.executors_of(app_id)
+    assert executors, describe(spark)  # the Spark worker host ran them, not the engine
+    worker = next(w for w in spark.master_json()["workers"] if w["host"] == spark.worker_address)
+    assert worker["host"] not in (c.h1.address, c.h2.address, c.h3.address)
+    # the running application's Spark UI, through the workbench (the engine origin, as the
+    # session page's "Spark UI" link opens it)
+    access = api_ok(http.post(url + "/engine-access", json={"path": "cdsw/spark-ui/"}), 200, 201)
+    browser = requests.Session()
+    page = browser.get(access["url"], timeout=60)
+    assert page.status_code == 200, (page.status_code, page.text[:500])
+    assert page.url.startswith(access["origin"] + "/api/v1/sessions/%d/engine/cdsw/spark-ui/"
+                               % s["id"]), page.url
+    assert "from-session" in page.text and "Spark Jobs" in page.text, page.text[:1500]
+    execute_ok = http.post(url + "/execute", json={"code": "spark.stop()"}, timeout=120)
+    assert execute_ok.status_code == 200, execute_ok.text
+    gone = browser.get(access["origin"] + "/api/v1/sessions/%d/engine/cdsw/spark-ui/" % s["id"],
+                       timeout=60)
+    assert gone.status_code == 503 and "No Spark application" in gone.text, gone.text[:300]
+    api_ok(http.post(url + "/stop"), 200)
+    wait_for(lambda: api_ok(http.get(url), 200)["status"] == "stopped", 60, "the session to stop")
+
+    # --- the pyspark template (pi.py: Python on the executors) as a job, and through
+    # spark-submit; the driver's address in the application is the engine's node
+    api_ok(http.put(c.url + "/api/v1/projects/%d/files/content" % project, json={
+        "path": "submit.sh", "content": "spark-submit pi.py\n"}), 200)
+    jobs = c.url + "/api/v1/projects/%d/jobs" % project
+    for count, script in enumerate(("pi.py", "submit.sh"), 1):  # pi.py names itself cdsw-pi
+        job = api_ok(http.post(jobs, json={"name": script, "script": script,
+                                           "profile_id": profile}), 201)
+        api_ok(http.post("%s/%d/runs" % (jobs, job["id"])), 201)
+
+        def finished() -> Any:
+            runs = api_ok(http.get("%s/%d/runs" % (jobs, job["id"])), 200)
+            return runs[0] if runs and runs[0]["status"] not in ("queued", "running") else None
+        run = wait_for(finished, 300, "job %s to finish" % script)
+        log = http.get("%s/%d/runs/%d/log" % (jobs, job["id"], run["id"])).text
+        assert run["status"] == "succeeded", (run, log[-3000:], describe(spark))
+        assert "pi is roughly 3.1" in log, log[-3000:]
+        assert run["node"] in ("h2", "h3"), run
+        apps = [a for a in spark.master_json().get("completedapps", []) if a["name"] == "cdsw-pi"]
+        assert len(apps) == count, describe(spark)
+        latest = max(apps, key=lambda a: a.get("starttime", 0))
+        assert spark.executors_of(latest["id"]), describe(spark)  # on the Spark worker host
