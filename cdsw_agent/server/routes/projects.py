@@ -11,7 +11,7 @@ import shutil
 import tempfile
 import unicodedata
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -194,12 +194,10 @@ LIST_COLUMNS = (Project.id, Project.name, Project.slug, Project.description,
                 Project.default_engine_image_id, Project.created_at, Project.updated_at)
 
 
-@router.get("", response_model=List[ProjectOut])
-def list_projects(q: str = Query(default="", max_length=100),
-                  owner: str = Query(default="", max_length=64),
-                  visibility: str = Query(default="", pattern=r"^(|private|team|public)$"),
-                  limit: int = Query(default=100, ge=1, le=1000), offset: int = Query(default=0, ge=0, le=10**9),
-                  access: Access = require("signed_in"), db: Session = Depends(get_db)) -> Response:
+def project_rows(access: Access, db: Session, q: str = "", owner: str = "",
+                 visibility: str = "", limit: int = 100, offset: int = 0) -> List[Dict[str, Any]]:
+    """The projects `access` may see, newest change first, as dicts in ProjectOut's shape (the
+    API serialises them, the projects page renders them)."""
     # plain rows, not ORM objects: loading 100 Project objects and their owners took 3.3 ms of
     # the route's 5.2 ms, the rows alone 0.65 ms (issue 14); read in ix_projects_updated_at_id order
     owner_user, owner_team = aliased(User), aliased(Team)
@@ -220,13 +218,28 @@ def list_projects(q: str = Query(default="", max_length=100),
         stmt = stmt.where(Project.owner_user_id.in_(user_ids) | Project.owner_team_id.in_(team_ids))
     rows = db.execute(stmt.limit(limit).offset(offset)).all()
     roles = project_roles(db, access.user, rows)
-    answer = [{"id": r.id, "name": r.name, "slug": r.slug, "description": r.description,
-               "owner": {"type": "team", "id": r.owner_team_id, "name": r.owner_team_name or ""}
-               if r.owner_team_id is not None else
-               {"type": "user", "id": r.owner_user_id or 0, "name": r.owner_username or ""},
-               "visibility": r.visibility, "default_engine_image_id": r.default_engine_image_id,
-               "created_at": r.created_at.isoformat(), "updated_at": r.updated_at.isoformat(),
-               "your_role": roles[r.id]} for r in rows]
+    return [{"id": r.id, "name": r.name, "slug": r.slug, "description": r.description,
+             "owner": {"type": "team", "id": r.owner_team_id, "name": r.owner_team_name or ""}
+             if r.owner_team_id is not None else
+             {"type": "user", "id": r.owner_user_id or 0, "name": r.owner_username or ""},
+             "visibility": r.visibility, "default_engine_image_id": r.default_engine_image_id,
+             "created_at": r.created_at, "updated_at": r.updated_at,
+             "your_role": roles[r.id]} for r in rows]
+
+
+
+
+@router.get("", response_model=List[ProjectOut])
+def list_projects(q: str = Query(default="", max_length=100),
+                  owner: str = Query(default="", max_length=64),
+                  visibility: str = Query(default="", pattern=r"^(|private|team|public)$"),
+                  limit: int = Query(default=100, ge=1, le=1000), offset: int = Query(default=0, ge=0, le=10**9),
+                  access: Access = require("signed_in"), db: Session = Depends(get_db)) -> Response:
+    answer = project_rows(access, db, q=q, owner=owner, visibility=visibility, limit=limit,
+                          offset=offset)
+    for row in answer:
+        row["created_at"] = row["created_at"].isoformat()
+        row["updated_at"] = row["updated_at"].isoformat()
     # built in ProjectOut's shape from typed columns: serialised once, not validated again
     # against response_model (which still documents it), 1/6 of the route's time at 100 rows
     return Response(json.dumps(answer, ensure_ascii=False, separators=(",", ":")),

@@ -18,7 +18,7 @@ from ...server.errors import ApiError
 from ...server.permissions import Access, require
 from ...server.routes.admin import list_images
 from ...server.routes.files import files_of
-from ...server.routes.projects import list_collaborators, list_projects
+from ...server.routes.projects import list_collaborators, project_rows
 from ...server.schemas import Id
 from ...server.state import ServerState
 from ...store.models import Team, TeamMember
@@ -42,8 +42,7 @@ def projects_page(request: Request, q: str = Query(default="", max_length=100),
                   owner: str = Query(default="", max_length=64),
                   visibility: str = Query(default="", pattern=r"^(|private|team|public)$"),
                   access: Access = require("signed_in"), db: Session = Depends(get_db)) -> Response:
-    projects = list_projects(q=q, owner=owner, visibility=visibility, limit=500, offset=0,
-                             access=access, db=db)
+    projects = project_rows(access, db, q=q, owner=owner, visibility=visibility, limit=500)
     return page(request, "projects.html", title="Projects", access=access, db=db,
                 section="projects", projects=projects, q=q, owner=owner, visibility=visibility,
                 teams=_my_teams(db, access))
