@@ -76,6 +76,35 @@ def restore(db: Database, backup: Path, data_dir: str, projects_dir: Path,
         db.engine.dispose()
 
 
+def _extract_safely(tar: tarfile.TarFile, dest: str) -> None:
+    """Extract with the "tar" filter: nothing lands outside dest (names, hard links), no setuid
+    bits; the users' own symbolic links are kept as they were. Pythons before 3.11.4 (Debian
+    bookworm has 3.11.2) have no filters: the same checks are made by hand there."""
+    if hasattr(tarfile, "tar_filter"):
+        tar.extractall(dest, filter="tar")
+        return
+    root = os.path.realpath(dest)
+    members, links = [], set()
+    for m in tar.getmembers():
+        parts = m.name.split("/")
+        if any("/".join(parts[:i]) in links for i in range(1, len(parts))):
+            raise tarfile.TarError("member %r lies beneath a symbolic link" % m.name)
+        if m.issym():
+            links.add(m.name.rstrip("/"))
+        target = os.path.realpath(os.path.join(root, m.name))
+        if os.path.isabs(m.name) or not (target == root or target.startswith(root + os.sep)):
+            raise tarfile.TarError("member %r would land outside the archive's folder" % m.name)
+        if m.islnk():
+            link = os.path.realpath(os.path.join(root, m.linkname))
+            if not link.startswith(root + os.sep):
+                raise tarfile.TarError("hard link %r points outside the archive" % m.name)
+        if not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
+            raise tarfile.TarError("member %r is a device or a pipe" % m.name)
+        m.mode &= 0o777  # no setuid, setgid or sticky bits
+        members.append(m)
+    tar.extractall(dest, members=members)
+
+
 @contextmanager
 def _unpacked(backup: Path, scratch_parent: Path) -> Iterator[Tuple[Path, Optional[Path]]]:
     """(database file, projects folder or None) of a backup file or archive."""
@@ -86,9 +115,7 @@ def _unpacked(backup: Path, scratch_parent: Path) -> Iterator[Tuple[Path, Option
     with tempfile.TemporaryDirectory(prefix=".cdsw-restore-", dir=str(scratch_parent)) as work:
         try:
             with tarfile.open(str(backup)) as tar:
-                # "tar" filter: nothing lands outside work (names, links), no setuid bits;
-                # the users' own symbolic links are kept as they were
-                tar.extractall(work, filter="tar")
+                _extract_safely(tar, work)
         except (tarfile.TarError, OSError) as e:
             raise DatabaseError("cannot unpack backup %s: %s" % (backup, e))
         found = sorted(Path(work).glob("database.*"))
