@@ -15,7 +15,9 @@ from websockets.exceptions import WebSocketException
 
 from .engine_client import Endpoint, EngineUnavailable, unreachable
 
-COMPLETE_TIMEOUT = 30.0  # a busy kernel answers after the running cell; jedi takes seconds at first
+# the whole answer, connection included: a Tab key cannot wait for a busy kernel (it answers
+# after the running cell) or a slow first jedi call; no matches then, and the user presses again
+COMPLETE_TIMEOUT = 8.0
 MAX_MATCHES = 200
 
 
@@ -46,10 +48,10 @@ async def complete(ep: Endpoint, kernel_id: str, code: str, cursor_pos: int) -> 
     msg_id = request["header"]["msg_id"]
     url = ep.ws + "api/kernels/%s/channels" % kernel_id
     try:
-        async with ws_connect(url, additional_headers=ep.headers, max_size=16 << 20,
-                              open_timeout=10, proxy=None) as ws:
-            await ws.send(json.dumps(request))
-            with anyio.move_on_after(COMPLETE_TIMEOUT):
+        with anyio.move_on_after(COMPLETE_TIMEOUT):
+            async with ws_connect(url, additional_headers=ep.headers, max_size=16 << 20,
+                                  open_timeout=COMPLETE_TIMEOUT, proxy=None) as ws:
+                await ws.send(json.dumps(request))
                 while True:
                     msg = json.loads(await ws.recv())
                     if (msg.get("parent_header") or {}).get("msg_id") != msg_id:
