@@ -193,9 +193,11 @@ class ModelService:
             return nodes
         if r.state == "ready":
             return nodes
-        if status.node and not r.address:
+        if status.node:
+            # looked up again on every tick until the replica answers: an address read while
+            # the node was still joining (or a task moved to another node) must not stick
             nodes = nodes if nodes is not None else self._addresses()
-            r.node, r.address = status.node, nodes.get(status.node)
+            r.node, r.address = status.node, nodes.get(status.node) or r.address
         if r.address:
             answer = self._health(r)
             if answer == "ready":
