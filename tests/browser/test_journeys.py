@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from typing import Tuple
 
 import requests
 from playwright.sync_api import Page, expect
@@ -17,7 +18,13 @@ _names = itertools.count(1)
 
 def new_project(page: Page, template: str = "python") -> int:
     """Creates a project through the New Project page; returns its id."""
-    name = "Churn %d" % next(_names)
+    return new_named_project(page, template)[0]
+
+
+def new_named_project(page: Page, template: str = "python") -> Tuple[int, str]:
+    """Creates a project through the New Project page; returns its id and name."""
+    # zero-padded so no name is a substring of another (the search test looks one up by name)
+    name = "Churn %03d" % next(_names)
     page.goto("/projects/new")
     page.get_by_label("Project name").fill(name)
     page.get_by_label("Template", exact=True).check()
@@ -25,7 +32,7 @@ def new_project(page: Page, template: str = "python") -> int:
     page.get_by_role("button", name="Create Project").click()
     page.wait_for_url(re.compile(r"/projects/\d+$"))
     expect(page.get_by_role("heading", level=1, name=name)).to_be_visible()
-    return int(page.url.rsplit("/", 1)[1])
+    return int(page.url.rsplit("/", 1)[1]), name
 
 
 def write_file(page: Page, project_id: int, path: str, content: str) -> None:
@@ -62,7 +69,7 @@ def test_unauthenticated_pages_send_to_sign_in_and_back(page: Page, console: Con
 def test_project_from_template_files_readme_and_editing(page: Page) -> None:
     sign_in(page, "alice")
     screenshot(page, "projects-empty")
-    pid = new_project(page)
+    pid, name = new_named_project(page)
     readme = page.get_by_test_id("readme")
     expect(readme.locator("h1")).to_have_text("Python: analysis, plots, a job and a model")
     expect(readme.locator("code").first).to_have_text("analysis.py")
@@ -99,11 +106,13 @@ def test_project_from_template_files_readme_and_editing(page: Page) -> None:
     page.wait_for_url("**/files/lib/util.py")
     expect(page.locator(".CodeMirror")).to_contain_text("ANSWER = 42")
 
-    # the projects list finds it by search and filters
+    # the projects list finds it by search and filters (other tests of this session's server
+    # made more "Churn" projects for alice: search for this one's whole name)
     page.goto("/projects")
-    page.get_by_label("Search projects").fill("Churn")
+    page.get_by_label("Search projects").fill(name)
     page.get_by_role("button", name="Filter").click()
     expect(page.locator(".project-card")).to_have_count(1)
+    expect(page.locator(".project-card")).to_contain_text(name)
     page.locator('select[name="visibility"]').select_option("public")
     page.get_by_role("button", name="Filter").click()
     expect(page.locator(".empty")).to_contain_text("No project matches")
