@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 # workload states, the same for every backend
 PENDING, RUNNING, SUCCEEDED, FAILED, LOST = "pending", "running", "succeeded", "failed", "lost"
@@ -68,6 +68,9 @@ class WorkloadSpec:
     restart: str = RESTART_NEVER
     node: Optional[str] = None  # run only on the node of this name
     networks: List[str] = field(default_factory=list)
+    # run only on nodes whose labels meet all of these: (label, "==" or "!=", value); a node
+    # without the label equals nothing (the swarm's rule)
+    node_constraints: List[Tuple[str, str, str]] = field(default_factory=list)
 
     def validate(self) -> None:
         if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
@@ -82,6 +85,10 @@ class WorkloadSpec:
             raise OrchestratorError("workload %s: cpu reservation exceeds its limit" % self.name)
         if self.memory_limit and self.memory_reservation > self.memory_limit:
             raise OrchestratorError("workload %s: memory reservation exceeds its limit" % self.name)
+        for label, op, value in self.node_constraints:
+            if op not in ("==", "!=") or not label or not value:
+                raise OrchestratorError("workload %s: bad node constraint %s%s%s"
+                                        % (self.name, label, op, value))
         for m in self.mounts:
             if not m.target.startswith("/"):
                 raise OrchestratorError("workload %s: mount target %r must be absolute"
@@ -123,6 +130,7 @@ class Node:
     role: str = "worker"  # manager | worker
     availability: str = "active"  # active | pause | drain
     id: str = ""
+    labels: Dict[str, str] = field(default_factory=dict)  # the node's own labels
 
 
 class Orchestrator(abc.ABC):

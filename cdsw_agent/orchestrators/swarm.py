@@ -158,6 +158,7 @@ class SwarmOrchestrator(Orchestrator):
             mem_reservation=spec.memory_reservation or None,
             generic_resources=generic)
         constraints = ["node.hostname==%s" % spec.node] if spec.node else []
+        constraints += ["node.labels.%s%s%s" % c for c in spec.node_constraints]
         networks = list(dict.fromkeys([network_name(spec.name)] + spec.networks + (
             [self.default_network] if self.default_network else [])))
         task = TaskTemplate(
@@ -434,7 +435,8 @@ class SwarmOrchestrator(Orchestrator):
                 state="ready" if n["Status"].get("State") == "ready" else "down",
                 cpu_capacity=res.get("NanoCPUs", 0) / NANO, memory_capacity=res.get("MemoryBytes", 0),
                 cpu_allocated=cpu / NANO, memory_allocated=mem, role=n["Spec"].get("Role", "worker"),
-                availability=n["Spec"].get("Availability", "active"), id=n["ID"]))
+                availability=n["Spec"].get("Availability", "active"), id=n["ID"],
+                labels=dict(n["Spec"].get("Labels") or {})))
         return out
 
     def close(self) -> None:

@@ -137,6 +137,23 @@ def set_availability(client: docker.DockerClient, node: dict, availability: str)
     client.api.update_node(node["ID"], node["Version"]["Index"], spec)
 
 
+CLUSTER_NODE_LABEL = "cdsw.cluster"  # the workbench cluster a node belongs to (clusters/)
+
+
+def set_cluster_label(client: docker.DockerClient, node: dict, cluster: str) -> bool:
+    """Label the node cdsw.cluster=cluster (no label for the default cluster, ""). Returns
+    whether it changed."""
+    labels = dict(node["Spec"].get("Labels") or {})
+    if labels.get(CLUSTER_NODE_LABEL, "") == cluster:
+        return False
+    if cluster:
+        labels[CLUSTER_NODE_LABEL] = cluster
+    else:
+        labels.pop(CLUSTER_NODE_LABEL, None)
+    client.api.update_node(node["ID"], node["Version"]["Index"], dict(node["Spec"], Labels=labels))
+    return True
+
+
 def start_manager(settings: Settings) -> Optional[SwarmInfo]:
     """What the master calls once at start: with the swarm orchestrator, make this host's
     Docker the swarm manager and create the engines' network. None for other orchestrators."""

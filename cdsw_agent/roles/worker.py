@@ -225,7 +225,8 @@ def run(settings: Settings, stop: threading.Event) -> None:
             if swarm_state(client).get("LocalNodeState") == "inactive":
                 log.warning("this node is no longer in the swarm; joining again")
                 node_id = ensure_joined(client, master, stop)
-            master.post("/heartbeat", **storage.heartbeat_fields(report(client), mount_watchdog))
+            master.post("/heartbeat", cluster=settings.workbench_cluster,
+                        **storage.heartbeat_fields(report(client), mount_watchdog))
             sync_images(client, master, settings)
         except MasterUnavailable as e:
             log.warning("heartbeat failed: %s", e)

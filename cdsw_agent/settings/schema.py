@@ -17,6 +17,12 @@ def _hostname(value: str) -> None:
         raise SettingError("expected a host name such as cdsw.example.com")
 
 
+def _cluster_name(value: str) -> None:
+    if value and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,31}", value):
+        raise SettingError("expected a cluster name such as DEV or PROD (a letter, then letters, "
+                           "digits, '-' or '_')")
+
+
 def _db_url(value: str) -> None:
     if value and not re.match(r"^(sqlite|postgresql)(\+\w+)?://", value):
         raise SettingError("expected sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB")
@@ -131,6 +137,10 @@ SETTINGS: List[Setting] = [
       "(the parcels directory, /usr/hdp, or Bigtop's /usr/lib); empty: the kind's standard "
       "place.", group="cluster"),
     S("krb5_conf", "str", "/etc/krb5.conf", "krb5.conf mounted into engines.", group="cluster"),
+    S("workbench_cluster", "str", "", "The workbench cluster (e.g. DEV or PROD, registered with "
+      "`cdsw clusters add`) this gateway host belongs to: its worker labels its swarm node "
+      "cdsw.cluster=NAME, and only that cluster's projects run engines here. Empty: the "
+      "default cluster.", validator=_cluster_name, group="cluster"),
     S("kerberos_enabled", "bool", False, "The cluster uses Kerberos: engines act with their "
       "user's Kerberos identity, so session sharing is off by default (site setting "
       "session_sharing_allowed).", group="cluster"),

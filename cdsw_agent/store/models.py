@@ -115,6 +115,9 @@ class Project(Base):
     visibility: Mapped[str] = mapped_column(String(16), default="private")
     default_engine_image_id: Mapped[Optional[int]] = mapped_column(
         ForeignKey("engine_images.id", ondelete="SET NULL"), nullable=True)
+    # the project's home cluster (clusters/); NULL: the default cluster
+    cluster_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("clusters.id", ondelete="RESTRICT"), nullable=True, index=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     owner_user: Mapped[Optional[User]] = relationship(foreign_keys=[owner_user_id])
@@ -134,6 +137,40 @@ class Project(Base):
         if self.owner_team is not None:
             return self.owner_team.name
         return self.owner_user.username if self.owner_user else ""
+
+
+class Cluster(Base):
+    """A Hadoop cluster work runs next to (cdsw_agent/clusters holds the rules): its gateway
+    nodes carry the swarm node label cdsw.cluster=NAME. The default cluster is the one a
+    single-cluster workbench always had; its nodes are every node no other cluster claims."""
+    __tablename__ = "clusters"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(32), unique=True)
+    kind: Mapped[str] = mapped_column(String(16), default="dev")  # dev | test | prod | default
+    description: Mapped[str] = mapped_column(Text, default="")
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    requires_grant: Mapped[bool] = mapped_column(Boolean, default=True)
+    client_config_dir: Mapped[str] = mapped_column(String(1024), default="")  # "" = the site's
+    krb5_conf: Mapped[str] = mapped_column(String(1024), default="")  # "" = the site's
+    java_home: Mapped[str] = mapped_column(String(1024), default="")  # "" = the site's
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ClusterGrant(Base):
+    """Who may run work on a cluster that requires a grant: one user, or every member of a team."""
+    __tablename__ = "cluster_grants"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"),
+                                            index=True)
+    user_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=True)
+    team_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), nullable=True)
+    grantee: Mapped[str] = mapped_column(String(32))  # "u:<id>" or "t:<id>": unique per cluster
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    __table_args__ = (UniqueConstraint("cluster_id", "grantee", name="uq_cluster_grant"),
+                      CheckConstraint("(user_id IS NULL) <> (team_id IS NULL)",
+                                      name="ck_cluster_grant_one_grantee"))
 
 
 class Collaborator(Base):

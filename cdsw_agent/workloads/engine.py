@@ -15,7 +15,10 @@ Every kind builds its engine here, so the rules live once:
   into the project (see user_home);
 - the current client-configuration bundle, when one was collected, is mounted read-only with
   HADOOP_CONF_DIR and friends, and the engine is placed on a node first: spark.driver.host must
-  be that node's address, and the driver ports are published there.
+  be that node's address, and the driver ports are published there;
+- the engine runs on its project's home cluster (cdsw_agent/clusters): only on that cluster's
+  nodes, with its bundles, krb5.conf and JAVA_HOME, and only for a launcher the cluster grants
+  work to.
 """
 
 from __future__ import annotations
@@ -27,11 +30,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from .. import clusters
 from ..clientconfig import (SparkPorts, bundles_dir, current, engine_mounts_and_env,
                             hadoop_mounts_and_env)
 from ..errors import UserError
@@ -178,13 +182,34 @@ _placed: List[Tuple[float, str, float, int]] = []  # (forget at, node, cpu, memo
 _placed_lock = threading.Lock()
 
 
-def place(orchestrator: Orchestrator, cpu: float, memory: int) -> Node:
-    """The ready node with the most free memory that fits the reservation."""
+def cluster_nodes(orchestrator: Orchestrator,
+                  constraints: Sequence[clusters.Constraint] = ()) -> List[Node]:
+    """The ready, active nodes meeting the node constraints (its cluster's)."""
     try:
-        nodes = [n for n in orchestrator.nodes() if n.state == "ready"
-                 and n.availability == "active"]
+        return [n for n in orchestrator.nodes() if n.state == "ready"
+                and n.availability == "active" and clusters.node_matches(n.labels, constraints)]
     except OrchestratorError as e:
         raise EngineError("cannot list the nodes to place the engine: %s" % e)
+
+
+def no_node_of_cluster(constraints: Sequence[clusters.Constraint]) -> EngineError:
+    wanted = [v for _, op, v in constraints if op == "=="]
+    if wanted:
+        return EngineError("no ready node of cluster %s; start a worker whose "
+                           "workbench_cluster setting is %s (its node is labelled %s=%s)"
+                           % (wanted[0], wanted[0], clusters.NODE_LABEL, wanted[0]))
+    return EngineError("no ready node of the default cluster (nodes labelled %s with no "
+                       "other cluster's name); start a worker with an empty workbench_cluster"
+                       % clusters.NODE_LABEL)
+
+
+def place(orchestrator: Orchestrator, cpu: float, memory: int,
+          constraints: Sequence[clusters.Constraint] = ()) -> Node:
+    """The ready node (of the cluster, with constraints) with the most free memory that fits
+    the reservation."""
+    nodes = cluster_nodes(orchestrator, constraints)
+    if constraints and not nodes:
+        raise no_node_of_cluster(constraints)
 
     def free(n: Node, pending: Dict[str, Tuple[float, int]]) -> Tuple[float, int]:
         p_cpu, p_mem = pending.get(n.name, (0.0, 0))
@@ -225,6 +250,16 @@ def spark_ports(rng: Optional[random.Random] = None) -> SparkPorts:
 def build_spec(db: Session, settings: Settings, orchestrator: Orchestrator,
                req: EngineRequest) -> WorkloadSpec:
     """The workload for this engine; EngineError when it cannot be described."""
+    cluster = clusters.cluster_of(db, req.project)
+    if req.launcher is not None and not clusters.has_grant(db, req.launcher, cluster):
+        raise EngineError("%s has no grant to run work on cluster %s, the home of project %s; "
+                          "ask a site administrator (`cdsw clusters grant %s --user %s`)"
+                          % (req.launcher.username, cluster.name, req.project.slug,
+                             cluster.name, req.launcher.username))
+    constraints = clusters.placement(db, cluster)
+    if constraints and not cluster_nodes(orchestrator, constraints):
+        raise no_node_of_cluster(constraints)
+    settings = cluster_settings(settings, cluster)
     profile: Optional[EngineProfile] = db.get(EngineProfile, req.profile_id) \
         if req.profile_id else None
     if req.profile_id and profile is None:
@@ -261,8 +296,13 @@ def build_spec(db: Session, settings: Settings, orchestrator: Orchestrator,
         mounts=mounts, workdir=PROJECT_MOUNT,
         cpu_reservation=cpu, cpu_limit=cpu, memory_reservation=memory, memory_limit=memory,
         gpus=profile.gpus if profile else 0, ports=list(req.ports), labels=labels,
-        restart=req.restart)
-    attach_client_config(settings, orchestrator, spec, req.spark)
+        restart=req.restart, node_constraints=list(constraints))
+    attach_client_config(settings, orchestrator, spec, req.spark,
+                         clusters.bundles_root(settings, cluster))
+    if constraints and spec.node is None and not local:
+        # under several clusters every engine is placed on a node of its cluster here, so
+        # whoever needs its node (sessions publish jupyter_server there) gets one of them
+        spec.node = place(orchestrator, cpu, memory, constraints).name
     for note in cluster_clients.attach(settings, spec, local, IMAGE_PATH):
         log.warning("engine %s: %s", spec.name, note)
     from ..kerberos import engine as kerberos_engine  # the acting user's ticket, read-only
@@ -275,13 +315,22 @@ def engine_dir(settings: Settings, name: str) -> Path:
     return Path(settings.projects_dir) / ".engines" / name
 
 
+def cluster_settings(settings: Settings, cluster: "clusters.Cluster") -> Settings:
+    """The settings an engine of this cluster sees: its krb5.conf and JAVA_HOME when it has
+    its own."""
+    own = {k: v for k, v in (("krb5_conf", cluster.krb5_conf), ("java_home", cluster.java_home))
+           if v}
+    return settings.with_overrides(**own) if own else settings
+
+
 def attach_client_config(settings: Settings, orchestrator: Orchestrator,
-                         spec: WorkloadSpec, spark: bool = True) -> None:
-    """Mount the current client-configuration bundle, if one was collected. Only an engine
-    that may start a Spark driver is pinned to a node; the others go where the orchestrator
-    finds room."""
+                         spec: WorkloadSpec, spark: bool = True,
+                         root: Optional[Path] = None) -> None:
+    """Mount the current client-configuration bundle of `root` (default: the site's), if one was
+    collected. Only an engine that may start a Spark driver is pinned to a node (of its
+    cluster); the others go where the orchestrator finds room."""
     try:
-        bundle = current(bundles_dir(settings))
+        bundle = current(root if root is not None else bundles_dir(settings))
     except UserError as e:
         log.warning("engine %s gets no Hadoop client configuration: %s", spec.name, e)
         return
@@ -291,7 +340,8 @@ def attach_client_config(settings: Settings, orchestrator: Orchestrator,
         hadoop_mounts_and_env(bundle, settings).apply(spec)
         return
     # spark-defaults.conf names this node as the driver host: place the engine first
-    node = place(orchestrator, spec.cpu_reservation, spec.memory_reservation)
+    node = place(orchestrator, spec.cpu_reservation, spec.memory_reservation,
+                 spec.node_constraints)
     spec.node = node.name
     try:
         config = engine_mounts_and_env(bundle, settings, node.address, spark_ports(),

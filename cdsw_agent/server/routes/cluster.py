@@ -46,6 +46,8 @@ class HeartbeatRequest(Authenticated):
     healthy: bool = True
     checks: Dict[str, str] = Field(default_factory=dict)
     storage: Dict[str, Any] = Field(default_factory=dict)
+    # the worker's workbench_cluster setting: its node is labelled cdsw.cluster=NAME
+    cluster: str = Field(default="", pattern=r"^([A-Za-z][A-Za-z0-9_-]{0,31})?$")
 
 
 class LeaveRequest(Authenticated):
@@ -106,8 +108,25 @@ def heartbeat(body: HeartbeatRequest, access: Access = require("public"),
     record = _nodes(state).setdefault(body.hostname, {})
     record.update(node_id=body.node_id, cpus=body.cpus, memory_bytes=body.memory_bytes,
                   healthy=body.healthy, checks=dict(body.checks), storage=dict(body.storage),
-                  last_seen=_now())
+                  cluster=body.cluster, last_seen=_now())
+    if body.node_id and state.settings.orchestrator == "swarm":
+        _label_cluster(state, body)
     return {"ok": True}
+
+
+def _label_cluster(state: ServerState, body: HeartbeatRequest) -> None:
+    """Put the worker's node in its cluster (swarm node label); a failure waits for the next
+    heartbeat."""
+    try:
+        client = _docker(state)
+        node = swarm_mgr.find_node(client, body.node_id, body.hostname)
+        if node is not None and node["Spec"].get("Role") != "manager" \
+                and swarm_mgr.set_cluster_label(client, node, body.cluster):
+            log.info("node %s (%s) now belongs to cluster %s", body.hostname, node["ID"],
+                     body.cluster or "default")
+    except (ApiError, APIError, DockerException) as e:
+        log.warning("cannot label node %s with its cluster %s: %s", body.hostname,
+                    body.cluster or "default", str(e).splitlines()[0] if str(e) else e)
 
 
 @router.post("/leave")

@@ -12,6 +12,7 @@ import cdsw_agent.store.jobs_models  # noqa: F401
 import cdsw_agent.store.kerberos_models  # noqa: F401
 import cdsw_agent.store.mlflow_models  # noqa: F401
 import cdsw_agent.store.models_models  # noqa: F401
+import cdsw_agent.store.promotions_models  # noqa: F401
 import cdsw_agent.store.sessions_models  # noqa: F401
 from cdsw_agent.store.models import Base
 
