@@ -24,7 +24,7 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 from xml.etree import ElementTree
 
 ARTIFACT_TYPES = {"stack-definitions", "extension-definitions", "service-definitions",
@@ -333,9 +333,85 @@ def check_service_files(pack: Pack, rel: str, problems: Problems) -> None:
                 problems.add(rel + "/role_command_order.json", "general_deps.%s" % key,
                              "keys are ROLE-COMMAND and values lists of ROLE-COMMAND")
     if pack.path(rel + "/kerberos.json").exists():
-        kerb = pack.read_json(rel + "/kerberos.json", problems)
-        if kerb is not None and not isinstance((kerb or {}).get("services"), list):
-            problems.add(rel + "/kerberos.json", "services", "must be a list")
+        check_kerberos(pack, rel, problems)
+
+
+# config types every Ambari stack has, which a service's kerberos.json may refer to
+STACK_CONFIG_TYPES = {"cluster-env", "kerberos-env", "krb5-conf", "core-site", "hadoop-env"}
+KERBEROS_VARIABLES = {"realm", "keytab_dir", "principal_suffix", "hostname"}
+
+
+def service_config_properties(pack: Pack, rel: str) -> Dict[str, Set[str]]:
+    """{config type: its property names} of the service's configuration/*.xml."""
+    out: Dict[str, Set[str]] = {}
+    for conf in sorted(pack.path(rel + "/configuration").glob("*.xml")):
+        try:
+            root = ElementTree.parse(str(conf)).getroot()
+        except ElementTree.ParseError:
+            continue  # reported by check_configuration
+        out[conf.stem] = {_text(p, "name") for p in root.findall("property")}
+    return out
+
+
+def check_kerberos(pack: Pack, rel: str, problems: Problems) -> None:
+    """kerberos.json: services[].identities and components[].identities, whose principal and
+    keytab `configuration` ("type/property") must name a property the service defines (that is
+    where Ambari writes what it created, and what the scripts render), and whose ${type/prop}
+    references resolve; components must exist in the service's metainfo."""
+    name = rel + "/kerberos.json"
+    kerb = pack.read_json(name, problems)
+    if kerb is None:
+        return
+    if not isinstance(kerb.get("services"), list):
+        problems.add(name, "services", "must be a list")
+        return
+    props = service_config_properties(pack, rel)
+    meta = pack.read_xml(rel + "/metainfo.xml", Problems()) \
+        if pack.path(rel + "/metainfo.xml").exists() else None
+    components = {_text(c, "name") for c in meta.iter("component")} if meta is not None else None
+
+    def known(ref: str) -> bool:
+        ctype, _, prop = ref.partition("/")
+        return ctype in STACK_CONFIG_TYPES or prop in props.get(ctype, set())
+
+    def check_text(text: Any, where: str) -> None:
+        for var in re.findall(r"\$\{([^}]*)\}", str(text or "")):
+            if var not in KERBEROS_VARIABLES and ("/" not in var or not known(var)):
+                problems.add(name, where, "${%s} is not a property of the service's config "
+                             "types nor an Ambari Kerberos variable" % var)
+
+    def check_identities(identities: Any, where: str) -> None:
+        for i, ident in enumerate(identities or []):
+            iwhere = "%s.identities[%d]" % (where, i)
+            if not ident.get("name"):
+                problems.add(name, iwhere + ".name", "is required")
+            if ident.get("reference"):
+                continue
+            for part in ("principal", "keytab"):
+                block = ident.get(part) or {}
+                ref = block.get("configuration")
+                if ref and not known(ref):
+                    problems.add(name, "%s.%s.configuration" % (iwhere, part), "%s is not a "
+                                 "property of the service's configuration" % ref)
+                for key in ("value", "file", "local_username"):
+                    check_text(block.get(key), "%s.%s.%s" % (iwhere, part, key))
+                check_text((block.get("owner") or {}).get("name"), iwhere + "." + part + ".owner")
+
+    for s_i, service in enumerate(kerb["services"]):
+        where = "services[%d]" % s_i
+        check_identities(service.get("identities"), where)
+        for c_i, conf in enumerate(service.get("configurations") or []):
+            for ctype, values in conf.items():
+                for prop in values:
+                    if not known("%s/%s" % (ctype, prop)):
+                        problems.add(name, "%s.configurations[%d].%s" % (where, c_i, ctype),
+                                     "%s is not a property of %s" % (prop, ctype))
+        for c_i, comp in enumerate(service.get("components") or []):
+            cwhere = "%s.components[%d]" % (where, c_i)
+            if components is not None and comp.get("name") not in components:
+                problems.add(name, cwhere + ".name", "no component %r in metainfo.xml"
+                             % comp.get("name"))
+            check_identities(comp.get("identities"), cwhere)
 
 
 def _import_fallbacks(paths: List[Path]) -> List[str]:

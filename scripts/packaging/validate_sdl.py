@@ -280,6 +280,42 @@ def check_role(report: Report, role: Dict[str, Any], where: str, role_names: Set
     if run_as is not None:
         report.require(run_as, "user", where + ".runAs")
         report.require(run_as, "group", where + ".runAs")
+    check_kerberos_principals(report, role.get("kerberosPrincipals"),
+                              where + ".kerberosPrincipals", scope)
+
+
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def check_kerberos_principals(report: Report, principals: Any, where: str,
+                              scope: Set[str]) -> None:
+    """RoleDescriptor.kerberosPrincipals (KerberosPrincipalDescriptor): each {name, primary,
+    instance?}; name is exported to the role's environment as the principal, so it is an
+    environment variable name, unique in the role; primary takes parameters and ${principal},
+    instance parameters and ${host}. CM puts one keytab with all of them in the process dir."""
+    if principals is None:
+        return
+    if not isinstance(principals, list):
+        report.add(where, "must be a list of {name, primary, instance}")
+        return
+    seen: Set[str] = set()
+    for i, p in enumerate(principals):
+        pwhere = "%s[%d]" % (where, i)
+        if not isinstance(p, dict):
+            report.add(pwhere, "must be an object with name, primary and instance")
+            continue
+        _unknown(report, p, {"name", "primary", "instance"}, pwhere)
+        name = report.require(p, "name", pwhere)
+        if isinstance(name, str):
+            if not ENV_NAME_RE.match(name):
+                report.add(pwhere + ".name", "must be an environment variable name (CM exports "
+                           "the principal under it)")
+            if name in seen:
+                report.add(pwhere + ".name", "duplicate principal name %r" % name)
+            seen.add(name)
+        primary = report.require(p, "primary", pwhere)
+        check_substitutions(report, primary, pwhere + ".primary", scope)
+        check_substitutions(report, p.get("instance"), pwhere + ".instance", scope)
 
 
 LOGGING_FIELDS = {"dir", "filename", "modifiable", "loggingType", "configName"}
@@ -574,6 +610,9 @@ def validate_sdl(sdl: Any, filename: str = "service.sdl",
     return report.problems
 
 
+MASTER_PRINCIPAL_ENV = "CDSW_PRINCIPAL"
+
+
 def check_cdsw_contract(sdl: Dict[str, Any], schema: List[Dict[str, Any]],
                         filename: str = "service.sdl") -> List[str]:
     """CDSW's own rules on top of CM's: every role renders exactly the agent's property keys."""
@@ -619,6 +658,18 @@ def check_cdsw_contract(sdl: Dict[str, Any], schema: List[Dict[str, Any]],
     if "CDSW_DOCKER" in rolled:
         report.add("rollingRestart", "must not restart CDSW_DOCKER under running masters and "
                    "workers: restart the Docker daemons with a full service restart")
+    # Kerberos: CM creates the master's service principal and keytab when the service needs
+    # Kerberos (the kerberos_enabled parameter, or a Kerberized dependency); control.sh hands
+    # them to the agent as kerberos_service_principal/keytab.
+    principals = (roles.get("CDSW_MASTER") or {}).get("kerberosPrincipals") or []
+    if not any(p.get("name") == MASTER_PRINCIPAL_ENV for p in principals
+               if isinstance(p, dict)):
+        report.add("roles[CDSW_MASTER].kerberosPrincipals", "must declare %s (the master's "
+                   "service principal; control.sh reads it with the process dir's cdsw.keytab)"
+                   % MASTER_PRINCIPAL_ENV)
+    if sdl.get("kerberos") != "${cdsw_kerberos_enabled}":
+        report.add("kerberos", "must be ${cdsw_kerberos_enabled}: CM creates the service's "
+                   "principals when the parameter is on (or a dependency is Kerberized)")
     rules = ((roles.get("CDSW_WORKER") or {}).get("topology") or {}).get("placementRules") or []
     if not any(r.get("type") == "neverWith" and "CDSW_MASTER" in (r.get("roleTypes") or [])
                for r in rules):

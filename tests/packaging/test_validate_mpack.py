@@ -136,3 +136,27 @@ def test_vermin_accepts_an_import_with_a_python2_fallback(tmp_path, entries):
     entries[key] = (entries[key][0] + b"\ntry:\n    from shlex import quote\nexcept ImportError:"
                     b"\n    from pipes import quote\n", False)
     assert validate_mpack(_write(tmp_path, entries), None) == []
+
+
+def test_kerberos_json_must_write_into_properties_the_service_has(tmp_path, entries):
+    """Ambari writes the principal and keytab it creates into the `configuration` each
+    identity names; a property the service does not define would be created, never rendered
+    into cdsw.properties, and the workbench would not use the keytab."""
+    key = _key(entries, "/kerberos.json")
+    kerb = json.loads(entries[key][0])
+    master = kerb["services"][0]["components"][0]["identities"][0]
+    assert master["principal"]["configuration"] == "cdsw-site/cdsw.kerberos.service.principal"
+    assert master["keytab"]["configuration"] == "cdsw-site/cdsw.kerberos.service.keytab"
+    master["keytab"]["configuration"] = "cdsw-site/cdsw.kerberos.keytab"
+    master["principal"]["value"] = "${cdsw-env/cdsw_usr}/_HOST@${realm}"
+    kerb["services"][0]["components"].append({"name": "CDSW_GATEWAY", "identities": []})
+    entries[key] = (json.dumps(kerb).encode(), False)
+    rel = key.split("/", 1)[1]
+    problems = validate_mpack(_write(tmp_path, entries))
+    where = "services[0].components[0].identities[0]"
+    assert ("%s: %s.keytab.configuration: cdsw-site/cdsw.kerberos.keytab is not a property of "
+            "the service's configuration" % (rel, where)) in problems, problems
+    assert ("%s: %s.principal.value: ${cdsw-env/cdsw_usr} is not a property of the service's "
+            "config types nor an Ambari Kerberos variable" % (rel, where)) in problems
+    assert ("%s: services[0].components[1].name: no component 'CDSW_GATEWAY' in metainfo.xml"
+            % rel) in problems

@@ -159,7 +159,7 @@ def test_every_role_runs_as_root_in_the_sdl_the_parcel_and_the_mpack(sdl, schema
     import parcel as parcel_mod
     from xml.etree import ElementTree
 
-    assert sdl["runAs"] == {"user": "root", "group": "root"}
+    assert (sdl["runAs"]["user"], sdl["runAs"]["group"]) == ("root", "root")
     assert all((r.get("runAs") or sdl["runAs"])["user"] == "root" for r in sdl["roles"])
     meta = parcel_mod.parcel_json("1.0")
     assert meta["users"] == {} and meta["groups"] == []
@@ -169,6 +169,27 @@ def test_every_role_runs_as_root_in_the_sdl_the_parcel_and_the_mpack(sdl, schema
     assert props["cdsw_user"] == "root" and props["cdsw_group"] == "root"
     sdl["runAs"] = {"user": "cdsw", "group": "cdsw"}
     _only(_problems(sdl, schema), "roles[CDSW_MASTER].runAs", ["must be root"])
+
+
+def test_kerberos_principals_follow_cm_ext(sdl, schema):
+    """RoleDescriptor.kerberosPrincipals: {name, primary, instance}; the name is exported as an
+    environment variable, primary takes ${principal} and parameters, instance ${host}."""
+    assert _problems(sdl, schema) == []
+    master = next(r for r in sdl["roles"] if r["name"] == "CDSW_MASTER")
+    master["kerberosPrincipals"] = [
+        {"name": "CDSW PRINCIPAL", "primary": "${nope}", "instance": "${host}", "realm": "X"},
+        {"primary": "cdsw"}]
+    problems = _problems(sdl)
+    where = "roles[CDSW_MASTER].kerberosPrincipals"
+    assert any(where + "[0].name: must be an environment variable name" in p for p in problems)
+    assert any(where + "[0].primary: has invalid substitution ${nope}" in p for p in problems)
+    assert any(where + "[0]" in p and "realm" in p for p in problems)  # unknown field (strict)
+    assert any(where + "[1].name: is required" in p for p in problems), problems
+    master["kerberosPrincipals"] = []
+    sdl["kerberos"] = "true"
+    problems = validate_sdl.check_cdsw_contract(sdl, schema)
+    assert any(where + ": must declare CDSW_PRINCIPAL" in p for p in problems)
+    assert any("kerberos: must be ${cdsw_kerberos_enabled}" in p for p in problems), problems
 
 
 def test_every_role_logs_to_a_rotated_file_cm_knows(sdl, schema):
