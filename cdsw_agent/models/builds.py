@@ -108,8 +108,9 @@ def build_context(base: str, files: Path) -> BinaryIO:
 
 
 def docker_build(client: Any, base: str, files: Path, ref: str, labels: Dict[str, str],
-                 write: Callable[[str], None]) -> str:
-    """Builds ref from base + files with the daemon's builder, streaming its output."""
+                 write: Callable[[str], None], context: Optional[BinaryIO] = None) -> str:
+    """Builds ref from base + files with the daemon's builder, streaming its output (from
+    `context` instead when given: a build context tar whose Dockerfile starts FROM base)."""
     import docker.errors
     import requests
 
@@ -120,7 +121,8 @@ def docker_build(client: Any, base: str, files: Path, ref: str, labels: Dict[str
                          "`cdsw images build`" % base)
     write("building image %s from %s" % (ref, base))
     try:
-        stream = client.api.build(fileobj=build_context(base, files), custom_context=True,
+        stream = client.api.build(fileobj=context or build_context(base, files),
+                                  custom_context=True,
                                   tag=ref, rm=True, forcerm=True, pull=False, decode=True,
                                   labels=labels, timeout=BUILD_TIMEOUT_SECONDS)
         for chunk in stream:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cdsw_agent.models import inference_v2 as v2
+from cdsw_agent.engine import inference_v2 as v2
 
 
 def test_inputs_become_a_dict_and_single_values_unwrap() -> None:

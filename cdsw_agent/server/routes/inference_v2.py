@@ -8,7 +8,7 @@
 
 {name} is the model's name (or its number); the model's access key is the credential, as
 `Authorization: Bearer KEY` or `?accessKey=KEY`, and it must be that model's. The function
-gets {input name: data} (models/inference_v2.py says how shapes map). Errors answer
+gets {input name: data} (engine/inference_v2.py says how shapes map). Errors answer
 {"error": message} (the protocol's shape, with our "detail").
 """
 
@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select, text
 
-from ...models import inference_v2 as v2
+from ...engine import inference_v2 as v2
 from ...models.service import service_for
 from ...store.models_models import Model, ModelDeployment, ModelReplica
 from ..deps import get_state

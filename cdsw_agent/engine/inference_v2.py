@@ -9,6 +9,10 @@ The mapping, decided here once:
   "output". A scalar has shape [1]; a list its shape (nested lists of equal lengths) with the
   data flattened; the datatype is BOOL, INT64, FP64 or BYTES (strings, and anything else as
   its JSON text). The request's "outputs", when given, choose which outputs come back.
+
+It lives in the engine runtime (standard library only) because two servers speak it: the
+master's /v2 routes (server/routes/inference_v2.py) and a model bundle's own replica at the
+edge (engine/model_edge.py), which runs with no workbench.
 """
 
 from __future__ import annotations
