@@ -147,17 +147,17 @@ def has_grant(db: Session, user: Optional[User], cluster: Cluster) -> bool:
         or_(ClusterGrant.user_id == user.id, ClusterGrant.team_id.in_(teams)))).first() is not None
 
 
-def grantees(db: Session, cluster: Cluster) -> List[str]:
-    """'user NAME' / 'team NAME' for every grant on the cluster."""
-    out = []
+def grantees(db: Session, cluster: Cluster) -> List[Tuple[int, str]]:
+    """(grant id, 'user NAME' or 'team NAME') for every grant on the cluster."""
+    out: List[Tuple[int, str]] = []
     for g in db.scalars(select(ClusterGrant).where(ClusterGrant.cluster_id == cluster.id)
                         .order_by(ClusterGrant.id)):
         if g.user_id is not None:
             u = db.get(User, g.user_id)
-            out.append("user %s" % (u.username if u else g.user_id))
+            out.append((g.id, "user %s" % (u.username if u else g.user_id)))
         else:
             t = db.get(Team, g.team_id)
-            out.append("team %s" % (t.name if t else g.team_id))
+            out.append((g.id, "team %s" % (t.name if t else g.team_id)))
     return out
 
 

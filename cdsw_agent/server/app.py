@@ -21,7 +21,7 @@ from .state import ServerState
 API_PREFIX = "/api/v1"
 # route modules under cdsw_agent/server/routes, each exposing `router`
 API_ROUTERS = ("auth", "account", "users", "teams", "projects", "files", "admin", "cluster", "jobs",
-               "sessions", "engine", "experiments", "models")
+               "sessions", "engine", "experiments", "models", "clusters", "promotions")
 ROOT_ROUTERS = ("health", "metrics", "model_endpoint",  # model_endpoint: POST /model
                 "mlflow",  # the MLflow tracking API at /mlflow
                 "inference_v2")  # the Open Inference Protocol at /v2

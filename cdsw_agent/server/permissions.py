@@ -29,7 +29,14 @@ project (or team) once the caller is allowed. The rules:
   so read-scoped API keys may make them;
 - a deployed model is called with its access key (POST /model): the key in the body is the
   permission, no sign-in; the model router checks it against the stored digests before any
-  replica is reached.
+  replica is reached;
+- clusters (cdsw_agent/clusters): running work on a project (sessions, job runs) also needs a
+  grant on the project's home cluster (site administrators, granted users, members of granted
+  teams; the default cluster is open to all); every engine is refused without it too;
+- promotions: a Contributor of the source project requests one (and must see the target); the
+  review (approve, reject) and the rollback belong to the target project: they need the
+  Contributor role there and a grant on its cluster, and the requester never approves or
+  rejects their own request, site administrators included.
 """
 
 from __future__ import annotations
@@ -53,8 +60,10 @@ from .errors import ApiError
 @dataclass(frozen=True)
 class Rule:
     kind: str  # public | signed_in | site_admin | site_admin_or_loopback | project |
-    #            project_owner | team | session | signed_in_read
+    #            project_owner | team | session | signed_in_read | promotion
     min_role: str = ""  # project: one of PROJECT_ROLES; team: member | admin; session: SESSION_LEVELS
+    on_cluster: bool = False  # project: the caller also needs a grant on the project's cluster
+    not_requester: bool = False  # promotion: the requester may not
 
 
 # action -> rule. Adding a route means adding (or reusing) an action here.
@@ -68,7 +77,11 @@ RULES: Dict[str, Rule] = {
     "project.files.read": Rule("project", "viewer"),
     "project.files.write": Rule("project", "contributor"),
     "project.env.read": Rule("project", "contributor"),
-    "project.run": Rule("project", "operator"),
+    "project.run": Rule("project", "operator", on_cluster=True),
+    "project.promote": Rule("project", "contributor"),
+    "promotion.read": Rule("promotion", "viewer"),
+    "promotion.review": Rule("promotion", "contributor", on_cluster=True, not_requester=True),
+    "promotion.rollback": Rule("promotion", "contributor", on_cluster=True),
     "project.admin": Rule("project", "admin"),
     "project.transfer": Rule("project_owner", "admin"),
     "team.read": Rule("team", "none"),
@@ -95,6 +108,7 @@ class Access:
     project_role: Optional[str] = None
     team: Optional[Team] = None
     engine_session: Optional[Any] = None  # EngineSession, for session rules
+    promotion: Optional[Any] = None  # Promotion, for promotion rules
 
     @property
     def user(self) -> User:
@@ -212,7 +226,11 @@ def decide(action: str, caller: Caller, request: Request, db: Session) -> Access
         if rule.kind == "project_owner" and not is_project_owner(db, user, project):
             raise ApiError(403, "only the project's owner or a site administrator may do this; "
                                 "you are an admin collaborator, ask the owner")
+        if rule.on_cluster:
+            check_cluster_grant(db, user, project)
         return Access(caller, project=project, project_role=role)
+    if rule.kind == "promotion":
+        return _promotion_access(db, caller, request, user, rule)
     if rule.kind == "team":
         team = db.get(Team, _path_int(request, "team_id", "team"))
         if team is None:
@@ -237,6 +255,47 @@ def project_access(db: Session, user: User, project: Project, min_role: str) -> 
         raise ApiError(403, "this needs the %s role on project %s; you are %s"
                        % (min_role, project.slug, role))
     return role
+
+
+def check_cluster_grant(db: Session, user: User, project: Project) -> None:
+    """ApiError 403 unless user may run work on the project's home cluster."""
+    from .. import clusters
+
+    cluster = clusters.cluster_of(db, project)
+    if not clusters.has_grant(db, user, cluster):
+        raise ApiError(403, "you have no grant on cluster %s, where project %s runs; ask a site "
+                            "administrator for one" % (cluster.name, project.slug))
+
+
+def _promotion_access(db: Session, caller: Caller, request: Any, user: User,
+                      rule: Rule) -> Access:
+    """Promotion routes hang under a project (path project_id): reading needs a role on that
+    project, which must be the promotion's source or target; reviewing and rolling back are the
+    target's (see the module docstring)."""
+    from ..store.promotions_models import Promotion
+
+    project = db.get(Project, _path_int(request, "project_id", "project"))
+    role = project_role(db, user, project) if project is not None else None
+    if project is None or role is None:
+        raise ApiError(404, "project not found")
+    promotion = db.get(Promotion, _path_int(request, "promotion_id", "promotion"))
+    if promotion is None or project.id not in (promotion.source_project_id,
+                                               promotion.target_project_id):
+        raise ApiError(404, "promotion not found")
+    access = Access(caller, project=project, project_role=role, promotion=promotion)
+    if rule.min_role == "viewer":
+        return access
+    if project.id != promotion.target_project_id:
+        raise ApiError(403, "promotion %d is reviewed on its target project %d; open it there"
+                       % (promotion.id, promotion.target_project_id))
+    if role_rank(role) < role_rank(rule.min_role):
+        raise ApiError(403, "this needs the %s role on the target project; you are %s"
+                       % (rule.min_role, role))
+    check_cluster_grant(db, user, project)
+    if rule.not_requester and promotion.requested_by_id == user.id:
+        raise ApiError(403, "you requested promotion %d; someone else with a grant on the "
+                            "target's cluster must review it" % promotion.id)
+    return access
 
 
 def is_project_owner(db: Session, user: User, project: Project) -> bool:

@@ -59,12 +59,12 @@ from cdsw_agent.store.db import Database
 from cdsw_agent.store.models import ApiKey, utcnow
 
 from ..conftest import build_api, make_settings
-from . import (matrix_experiments, matrix_inference_v2, matrix_mlflow, matrix_models,
-               matrix_sessions)
+from . import (matrix_clusters, matrix_experiments, matrix_inference_v2, matrix_mlflow,
+               matrix_models, matrix_sessions)
 
 # features whose rows, seed data and path values live in their own module (matrix_*.py)
 EXTENSIONS = (matrix_sessions, matrix_experiments, matrix_models, matrix_mlflow,
-              matrix_inference_v2)
+              matrix_inference_v2, matrix_clusters)
 
 CALLERS = ("anon", "stranger", "viewer", "operator", "contrib", "padmin", "tmember", "tadmin",
            "sadmin", "key_w", "key_r", "forged")
@@ -156,6 +156,7 @@ POST   /api/v1/projects/{project_id}/jobs/{job_id}/runs      401    404    403  
 GET    /api/v1/projects/{project_id}/jobs/{job_id}/runs      401    404    ok     ok     ok     ok     ok     ok     ok     ok     ok     ok
 GET    /api/v1/projects/{project_id}/jobs/{job_id}/runs/{run_id} 401 404 ok     ok     ok     ok     ok     ok     ok     ok     ok     ok
 GET    /api/v1/projects/{project_id}/jobs/{job_id}/runs/{run_id}/log 401 404 ok ok     ok     ok     ok     ok     ok     ok     ok     ok
+GET    /api/v1/projects/{project_id}/jobs/{job_id}/runs/{run_id}/outputs 401 404 ok ok ok     ok     ok     ok     ok     ok     ok     ok
 POST   /api/v1/projects/{project_id}/jobs/{job_id}/runs/{run_id}/stop 401 404 403 ok   ok     ok     ok     ok     ok     ok     403    403
 GET    /api/v1/projects/{project_id}/pipeline                401    404    ok     ok     ok     ok     ok     ok     ok     ok     ok     ok
 

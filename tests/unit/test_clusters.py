@@ -124,7 +124,7 @@ def test_grants_to_users_and_teams(world) -> None:  # type: ignore[no-untyped-de
         clusters.grant(s, prod, team=team)
         assert clusters.has_grant(s, alice, prod) and clusters.has_grant(s, carol, prod)
         assert not clusters.has_grant(s, bob, prod)
-        assert clusters.grantees(s, prod) == ["user alice", "team ops"]
+        assert [g for _, g in clusters.grantees(s, prod)] == ["user alice", "team ops"]
         assert clusters.revoke(s, prod, user=alice)
         assert not clusters.has_grant(s, alice, prod)
 
