@@ -9,7 +9,9 @@ HERE = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "cdsw_agent" / "__init__.py").read_text()).group(1)
 
 LOCAL_ENGINE = ["jupyter_server>=2.10", "ipykernel>=6.25", "terminado>=0.18", "matplotlib>=3.7",
-                "pandas>=1.5"]
+                "pandas>=1.5",
+                # interactive plots; the console draws them with the plotly.js of package.json
+                "plotly>=6.0"]
 
 setup(
     name="cdsw-agent",

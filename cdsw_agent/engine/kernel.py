@@ -56,9 +56,16 @@ def add_user_site(user_site: str) -> None:
     sys.path[:] = rest[:at] + added + rest[at:]
 
 
+# plotly figures go out as data (application/vnd.plotly.v1+json), drawn by the workbench's own
+# plotly.js, never a CDN's; plotly's default in a kernel would also put its whole 4 MB library
+# into the first output of every session. A project may set PLOTLY_RENDERER to choose another.
+PLOTLY_RENDERER = "plotly_mimetype"
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     from ipykernel.kernelapp import IPKernelApp
 
+    os.environ.setdefault("PLOTLY_RENDERER", PLOTLY_RENDERER)
     c = Config()
     c.IPKernelApp.ignore_cwd = True
     c.IPKernelApp.exec_PYTHONSTARTUP = False

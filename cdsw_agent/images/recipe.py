@@ -57,6 +57,9 @@ BASE_REQUIREMENTS: Tuple[str, ...] = (
     "terminado==0.18.1",
     "matplotlib==3.11.2",
     "pandas==3.1.1",
+    # interactive plots offline: the console draws the figures (application/vnd.plotly.v1+json)
+    # with plotly.js 4.1.1 from the workbench (web/package.json pins the same version)
+    "plotly==7.1.0",
 )
 JUPYTERLAB_REQUIREMENTS: Tuple[str, ...] = ("jupyterlab==4.6.6",)
 
@@ -80,6 +83,9 @@ class Recipe:
     arch: str = field(default_factory=host_arch)
     with_r: bool = False
     with_jupyterlab: bool = False
+    # the Scala kernel (engine/scala_kernel.py) registered; it runs on the cluster's Spark and
+    # Java, mounted into engines (clientconfig), so the image itself gains no Spark or JVM
+    with_scala: bool = False
 
     @property
     def python_version(self) -> str:
@@ -110,13 +116,14 @@ class Recipe:
     @property
     def python_imports(self) -> List[str]:
         """Modules a finished image must import (checked before it is imported into Docker)."""
-        mods = ["jupyter_server", "ipykernel", "terminado", "pandas", "matplotlib", "cdsw_agent.engine",
+        mods = ["jupyter_server", "ipykernel", "terminado", "pandas", "matplotlib", "plotly",
+                "cdsw_agent.engine",
                 "cdsw"]
         return mods + (["jupyterlab"] if self.with_jupyterlab else [])
 
     @property
     def kernels(self) -> List[str]:
-        return ["python3"] + (["ir"] if self.with_r else [])
+        return ["python3"] + (["ir"] if self.with_r else []) + (["scala"] if self.with_scala else [])
 
     @property
     def editors(self) -> List[str]:
@@ -124,8 +131,9 @@ class Recipe:
 
     @property
     def flavour(self) -> str:
-        """Short name used in tags: py, py-r, py-lab, py-r-lab."""
-        return "-".join(["py"] + (["r"] if self.with_r else []) + (["lab"] if self.with_jupyterlab else []))
+        """Short name used in tags: py, py-r, py-lab, py-r-lab, py-scala, py-r-scala-lab."""
+        return "-".join(["py"] + (["r"] if self.with_r else []) + (["scala"] if self.with_scala else [])
+                        + (["lab"] if self.with_jupyterlab else []))
 
     def labels(self, content_sha256: str) -> Dict[str, str]:
         return {

@@ -1,8 +1,13 @@
-"""A job as a workload: which interpreter runs the script, where, with what environment."""
+"""A job as a workload: which interpreter runs the script, where, with what environment.
+
+A Python script runs in the engine's kernel (engine/job.py), as CDSW ran jobs: `display()` works
+and its rich outputs are kept with the run (workloads/outputs.py). `CDSW_JOB_RUNNER=python` in
+the job's environment runs it with plain `python3 script.py` instead."""
 
 from __future__ import annotations
 
 import shlex
+import sys
 from pathlib import Path, PurePosixPath
 from typing import Dict, List
 
@@ -10,12 +15,14 @@ from sqlalchemy.orm import Session
 
 from ..orchestrators import Orchestrator, WorkloadSpec
 from ..settings import Settings
+from ..images.recipe import VENV
 from ..store.jobs_models import Job, JobRun
-from ..workloads import EngineError, EngineRequest, build_spec
+from ..workloads import EngineError, EngineRequest, build_spec, engine_dir, outputs
 from ..workloads.oneshot import LaunchError  # noqa: F401  (raised here, caught by the runners)
 
 INTERPRETERS = {".py": "python3", ".r": "Rscript", ".sh": "bash"}
 RUN_LABEL = "io.cdsw.job-run"
+RUNNER_VARIABLE = "CDSW_JOB_RUNNER"  # "python": plain `python3 script.py`, no kernel
 
 
 def check_script_path(script: str) -> str:
@@ -48,9 +55,22 @@ def parse_arguments(arguments: str) -> List[str]:
         raise ValueError("arguments: %s; close every quote" % e)
 
 
-def command(job: Job) -> List[str]:
+def in_kernel(job: Job) -> bool:
+    """Whether the script runs in the engine's kernel (Python scripts, unless the job asks for
+    plain python)."""
+    return PurePosixPath(job.script).suffix.lower() == ".py" \
+        and str((job.env or {}).get(RUNNER_VARIABLE, "")).strip().lower() != "python"
+
+
+def command(job: Job, python: str = VENV + "/bin/python") -> List[str]:
+    """The run's command line; `python` is the engine's interpreter (the image's virtualenv, or
+    the master's own with the local backend)."""
+    args = parse_arguments(job.arguments)
+    if in_kernel(job):
+        # -I: nothing from the project runs before the kernel (engine/kernel.py)
+        return [python, "-I", "-m", "cdsw_agent.engine.job", job.script] + args
     suffix = PurePosixPath(job.script).suffix.lower()
-    return [INTERPRETERS[suffix], job.script] + parse_arguments(job.arguments)
+    return [INTERPRETERS[suffix], job.script] + args
 
 
 def environment(job: Job, run: JobRun) -> Dict[str, str]:
@@ -61,20 +81,28 @@ def environment(job: Job, run: JobRun) -> Dict[str, str]:
     return env
 
 
+def engine_name(run: JobRun) -> str:
+    return "job-%d-run-%d" % (run.job_id, run.id)
+
+
 def workload_spec(db: Session, settings: Settings, orchestrator: Orchestrator, job: Job,
                   run: JobRun, project_dir: Path) -> WorkloadSpec:
     """The run's engine; it acts as the run's person (jobs/identity.py), never the creator."""
     script_file(project_dir, job.script)
+    local = orchestrator.name == "local"
     try:
-        cmd = command(job)
+        cmd = command(job, sys.executable if local else VENV + "/bin/python")
     except ValueError as e:
         raise LaunchError(str(e))
     request = EngineRequest(
-        kind="job", name="job-%d-run-%d" % (job.id, run.id), project=job.project,
+        kind="job", name=engine_name(run), project=job.project,
         launcher=run.run_as, command=cmd, files_dir=project_dir,
         image_id=job.engine_image_id, profile_id=job.profile_id, env=environment(job, run),
         labels={RUN_LABEL: str(run.id)})
     try:
-        return build_spec(db, settings, orchestrator, request)
+        spec = build_spec(db, settings, orchestrator, request)
     except EngineError as e:
         raise LaunchError(str(e))
+    if in_kernel(job):
+        outputs.attach(spec, engine_dir(settings, spec.name), local)
+    return spec

@@ -22,9 +22,9 @@ from ..orchestrators import RUNNING, Orchestrator, OrchestratorError, WorkloadSt
 from ..store.db import Database
 from ..store.jobs_models import ACTIVE_STATUSES, FINAL_STATUSES, Job, JobRun
 from ..store.models import AuditEvent, utcnow
-from ..workloads import oneshot
+from ..workloads import engine_dir, oneshot, outputs
 from . import identity, notify
-from .launch import RUN_LABEL, workload_spec
+from .launch import RUN_LABEL, engine_name, workload_spec
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], dt.datetime]  # naive UTC, like the database
@@ -45,6 +45,11 @@ def tail(path: Path, lines: int = notify.TAIL_LINES) -> List[str]:
 
 def log_file(data_dir: Any, run: JobRun) -> Path:
     return Path(data_dir) / run.log_path
+
+
+def outputs_file(data_dir: Any, run: JobRun) -> Path:
+    """The run's rich outputs (workloads/outputs.py), next to its log."""
+    return log_file(data_dir, run).with_suffix(".outputs.ndjson")
 
 
 class JobRunner:
@@ -264,6 +269,10 @@ class JobRunner:
     def _copy_logs(self, run: JobRun, final: bool) -> None:
         assert run.workload_id is not None
         self.follower.copy_logs(run.id, run.workload_id, self.log_file(run), final)
+        folder = engine_dir(self.settings, engine_name(run))
+        outputs.collect(folder, outputs_file(self.settings.data_dir, run))
+        if final:
+            outputs.remove(folder)
 
     # --- after a run
     def _follow_up_if_final(self, run_id: int) -> None:

@@ -19,7 +19,8 @@ from websockets.exceptions import WebSocketException
 
 # the MIME types a console renders; others are dropped from the event (text/plain stays)
 RICH_TYPES = ("text/plain", "text/html", "text/markdown", "text/latex", "image/png",
-              "image/jpeg", "image/svg+xml", "application/json")
+              "image/jpeg", "image/svg+xml", "application/json",
+              "application/vnd.plotly.v1+json")  # drawn by the workbench's plotly.js
 HTTP_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 log = logging.getLogger(__name__)
 

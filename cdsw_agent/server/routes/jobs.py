@@ -20,9 +20,10 @@ from sqlalchemy.orm import Session
 
 from ...jobs import graph, identity, schedule
 from ...jobs.launch import LaunchError, check_script_path, parse_arguments, script_file
-from ...jobs.runner import RunError
+from ...jobs.runner import RunError, outputs_file
 from ...store.jobs_models import ACTIVE_STATUSES, NOTIFY_EVENTS, Job, JobRun
 from ...store.models import EngineImage, EngineProfile, Project
+from ...workloads import outputs
 from .. import audit
 from ..deps import get_db, get_state
 from ..errors import ApiError, unprocessable
@@ -375,7 +376,9 @@ def delete_job(project_id: Id, job_id: Id, request: Request,
             runner.stop_run(run_id, who=access.user.username)
         except RunError:
             pass  # ended meanwhile
-    logs = [runner.log_file(r) for r in db.scalars(select(JobRun).where(JobRun.job_id == job.id))]
+    runs = db.scalars(select(JobRun).where(JobRun.job_id == job.id)).all()
+    logs = [runner.log_file(r) for r in runs] + [outputs_file(state.settings.data_dir, r)
+                                                  for r in runs]
     audit.record(db, "job.delete", access.user, target="%d/%s" % (project_id, job.name),
                  request=request, job_id=job.id)
     db.delete(job)
@@ -447,6 +450,16 @@ def get_run_log(project_id: Id, job_id: Id, run_id: Id,
         pass
     return PlainTextResponse(data.decode("utf-8", "replace"), headers={
         "X-Log-Offset": str(offset + len(data)), "X-Run-Status": run.status})
+
+
+@router.get(BASE + "/{job_id}/runs/{run_id}/outputs", response_model=List[Dict[str, Any]])
+def get_run_outputs(project_id: Id, job_id: Id, run_id: Id,
+                    access: Access = require("project.read"), db: Session = Depends(get_db),
+                    state: ServerState = Depends(get_state)) -> List[Dict[str, Any]]:
+    """The rich outputs of a run's script (tables as HTML, images, plotly figures), in order,
+    as {"type": "display_data", "data": {MIME type: value}}; the log has their text."""
+    run = _run(db, _job(db, access, job_id), run_id)
+    return outputs.read(outputs_file(state.settings.data_dir, run))
 
 
 @router.post(BASE + "/{job_id}/runs/{run_id}/stop", response_model=RunOut)

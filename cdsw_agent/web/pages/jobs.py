@@ -21,7 +21,7 @@ from ...server.routes.jobs import JobOut, PipelineOut, get_job, get_pipeline, ge
 from ...server.schemas import Id
 from ...server.state import ServerState
 from ...store.jobs_models import NOTIFY_EVENTS
-from ..render import page
+from ..render import CSP_INLINE_STYLES, page
 from .common import page_router, project_context
 
 router = page_router()
@@ -103,8 +103,9 @@ def run_page(request: Request, project_id: Id, job_id: Id, run_id: Id,
     ctx = project_context(request, access, db, "jobs")
     job = get_job(project_id=project_id, job_id=job_id, access=access, db=db)
     run = get_run(project_id=project_id, job_id=job_id, run_id=run_id, access=access, db=db)
+    # the script's HTML outputs (pandas tables) carry inline styles in their sandboxed frames
     return page(request, "run.html", title="Run %d · %s" % (run.id, job.name), access=access,
-                db=db, job=job, run=run, **ctx)
+                db=db, job=job, run=run, csp=CSP_INLINE_STYLES, **ctx)
 
 
 # --- the pipeline graph ---------------------------------------------------------------------

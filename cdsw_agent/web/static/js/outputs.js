@@ -1,7 +1,10 @@
 /* Console outputs as DOM: the execute API's events (and the transcript's entries) rendered in
    order. Text never goes through innerHTML; ANSI colours (tracebacks) become classed spans; HTML
    outputs go into a sandboxed srcdoc frame (no scripts, and the page's CSP is inherited);
-   images are <img> from data: URLs. */
+   images are <img> from data: URLs; plotly figures (application/vnd.plotly.v1+json) are drawn
+   by the workbench's own plotly.js in a frame that may run scripts but has an opaque origin
+   (sandbox without allow-same-origin: no cookie, no storage, no access to this page), under
+   the inherited CSP that loads scripts from the workbench only. */
 "use strict";
 const CDSWOutputs = (() => {
   const SGR = /\x1b\[([0-9;]*)m/g;
@@ -74,7 +77,27 @@ const CDSWOutputs = (() => {
     return frame;
   }
 
+  const PLOTLY = "application/vnd.plotly.v1+json";
+  const PLOTLY_JS = "/vendor/plotly.js-dist-min/plotly.min.js";
+
+  /* A plotly figure as data: JSON in a non-executable script element (every "<" escaped, so
+     no string in it can close the element), drawn by /static/js/plot_frame.js. */
+  function plot(figure) {
+    const frame = document.createElement("iframe");
+    frame.className = "out out-plot";
+    frame.setAttribute("sandbox", "allow-scripts");
+    frame.setAttribute("title", "Interactive plot");
+    const layout = (figure && figure.layout) || {};
+    frame.style.height = (Number(layout.height) > 0 ? Math.min(Number(layout.height), 1200) : 450) + 20 + "px";
+    const json = JSON.stringify(figure).replace(/</g, "\\u003c");
+    frame.srcdoc = '<!doctype html><html><head><meta charset="utf-8"><link rel="stylesheet" href="/static/css/output.css"></head>' +
+      '<body class="plot"><div id="plot"></div><script type="application/json" id="figure">' + json + "</" + "script>" +
+      '<script src="' + PLOTLY_JS + '"></' + 'script><script src="/static/js/plot_frame.js"></' + "script></body></html>";
+    return frame;
+  }
+
   function rich(data) {
+    if (data[PLOTLY]) return plot(data[PLOTLY]);
     for (const type of ["image/png", "image/jpeg", "image/svg+xml"]) {
       if (data[type]) return image(type, data[type]);
     }
@@ -111,5 +134,5 @@ const CDSWOutputs = (() => {
     }
   }
 
-  return { append, ansi };
+  return { append, ansi, rich };
 })();

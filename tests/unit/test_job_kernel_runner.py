@@ -1,0 +1,124 @@
+"""Jobs in the engine's kernel (cdsw_agent/engine/job.py) and the rich outputs the master keeps
+from them (cdsw_agent/workloads/outputs.py)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from cdsw_agent.engine import job as engine_job
+from cdsw_agent.jobs import launch
+from cdsw_agent.orchestrators import WorkloadSpec
+from cdsw_agent.workloads import outputs
+
+SCRIPT = """\
+import sys
+print("args", sys.argv[1:], __file__)
+import pandas as pd
+display(pd.DataFrame({"city": ["Oslo"], "n": [42]}))
+import matplotlib.pyplot as plt
+plt.plot([1, 4, 9]); plt.show()
+import plotly.graph_objects as go
+go.Figure(go.Scatter(x=[1, 2], y=[3, 4])).show()
+print("to stderr", file=sys.stderr)
+sys.exit(3)
+"""
+
+
+def test_a_script_runs_in_the_kernel_with_display_and_its_exit_status(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "report.py").write_text(SCRIPT)
+    monkeypatch.chdir(tmp_path)
+    out, err, rich = io.StringIO(), io.StringIO(), io.StringIO()
+    code = engine_job.run("report.py", ["a", "b c"], rich, out, err)
+    assert code == 3, err.getvalue()
+    log = out.getvalue()
+    assert log.startswith("args ['a', 'b c'] report.py\n")
+    assert "Oslo" in log and "<Figure size" in log  # the text forms, in the plain log
+    assert "to stderr" in err.getvalue() and "To exit" not in err.getvalue()
+    items = [json.loads(line) for line in rich.getvalue().splitlines()]
+    assert [sorted(i["data"]) for i in items] == [
+        ["text/html", "text/plain"], ["image/png", "text/plain"],
+        ["application/vnd.plotly.v1+json"]]  # the kernel's PLOTLY_RENDERER: data, no 4 MB script
+    assert "<table" in items[0]["data"]["text/html"] and "Oslo" in items[0]["data"]["text/html"]
+    assert items[2]["data"]["application/vnd.plotly.v1+json"]["data"][0]["type"] == "scatter"
+
+
+def test_errors_and_dead_kernels_fail_the_run_with_a_plain_traceback(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "boom.py").write_text("x = 1\nraise ValueError('boom')\n")
+    (tmp_path / "gone.py").write_text("import os\nos._exit(0)\n")
+    err = io.StringIO()
+    assert engine_job.run("boom.py", [], None, io.StringIO(), err) == 1
+    assert "ValueError: boom" in err.getvalue() and "\x1b[" not in err.getvalue()
+    err = io.StringIO()
+    assert engine_job.run("gone.py", [], None, io.StringIO(), err) == 2
+    assert "the Python kernel stopped" in err.getvalue()
+
+
+@pytest.mark.parametrize("reply,code", [
+    ({"status": "ok"}, 0), ({"status": "error", "ename": "SystemExit", "evalue": ""}, 0),
+    ({"status": "error", "ename": "SystemExit", "evalue": "4"}, 4),
+    ({"status": "error", "ename": "SystemExit", "evalue": "bye"}, 1),
+    ({"status": "error", "ename": "KeyError", "evalue": "'k'"}, 1)])
+def test_exit_status_of_a_cell(reply: dict, code: int) -> None:
+    assert engine_job.exit_code(reply) == code
+
+
+def job(script: str, env: dict = None) -> SimpleNamespace:  # type: ignore[assignment]
+    return SimpleNamespace(script=script, arguments="--day 'to day'", env=env or {})
+
+
+def test_python_jobs_run_in_the_kernel_unless_asked_for_plain_python() -> None:
+    assert launch.command(job("etl.py"), "/venv/bin/python") == [
+        "/venv/bin/python", "-I", "-m", "cdsw_agent.engine.job", "etl.py", "--day", "to day"]
+    assert launch.command(job("etl.py", {"CDSW_JOB_RUNNER": "python"})) == [
+        "python3", "etl.py", "--day", "to day"]
+    assert launch.command(job("etl.R"))[:2] == ["Rscript", "etl.R"]
+
+
+def spec() -> WorkloadSpec:
+    return WorkloadSpec(name="job-1-run-2", image="img", command=["x"], env={})
+
+
+def test_the_engine_gets_a_folder_of_its_own_for_its_outputs(tmp_path: Path) -> None:
+    local = spec()
+    folder = outputs.attach(local, tmp_path / "e", local=True)
+    assert local.env["CDSW_OUTPUTS_FILE"] == str(folder / "outputs.ndjson")
+    assert folder.is_dir() and (folder.stat().st_mode & 0o777) == 0o700
+    swarm = spec()
+    outputs.attach(swarm, tmp_path / "e", local=False)
+    assert swarm.env["CDSW_OUTPUTS_FILE"] == "/var/lib/cdsw/outputs/outputs.ndjson"
+    assert [(m.source, m.target) for m in swarm.mounts] == [(str(folder), "/var/lib/cdsw/outputs")]
+
+
+def test_outputs_are_kept_as_complete_known_lines_never_through_a_link(tmp_path: Path) -> None:
+    engine = tmp_path / "engine"
+    folder = outputs.engine_folder(engine)
+    folder.mkdir(parents=True)
+    kept = tmp_path / "runs" / "2.outputs.ndjson"
+    lines = [{"type": "display_data", "data": {"image/png": "AAAA", "text/x-evil": "no"}},
+             "not an object", {"type": "display_data", "data": {"text/x-evil": "only"}},
+             {"type": "display_data", "data": {"text/html": "<table></table>"}}]
+    (folder / "outputs.ndjson").write_text(
+        "\n".join(json.dumps(x) for x in lines) + "\n{broken\n" + '{"type": "display_data", "da')
+    outputs.collect(engine, kept)
+    assert outputs.read(kept) == [{"type": "display_data", "data": {"image/png": "AAAA"}},
+                                  {"type": "display_data", "data": {"text/html": "<table></table>"}}]
+    # the run's code swaps its file for a link to a master's file: nothing is copied
+    secret = tmp_path / "secret"
+    secret.write_text('{"type": "display_data", "data": {"text/plain": "master secret"}}\n')
+    (folder / "outputs.ndjson").unlink()
+    os.symlink(secret, folder / "outputs.ndjson")
+    kept.unlink()
+    outputs.collect(engine, kept)
+    assert not kept.exists() and outputs.read(kept) == []
+    outputs.remove(engine)
+    assert not folder.exists() and secret.exists()
