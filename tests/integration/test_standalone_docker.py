@@ -74,6 +74,22 @@ def test_standalone_runs_jobs_in_containers_on_swarm(tmp_path: Path) -> None:
         logtext = s.get(url + "/log").text
         assert final["status"] == "succeeded", (final, logtext)
         assert "uid 8536 cwd /home/cdsw" in logtext and "analysis.py" in logtext, logtext
+        # the template's analysis.py (display() of a DataFrame, a matplotlib plot) runs in the
+        # engine's kernel; its table and image are kept with the run, its log stays text
+        job = s.post(base + "/api/v1/projects/%d/jobs" % pid,
+                     json={"name": "analysis", "script": "analysis.py"}).json()
+        run = s.post(base + "/api/v1/projects/%d/jobs/%d/runs" % (pid, job["id"])).json()
+        url = base + "/api/v1/projects/%d/jobs/%d/runs/%d" % (pid, job["id"], run["id"])
+        deadline = time.time() + 180
+        while s.get(url).json()["status"] in ("queued", "running") and time.time() < deadline:
+            time.sleep(1)
+        final, logtext = s.get(url).json(), s.get(url + "/log").text
+        assert final["status"] == "succeeded", (final, logtext)
+        assert "first rows:" in logtext and "<Figure size" in logtext and "<table" not in logtext
+        outputs = s.get(url + "/outputs").json()
+        assert [sorted(o["data"]) for o in outputs] == [["text/html", "text/plain"],
+                                                         ["image/png", "text/plain"]], outputs
+        assert "sin" in outputs[0]["data"]["text/html"]
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
