@@ -11,7 +11,8 @@ appended, one JSON object a line, to the file named by CDSW_OUTPUTS_FILE, which 
 keeps with the run (workloads/outputs.py).
 
 Exit status: 0 when the script ran to its end, the code given to `sys.exit(N)`, 1 on an
-uncaught exception, 2 when the kernel could not start or died.
+uncaught exception, 2 when the kernel could not start or died, 143 when stopped (SIGTERM: the
+kernel, which jupyter_client starts in a session of its own, is shut down first).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import os
 import queue
 import re
 import shutil
+import signal
 import sys
 import tempfile
 from typing import IO, Any, Dict, List, Optional
@@ -31,6 +33,14 @@ RICH_TYPES = ("text/plain", "text/html", "image/png", "image/jpeg", "image/svg+x
               "application/vnd.plotly.v1+json")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 START_TIMEOUT = 120.0  # a busy two-core node
+
+
+class Stopped(Exception):
+    """SIGTERM (the run was stopped or timed out): the kernel is shut down before exiting."""
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise Stopped()
 
 
 def plain(text: str) -> str:
@@ -156,6 +166,8 @@ def run(script: str, args: List[str], outputs: Optional[IO[str]] = None,
     except RuntimeError as e:  # the kernel died
         stderr.write("cdsw job: the Python kernel stopped: %s\n" % e)
         return 2
+    except Stopped:  # the kernel runs in a session of its own: it is not in the signalled group
+        return 128 + signal.SIGTERM
     finally:
         client.stop_channels()
         km.shutdown_kernel(now=True)
@@ -167,6 +179,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     if not argv:
         sys.stderr.write("usage: python -I -m cdsw_agent.engine.job SCRIPT [ARGS...]\n")
         sys.exit(2)
+    signal.signal(signal.SIGTERM, _stop)
     path = os.environ.get(OUTPUTS_VARIABLE, "")
     if not path:
         sys.exit(run(argv[0], argv[1:]))

@@ -122,3 +122,35 @@ def test_outputs_are_kept_as_complete_known_lines_never_through_a_link(tmp_path:
     assert not kept.exists() and outputs.read(kept) == []
     outputs.remove(engine)
     assert not folder.exists() and secret.exists()
+
+
+def test_a_stopped_job_takes_its_kernel_with_it(tmp_path: Path) -> None:
+    """SIGTERM (stop, timeout) reaches the runner's process group only; the kernel runs in a
+    session of its own and must not outlive the run."""
+    import signal
+    import subprocess
+    import time
+
+    (tmp_path / "slow.py").write_text("import os, time\nprint('kernel', os.getpid(), flush=True)\n"
+                                      "time.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-I", "-m", "cdsw_agent.engine.job", "slow.py"],
+                            cwd=str(tmp_path), stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        assert line.startswith("kernel "), line
+        kernel = int(line.split()[1])
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(kernel, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the kernel %d outlived its stopped job" % kernel)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
