@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from . import assets, errors
 
 PAGE_ROUTERS = ("auth", "projects", "files", "sessions", "jobs", "experiments", "models", "teams",
-                "admin", "kerberos")
+                "admin", "kerberos", "promotions")
 
 
 def install(app: FastAPI) -> None:

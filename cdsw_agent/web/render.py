@@ -116,7 +116,8 @@ def project_nav(project_id: int, allowed: Dict[str, bool]) -> List[Tuple[str, st
              ("sessions", "Workbench", base + "/sessions"), ("jobs", "Jobs", base + "/jobs"),
              ("pipeline", "Pipeline", base + "/pipeline"),
              ("experiments", "Experiments", base + "/experiments"),
-             ("models", "Models", base + "/models")]
+             ("models", "Models", base + "/models"),
+             ("promotions", "Promotions", base + "/promotions")]
     if allowed.get("settings"):
         items.append(("settings", "Settings", base + "/settings"))
     return items

@@ -176,3 +176,21 @@ def test_reject_and_same_cluster_refused(api: Api, world) -> None:  # type: igno
     # a target the requester cannot see is not revealed
     hidden = ok(c.post("/api/v1/projects", json={"name": "hidden"}), 201)
     assert a.post(s + "/promotions", json={"target_project_id": hidden["id"]}).status_code == 404
+
+
+def test_pages_show_review_controls_only_to_reviewers(api: Api, world) -> None:  # type: ignore[no-untyped-def]
+    a, c, s, d = world["a"], world["c"], world["s"], world["d"]
+    page = a.get("/projects/%d/promotions" % world["src"])
+    assert page.status_code == 200 and 'id="promotion-request"' in page.text
+    assert "churn-prod (PROD)" in page.text and "cluster DEV" in page.text
+    p = ok(a.post(s + "/promotions", json={"target_project_id": world["dst"]}), 201)
+    mine = a.get("/projects/%d/promotions/%d" % (world["dst"], p["id"]))
+    assert mine.status_code == 200 and 'id="approve"' not in mine.text
+    assert "Waiting for review" in mine.text and "+ job.py" in mine.text
+    theirs = c.get("/projects/%d/promotions/%d" % (world["dst"], p["id"]))
+    assert 'id="approve"' in theirs.text and 'id="reject"' in theirs.text
+    ok(c.post(d + "/promotions/%d/approve" % p["id"], json={}))
+    theirs = c.get("/projects/%d/promotions/%d" % (world["dst"], p["id"]))
+    assert 'id="rollback"' in theirs.text and "Approved by carol" in theirs.text
+    history = c.get("/projects/%d/promotions" % world["dst"])
+    assert 'data-promotion="%d"' % p["id"] in history.text and "approved" in history.text
