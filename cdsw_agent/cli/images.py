@@ -43,6 +43,8 @@ def command() -> None:
 
 @command.command("build")
 @click.option("--with-r", is_flag=True, help="Add R (r-base-core) and the IRkernel Jupyter kernel.")
+@click.option("--with-scala", is_flag=True,
+              help="Add the Scala kernel (it runs on the cluster's Spark and Java).")
 @click.option("--with-jupyterlab", is_flag=True, help="Add JupyterLab as an editor.")
 @click.option("--mirror", metavar="URL",
               help="Debian mirror for debootstrap (default: engine_debian_mirror, else the one apt uses).")
@@ -56,7 +58,7 @@ def command() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on the last line.")
 @_docker_option
 @pass_ctx
-def build(ctx: CliContext, with_r: bool, with_jupyterlab: bool, mirror: Optional[str],
+def build(ctx: CliContext, with_r: bool, with_scala: bool, with_jupyterlab: bool, mirror: Optional[str],
           cache_dir: Optional[str], work_dir: Optional[str], rebuild: bool, keep_work: bool,
           push: bool, as_json: bool, docker_host: Optional[str]) -> None:
     """Build the engine image from scratch (or reuse it when nothing changed)."""
@@ -65,7 +67,8 @@ def build(ctx: CliContext, with_r: bool, with_jupyterlab: bool, mirror: Optional
     registry = _registry(ctx) if push else ""
     client = _client(ctx, docker_host)
     progress = Progress(lambda line: click.echo(line, err=as_json))
-    result = build_image(client, Recipe(with_r=with_r, with_jupyterlab=with_jupyterlab),
+    recipe = Recipe(with_r=with_r, with_scala=with_scala, with_jupyterlab=with_jupyterlab)
+    result = build_image(client, recipe,
                          _cache_dir(ctx, cache_dir), progress, mirror=mirror or "",
                          mirror_setting=ctx.settings.engine_debian_mirror,
                          rebuild=rebuild, keep_work=keep_work,

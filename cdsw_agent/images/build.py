@@ -198,6 +198,10 @@ def assemble(root: Path, recipe: Recipe, rootfs: Rootfs, wheelhouse: Wheelhouse,
     freeze = ensure_venv(root, recipe, rootfs, wheelhouse, log, progress, cache)
     site_rel = "%s/lib/python%s/site-packages" % (VENV, recipe.python_version)
     install_runtime(root / site_rel.lstrip("/"), runtime_root)
+    if recipe.with_scala:
+        from ..engine.scala_repl import write_kernelspec
+
+        write_kernelspec(str(root / VENV.lstrip("/") / "share/jupyter/kernels"), VENV + "/bin/python")
     run_logged(chroot(root, VENV + "/bin/python", "-m", "compileall", "-q", site_rel + "/cdsw_agent"),
                log, progress, "compileall", env=CHROOT_ENV, what="compiling the engine runtime")
     run_logged(chroot(root, "groupadd", "--gid", str(ENGINE_UID), ENGINE_USER), log, progress,
