@@ -207,3 +207,39 @@ def test_edge_answers_both_request_shapes_with_its_access_key(edge_url: str) -> 
     meta = requests.get(edge_url + "/v2/models/adder", headers=auth).json()
     assert meta["name"] == "adder" and [i["name"] for i in meta["inputs"]] == ["a", "b"]
     assert requests.get(edge_url + "/v2/models/adder/ready", headers=auth).status_code == 200
+
+
+# --- which build `cdsw models export` takes
+
+def test_export_picks_a_good_image_build_and_says_why_not_otherwise(api: Any) -> None:
+    from cdsw_agent.store.models_models import Model, ModelBuild
+
+    client = api.client_for(api.user())
+    projects = [client.post("/api/v1/projects", json={"name": n}).json()["id"]
+                for n in ("edge one", "edge two")]
+    with api.db.session() as s:
+        models = [Model(project_id=p, name="twin", file="m.py", function="f") for p in projects]
+        solo = Model(project_id=projects[0], name="solo", file="m.py", function="f")
+        s.add_all(models + [solo])
+        s.flush()
+        s.add_all([
+            ModelBuild(model_id=solo.id, status="succeeded", file="m.py", function="f",
+                       artifact="cdsw/model:m%d-b1" % solo.id),
+            ModelBuild(model_id=solo.id, status="failed", file="m.py", function="f"),
+            ModelBuild(model_id=models[0].id, status="succeeded", file="m.py", function="f",
+                       artifact="models/builds/9/files")])
+        s.flush()
+        solo_id, twin_id = solo.id, models[0].id
+    with api.db.session() as s:
+        model, build = bundles.find_build(s, "solo", None)
+        assert (model.id, build.status) == (solo_id, "succeeded")
+        assert bundles.find_build(s, str(solo_id), build.id)[1].id == build.id
+        failed = build.id + 1
+        for ref, number, message in [
+                ("twin", None, "2 models are named twin"),
+                ("nothing", None, "no model nothing"),
+                ("solo", failed, "build %d of model solo failed" % failed),
+                ("solo", 999, "model solo has no build 999"),
+                (str(twin_id), None, "is a folder made by the local backend, not an image")]:
+            with pytest.raises(bundles.BundleError, match=message):
+                bundles.find_build(s, ref, number)
