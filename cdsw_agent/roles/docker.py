@@ -261,7 +261,8 @@ def start(settings: Settings) -> None:
     problems = prepare(settings)
     if problems:
         raise UserError("; ".join(problems))
-    engine_firewall.install()  # before dockerd: it keeps the DOCKER-USER chain it finds
+    # before dockerd: it keeps the DOCKER-USER chain it finds
+    engine_firewall.install(driver_sources=settings.spark_driver_allowed_networks)
     if settings.docker_use_system:
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -35,6 +35,19 @@ def _git_schemes(value: List[str]) -> None:
         raise SettingError("unknown scheme %s; expected some of %s" % (bad[0], ", ".join(sorted(allowed))))
 
 
+def _networks(value: List[str]) -> None:
+    import ipaddress
+
+    for v in value:
+        try:
+            ipv4 = ipaddress.ip_network(v, strict=False).version == 4
+        except ValueError:
+            ipv4 = False
+        if not ipv4:
+            raise SettingError("%r is not an IPv4 address or network; expected e.g. "
+                               "10.20.0.0/16 or 10.20.1.7" % v)
+
+
 S = Setting
 
 SETTINGS: List[Setting] = [
@@ -136,6 +149,10 @@ SETTINGS: List[Setting] = [
     S("cluster_client_dirs", "list", [], "Gateway directories of the cluster clients "
       "(the parcels directory, /usr/hdp, or Bigtop's /usr/lib); empty: the kind's standard "
       "place.", group="cluster"),
+    S("spark_driver_allowed_networks", "list", [], "Addresses or networks (CIDR) of the "
+      "cluster hosts whose Spark executors connect back to drivers in engines; the Docker role "
+      "lets only these reach the driver ports 20050-32767. Empty: any host but the engines.",
+      validator=_networks, group="cluster"),
     S("krb5_conf", "str", "/etc/krb5.conf", "krb5.conf mounted into engines.", group="cluster"),
     S("workbench_cluster", "str", "", "The workbench cluster (e.g. DEV or PROD, registered with "
       "`cdsw clusters add`) this gateway host belongs to: its worker labels its swarm node "
