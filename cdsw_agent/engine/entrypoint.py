@@ -1,7 +1,10 @@
 """The engine's default command, `python -I -m cdsw_agent.engine`: start jupyter_server for a
 session, configured from CDSW_ENGINE_* environment variables the orchestrator sets.
 
-    CDSW_ENGINE_TOKEN     token the master presents (required; never put on the command line)
+    CDSW_ENGINE_TOKEN_SHA256  SHA-256 (hex) of the token the master presents (required). The
+                          engine never holds the token itself, so nothing in it can leak it:
+                          the container's init process, /proc/1/environ and every other
+                          process a kernel can read carry only this digest, which opens nothing.
     CDSW_ENGINE_PORT      port to listen on (default 8888)
     CDSW_ENGINE_BASE_URL  URL prefix the router forwards under (default /)
     CDSW_ENGINE_ROOT_DIR  directory the server shows (default: the working directory, the project)
@@ -13,32 +16,48 @@ the kernels (cdsw_agent.engine.kernel) run with `python -I`, so neither the work
 nor PYTHON* variables nor the user site reach their sys.path, and Jupyter's and IPython's
 configuration comes from $HOME, which the master points outside the project.
 
-The token goes to jupyter_server in a file readable only by this user, which the server reads
-and removes at start; the server's environment, which kernels and terminals inherit, never holds
-it.
+The digest goes to jupyter_server in its environment, which the server removes from os.environ
+at start, so kernels and terminals do not inherit even the digest; the server then makes itself
+non-dumpable, so code running as the same user cannot read its memory (where the master's
+requests, token included, arrive) through /proc or ptrace.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import sys
-import tempfile
 from typing import Dict, List, Mapping, Optional, Tuple
 
 DEFAULT_PORT = 8888
-TOKEN_VARIABLES = ("CDSW_ENGINE_TOKEN", "JUPYTER_TOKEN", "JUPYTER_TOKEN_FILE")
-TOKEN_FILE_VARIABLE = "CDSW_ENGINE_TOKEN_FILE"  # read and removed by engine.server
+DIGEST_VARIABLE = "CDSW_ENGINE_TOKEN_SHA256"  # read and removed from os.environ by engine.server
+# variables that would hand jupyter_server (and so every kernel) a token: never passed on
+TOKEN_VARIABLES = ("CDSW_ENGINE_TOKEN", "JUPYTER_TOKEN", "JUPYTER_TOKEN_FILE",
+                   "CDSW_ENGINE_TOKEN_FILE")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+def token_digest(token: str) -> str:
+    """What an engine is given instead of its token: the master keeps the token, the engine
+    checks what it is sent against this."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class EntrypointError(Exception):
     """The environment does not describe a startable engine; str() says what to set."""
 
 
-def jupyter_command(env: Mapping[str, str], token_file: str = "") -> Tuple[List[str], Dict[str, str]]:
-    """The jupyter_server command line and its environment (without the token) for the given
-    variables; token_file is where the token was written."""
-    if not env.get("CDSW_ENGINE_TOKEN", ""):
-        raise EntrypointError("CDSW_ENGINE_TOKEN is not set; the engine refuses to start without a token")
+def jupyter_command(env: Mapping[str, str]) -> Tuple[List[str], Dict[str, str]]:
+    """The jupyter_server command line and its environment for the given variables."""
+    digest = env.get(DIGEST_VARIABLE, "")
+    if not digest:
+        raise EntrypointError("%s is not set (the SHA-256 in hex of the token the master will "
+                              "send; an engine never takes the token itself); the engine "
+                              "refuses to start without it" % DIGEST_VARIABLE)
+    if not _DIGEST.fullmatch(digest):
+        raise EntrypointError("%s is not a SHA-256 in hex (64 characters 0-9a-f)"
+                              % DIGEST_VARIABLE)
     port_text = env.get("CDSW_ENGINE_PORT", str(DEFAULT_PORT))
     try:
         port = int(port_text)
@@ -64,18 +83,7 @@ def jupyter_command(env: Mapping[str, str], token_file: str = "") -> Tuple[List[
     if env.get("CDSW_ENGINE_ALLOW_ROOT") == "1":
         argv.append("--allow-root")
     child_env = {k: v for k, v in env.items() if k not in TOKEN_VARIABLES}
-    child_env[TOKEN_FILE_VARIABLE] = token_file
     return argv, child_env
-
-
-def write_token(token: str) -> str:
-    """The token in a new file only this user can read, in a new private directory."""
-    directory = tempfile.mkdtemp(prefix="cdsw-engine-")  # mode 0700
-    path = os.path.join(directory, "token")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token)
-    return path
 
 
 def main(env: Optional[Mapping[str, str]] = None) -> None:
@@ -85,5 +93,4 @@ def main(env: Optional[Mapping[str, str]] = None) -> None:
     except EntrypointError as e:
         sys.stderr.write("cdsw engine: %s\n" % e)
         sys.exit(2)
-    child_env[TOKEN_FILE_VARIABLE] = write_token(source["CDSW_ENGINE_TOKEN"])
     os.execve(argv[0], argv, child_env)

@@ -2,9 +2,12 @@
 
 Started by the entrypoint (never by hand). Differences from `python -m jupyter_server`:
 
-- the engine token comes from the file named by CDSW_ENGINE_TOKEN_FILE, which is removed at
-  once; it is accepted only in the `Authorization: token ...` header the master's router sends,
-  and it is in no page, no cookie, no server-info file and no environment;
+- the engine holds no token, only its SHA-256 (CDSW_ENGINE_TOKEN_SHA256, removed from
+  os.environ at once, so kernels and terminals do not inherit it); a request is let in when the
+  digest of its `Authorization: token ...` header matches. Nothing a browser receives carries a
+  credential (no page, no cookie, no server-info file);
+- the server is not dumpable (prctl PR_SET_DUMPABLE 0): kernels and terminals run as the same
+  user, but cannot read its memory (/proc/PID/mem, ptrace), where the master's requests arrive;
 - kernels start with the image's interpreter in isolated mode through cdsw_agent.engine.kernel
   (see kernel_argv), so nothing in the project runs before the user's own code;
 - terminals run bash (never $SHELL, which project settings could point anywhere) with the
@@ -13,39 +16,37 @@ Started by the entrypoint (never by hand). Differences from `python -m jupyter_s
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hmac
 import os
 import sys
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+from jupyter_core.paths import jupyter_runtime_dir
 from jupyter_server.auth.identity import IdentityProvider, User
 from jupyter_server.serverapp import ServerApp
 from traitlets import default
 from traitlets.config import Config
 
-from .entrypoint import TOKEN_FILE_VARIABLE
+from . import scala_repl
+from .entrypoint import DIGEST_VARIABLE, token_digest
 
 KERNEL_MODULE = "cdsw_agent.engine.kernel"
 USER = User(username="cdsw", name="cdsw", display_name="CDSW")
 
 
-def read_token(path: str) -> str:
-    """The token in path; the file (and its private directory) are removed."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError as e:
-        raise SystemExit("cdsw engine: cannot read the engine token: %s" % e.strerror)
-    with os.fdopen(fd) as f:
-        token = f.read().strip()
-    os.unlink(path)
-    try:
-        os.rmdir(os.path.dirname(path))
-    except OSError:
-        pass
-    if not token:
-        raise SystemExit("cdsw engine: the engine token file is empty")
-    return token
+PR_SET_DUMPABLE = 4
+
+
+def make_undumpable() -> None:
+    """No process of the same user may read this one's memory, /proc/PID/environ or attach to
+    it; kernels exec a new program, which makes them dumpable again (they need nothing more)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise SystemExit("cdsw engine: prctl(PR_SET_DUMPABLE, 0) failed: %s"
+                         % os.strerror(ctypes.get_errno()))
 
 
 class EngineIdentityProvider(IdentityProvider):
@@ -53,7 +54,7 @@ class EngineIdentityProvider(IdentityProvider):
     jupyter_server and JupyterLab write into pages (data-jupyter-api-token, page config), stays
     empty, and no login cookie is ever set: what reaches a browser holds no credential."""
 
-    secret = ""  # set by main() before the server starts
+    digest = ""  # the token's SHA-256, set by main() before the server starts
 
     @default("token")
     def _token_default(self) -> str:
@@ -65,7 +66,8 @@ class EngineIdentityProvider(IdentityProvider):
 
     async def get_user_token(self, handler: Any) -> Optional[User]:
         given = self.get_token(handler) or ""
-        if self.secret and hmac.compare_digest(given.encode(), self.secret.encode()):
+        if given and self.digest and hmac.compare_digest(token_digest(given).encode(),
+                                                         self.digest.encode()):
             return USER
         return None
 
@@ -101,8 +103,30 @@ def kernel_env(env: dict) -> dict:
 
 
 class EngineKernelSpecManager(KernelSpecManager):
+    """The image's kernelspecs, and the engine's Scala kernel (engine/scala_kernel.py) wherever
+    the engine has a Spark with Scala and a Java (the cluster clients), also in an image built
+    without --with-scala and in the local backend's engine."""
+
+    _scala_dir = ""
+
+    def scala_spec_dir(self) -> str:
+        if not self._scala_dir and scala_repl.available(os.environ):
+            self._scala_dir = scala_repl.write_kernelspec(
+                os.path.join(jupyter_runtime_dir(), "kernelspecs"), sys.executable)
+        return self._scala_dir
+
+    def find_kernel_specs(self) -> Dict[str, str]:
+        specs = super().find_kernel_specs()
+        if scala_repl.KERNEL_NAME not in specs and self.scala_spec_dir():
+            specs[scala_repl.KERNEL_NAME] = self.scala_spec_dir()
+        return specs
+
     def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
-        spec = super().get_kernel_spec(kernel_name)
+        if kernel_name == scala_repl.KERNEL_NAME and \
+                kernel_name not in super().find_kernel_specs() and self.scala_spec_dir():
+            spec = KernelSpec.from_resource_dir(self.scala_spec_dir())
+        else:
+            spec = super().get_kernel_spec(kernel_name)
         spec.argv = kernel_argv(kernel_name, list(spec.argv))
         spec.env = kernel_env(dict(spec.env or {}))
         return spec
@@ -141,11 +165,12 @@ def config() -> Config:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    path = os.environ.pop(TOKEN_FILE_VARIABLE, "")
-    if not path:
+    digest = os.environ.pop(DIGEST_VARIABLE, "")
+    if not digest:
         raise SystemExit("cdsw engine: %s is not set; start the engine with "
-                         "`python -I -m cdsw_agent.engine`" % TOKEN_FILE_VARIABLE)
-    EngineIdentityProvider.secret = read_token(path)
+                         "`python -I -m cdsw_agent.engine`" % DIGEST_VARIABLE)
+    make_undumpable()
+    EngineIdentityProvider.digest = digest
     EngineServerApp.launch_instance(argv=sys.argv[1:] if argv is None else argv, config=config())
 
 

@@ -7,11 +7,12 @@ import random
 import socket
 import sys
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ..engine.entrypoint import DIGEST_VARIABLE, token_digest
 from ..images.recipe import VENV
 from ..orchestrators import Orchestrator, Port, WorkloadSpec
 from ..settings import Settings
@@ -60,10 +61,33 @@ def choose_image(db: Session, image_id: Optional[int], project: Project) -> Opti
     return db.scalars(select(EngineImage).where(EngineImage.is_default.is_(True))).first()
 
 
-def kernelspec_for(kernel: str, image: Optional[EngineImage]) -> str:
+def local_kernels(settings: Settings) -> List[str]:
+    """The kernels of the local backend's engine (the master's own Python): Python 3, R when
+    the host has IRkernel, and Scala when the cluster clients give a Spark with Scala and there
+    is a Java (engine/scala_kernel)."""
+    from ..clientconfig.distributions import cluster_clients
+    from ..engine import scala_repl
+
+    found = cluster_clients(settings).distribution
+    env = {"SPARK_HOME": found.spark_home if found is not None else "",
+           "JAVA_HOME": settings.java_home or "", "PATH": os.environ.get("PATH", "")}
+    return ["python3"] + (["ir"] if local_r_kernel() else []) \
+        + (["scala"] if scala_repl.available(env) else [])
+
+
+def local_r_kernel() -> bool:
+    """Whether this host has IRkernel's kernelspec (Debian's r-cran-irkernel installs it in
+    /usr/share/jupyter/kernels/ir), which the local engine's jupyter_server finds."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    return "ir" in KernelSpecManager().find_kernel_specs()
+
+
+def kernelspec_for(kernel: str, image: Optional[EngineImage],
+                   local: Sequence[str] = ("python3",)) -> str:
     """The kernelspec to start, or SessionLaunchError(422) when the image lacks the kernel.
-    Without a registered image (local backend) only Python 3 is known to be there."""
-    offered: List[str] = list(image.kernels or []) if image is not None else ["python3"]
+    Without a registered image (local backend) the kernels are `local` (local_kernels)."""
+    offered: List[str] = list(image.kernels or []) if image is not None else list(local)
     if "python3" not in offered:
         offered.insert(0, "python3")  # every engine image has ipykernel
     for name in KERNELSPECS[kernel]:
@@ -71,7 +95,10 @@ def kernelspec_for(kernel: str, image: Optional[EngineImage]) -> str:
             return name
     where = "image %s:%s" % (image.repository, image.tag) if image is not None \
         else "the local engine"
-    flag = {"r": " (build one with `cdsw images build --with-r`)"}.get(kernel, "")
+    flag = {"r": " (build one with `cdsw images build --with-r`)",
+            "scala": " (build one with `cdsw images build --with-scala`)" if image is not None
+            else " (the local engine has Scala when cluster_client_kind and cluster_client_dirs "
+                 "give a Spark with Scala and java_home a Java)"}.get(kernel, "")
     raise SessionLaunchError(422, "invalid request: kernel: %s has no %s kernel (it has: %s); "
                                   "choose another kernel or an image that has one%s"
                              % (where, KERNEL_TITLES[kernel], ", ".join(offered), flag))
@@ -98,7 +125,8 @@ def node_port(db: Session, node: str, rng: Optional[random.Random] = None) -> in
 
 def engine_env(settings: Settings, orchestrator: Orchestrator, session: EngineSession,
                token: str, container_port: int, files_dir: Path) -> Dict[str, str]:
-    env = {"CDSW_ENGINE_TOKEN": token, "CDSW_ENGINE_PORT": str(container_port),
+    # the engine gets the token's digest only: the token stays in the master (engine/entrypoint.py)
+    env = {DIGEST_VARIABLE: token_digest(token), "CDSW_ENGINE_PORT": str(container_port),
            "CDSW_ENGINE_BASE_URL": base_path(session.id), "CDSW_SESSION_ID": str(session.id),
            "CDSW_KERNEL": session.kernel}
     if orchestrator.name == "local":

@@ -98,15 +98,93 @@ def markers(names: List[str]) -> List[str]:
 
 
 # where the engine token (or the file holding it) was or could be passed to an engine
-TOKEN_NAMES = ("CDSW_ENGINE_TOKEN", "JUPYTER_TOKEN", "CDSW_ENGINE_TOKEN_FILE", "JUPYTER_TOKEN_FILE")
+TOKEN_NAMES = ("CDSW_ENGINE_TOKEN", "JUPYTER_TOKEN", "CDSW_ENGINE_TOKEN_FILE", "JUPYTER_TOKEN_FILE",
+               "CDSW_ENGINE_TOKEN_SHA256")
 
 
 def token_checks(token: str) -> Tuple[str, str]:
     """Code for a kernel and a command for a terminal that print what of the token they see:
-    variables holding it or named for it (the kernel prints them, the terminal counts them)."""
+    variables holding it or named for it (the kernel prints them, the terminal counts them).
+    Both carry the token reversed, so that IPython's history and the shell's keep no copy for
+    token_hunt to find."""
     kernel = ("import os\n"
-              "print(sorted(k for k, v in os.environ.items() if %r in v or k in %r))\n"
-              "print(%r in open('/proc/self/environ').read())" % (token, TOKEN_NAMES, token))
-    terminal = "env | grep -c -e %s %s; echo done-$((40+2))\r" % (
-        token, " ".join("-e ^%s=" % name for name in TOKEN_NAMES))
+              "T = %r[::-1]\n"
+              "print(sorted(k for k, v in os.environ.items() if T in v or k in %r))\n"
+              "print(T in open('/proc/self/environ').read())" % (token[::-1], TOKEN_NAMES))
+    terminal = "env | grep -c -e \"$(python -c \"print('%s'[::-1])\")\" %s; echo done-$((40+2))\r" % (
+        token[::-1], " ".join("-e ^%s=" % name for name in TOKEN_NAMES))
+    return kernel, terminal
+
+
+# Looking for the token everywhere code in an engine can look. The token is sent reversed, so
+# neither the code (kept in IPython's history in $HOME) nor the shell's command line hold it.
+HUNT = r'''
+import json, os
+T = %(reversed)r[::-1].encode()
+CAP = 4 << 20
+found, readable_memory, files = [], [], 0
+pids = [p for p in os.listdir('/proc') if p.isdigit() and int(p) != os.getpid()]
+for pid in pids:
+    for name in ('environ', 'cmdline'):
+        try:
+            with open('/proc/%%s/%%s' %% (pid, name), 'rb') as f:
+                if T in f.read(CAP):
+                    found.append('/proc/%%s/%%s' %% (pid, name))
+        except OSError:
+            pass
+if %(memory)r:  # the memory of every other process this user may read
+    for pid in pids:
+        try:
+            with open('/proc/%%s/maps' %% pid) as m:
+                regions = [l.split()[0] for l in m if l.split()[1].startswith('r')]
+            mem = open('/proc/%%s/mem' %% pid, 'rb', 0)
+        except OSError:
+            continue
+        readable = False
+        with mem:
+            for r in regions:
+                start, end = (int(x, 16) for x in r.split('-'))
+                try:
+                    mem.seek(start)
+                    data = mem.read(min(end - start, 256 << 20))
+                except (OSError, OverflowError, ValueError):
+                    continue
+                readable = True
+                if T in data:
+                    found.append('/proc/%%s/mem' %% pid)
+        if readable:
+            readable_memory.append(int(pid))
+for top in %(paths)r:
+    for root, dirs, names in os.walk(top):
+        for n in names:
+            p = os.path.join(root, n)
+            try:
+                if os.path.islink(p):
+                    continue
+                with open(p, 'rb') as f:
+                    data = f.read(CAP)
+            except OSError:
+                continue
+            files += 1
+            if T in data:
+                found.append(p)
+print(json.dumps({'found': found, 'memory': readable_memory, 'files': files,
+                  'server': os.getppid()}))
+'''
+
+
+def token_hunt(token: str, paths: List[str], memory: bool) -> Tuple[str, str]:
+    """Code for a kernel and a command for a terminal that look for the token in every
+    process's environment and command line, every file they can read under `paths`, and
+    (kernel, with memory) the memory of every process they may read. The kernel prints JSON
+    ({found, memory: pids whose memory it read, files: how many it read, server: its parent});
+    the terminal prints two counts (environments and command lines, files), then done-42.
+    Both skip /proc/PID/mem (read region by region above) and pagemap (a sparse file of
+    hundreds of GB)."""
+    kernel = HUNT % {"reversed": token[::-1], "memory": memory, "paths": list(paths)}
+    pattern = "<(python -c \"print('%s'[::-1])\")" % token[::-1]
+    terminal = ("cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null | grep -c -a -F -f %s; "
+                "grep -rlsaF --exclude=pagemap --exclude=mem -f %s %s 2>/dev/null | wc -l; "
+                "echo done-$((40+2))\r"
+                % (pattern, pattern, " ".join(paths)))
     return kernel, terminal

@@ -148,8 +148,19 @@ def test_the_engine_token_reaches_no_kernel_terminal_or_page(world: World) -> No
     assert "\n0\r" in seen.replace("\r\n", "\n\r") or "0\r\ndone-42" in seen, seen
     # the server's own environment, which a kernel could read in /proc, holds no token either
     pid_code = ("import os\nppid = os.getppid()\n"
-                "print(%r in open('/proc/%%d/environ' %% ppid).read())" % ep.token)
+                "print(%r[::-1] in open('/proc/%%d/environ' %% ppid).read())" % ep.token[::-1])
     assert world.execute(sid, pid_code) == "False\n"
+    # the hunt: every process's environment and command line, and every file of the engine's
+    # home, its private directory and the project (a local engine runs as the master's user,
+    # so process memory is no boundary there; the swarm test hunts through memory too)
+    home = world.execute(sid, "import os\nprint(os.environ['HOME'])").strip()
+    private = Path(world.api.settings.data_dir) / "sessions" / str(sid) / "engine"
+    kernel_hunt, terminal_hunt = planted.token_hunt(
+        ep.token, [home, str(private), str(world.project_dir)], memory=False)
+    hunt = json.loads(world.execute(sid, kernel_hunt))
+    assert hunt["found"] == [] and hunt["files"] > 0, hunt
+    seen = terminal(world.c["owner"], sid, terminal_hunt, "done-42")
+    assert "0\r\n0\r\ndone-42" in seen, seen
 
     # what jupyter_server sends a browser (the router passes bodies through unchanged)
     with httpx.Client(trust_env=False, timeout=10) as http:

@@ -129,21 +129,28 @@ def test_kernel_renders_tables_and_plots(docker_engine: DockerEngine, engine_ima
 
 def test_default_command_starts_a_session_from_the_environment(
         docker_engine: DockerEngine, engine_image: str, containers: list) -> None:  # noqa: F811
+    from cdsw_agent.engine.entrypoint import token_digest
+
+    # the engine is given the token's digest, never the token
     c = _run(docker_engine, engine_image, containers,
-             environment={"CDSW_ENGINE_TOKEN": "s3cret-token", "CDSW_ENGINE_BASE_URL": "/s/abc"},
+             environment={"CDSW_ENGINE_TOKEN_SHA256": token_digest("s3cret-token"),
+                          "CDSW_ENGINE_BASE_URL": "/s/abc"},
              ports={"8888/tcp": ("127.0.0.1", None)})
     url = "http://127.0.0.1:%d/s/abc/api/kernelspecs" % _host_port(c)
     r = _wait_http(url, c, {"Authorization": "token s3cret-token"})
     assert r.status_code == 200 and "python3" in r.json()["kernelspecs"]
+    wrong = requests.get(url, headers={"Authorization": "token " + token_digest("s3cret-token")},
+                         timeout=10)
+    assert wrong.status_code == 403  # the digest the engine holds opens nothing
     _, ps = c.exec_run(["ps", "-eo", "args="])
-    assert b"s3cret-token" not in ps  # the token never shows on a command line
+    assert token_digest("s3cret-token").encode() not in ps  # nothing on a command line
 
 
 def test_default_command_refuses_to_start_without_a_token(
         docker_engine: DockerEngine, engine_image: str, containers: list) -> None:  # noqa: F811
     c = _run(docker_engine, engine_image, containers)
     assert c.wait(timeout=60)["StatusCode"] == 2
-    assert b"CDSW_ENGINE_TOKEN is not set" in c.logs()
+    assert b"CDSW_ENGINE_TOKEN_SHA256 is not set" in c.logs()
 
 
 def test_second_build_is_a_cache_hit(docker_engine: DockerEngine, engine_image_build: Any) -> None:  # noqa: F811

@@ -37,6 +37,7 @@ class SwarmMaster:
     project_id: int
     image_id: int
     docker: Any  # docker client of h1
+    host: Any = None  # h1 (tests/integration/netns.py Host); host.lab adds more hosts
 
     def start(self, **body: Any) -> Dict[str, Any]:
         r = self.client.post("/api/v1/projects/%d/sessions" % self.project_id, json=body)
@@ -79,7 +80,7 @@ def swarm_master(lab: Lab, engine_tar: Path, engine_ref: str, data_dir: Path,
     image_id = r.json()["id"]
     r = client.post("/api/v1/projects", json={"name": "on-swarm"})
     assert r.status_code == 201, r.text
-    return SwarmMaster(api, client, r.json()["id"], image_id, docker_client)
+    return SwarmMaster(api, client, r.json()["id"], image_id, docker_client, h1)
 
 
 @pytest.fixture(scope="module")
@@ -239,6 +240,120 @@ def test_engines_are_isolated_hardened_and_run_nothing_planted(master: SwarmMast
         time.sleep(1)
     assert master.docker.networks.list(names=[name]) == []
     master.client.delete("/api/v1/projects/%d/env/PYTHONSTARTUP" % master.project_id)
+
+
+def test_no_engine_token_anywhere_a_kernel_or_terminal_can_look(master: SwarmMaster) -> None:
+    """The attack: code in a session (a kernel, a terminal) looks for its engine's token in
+    every process's environment and command line (the container's init, PID 1, included), in
+    the memory of every process it may read, and in every file under /run, /proc/1, $HOME,
+    /tmp and the project. The engine was given only the token's digest, and jupyter_server,
+    where the master's requests arrive, is not dumpable: nothing is found."""
+    from cdsw_agent.sessions.monitor import manager_for
+
+    from . import planted
+
+    s = master.start()
+    assert master.wait(s["id"], "running", "failed")["status"] == "running"
+    manager = manager_for(master.api.client.app.state.server)
+    token = manager.running(s["id"])[1].token
+    assert master.execute(s["id"], "print(6*7)")[0]["text"] == "42\n"  # the token went by
+    paths = ["/run", "/proc/1", "/home/cdsw-user", "/tmp", "/home/cdsw"]
+    kernel, terminal = planted.token_hunt(token, paths, memory=True)
+    out = master.execute(s["id"], kernel)
+    hunt = json.loads("".join(e.get("text", "") for e in out))
+    assert hunt["found"] == [], hunt
+    assert hunt["files"] > 100, hunt  # the walk read files (/proc/1 alone has dozens)
+    # the hunt could read memory (PID 1, the container's init, runs as the same user) ...
+    assert 1 in hunt["memory"], hunt
+    # ... but not jupyter_server's
+    assert hunt["server"] not in hunt["memory"], hunt
+
+    r = master.client.post("/api/v1/sessions/%d/terminals" % s["id"])
+    assert r.status_code == 201, r.text
+    with master.client.websocket_connect(r.json()["websocket"]) as ws:
+        ws.send_text(json.dumps(["stdin", terminal]))
+        seen, deadline = "", time.monotonic() + 120
+        while "done-42" not in seen and time.monotonic() < deadline:
+            message = json.loads(ws.receive_text())
+            if message[0] == "stdout":
+                seen += message[1]
+    assert "0\r\n0\r\ndone-42" in seen, seen
+    master.client.post("/api/v1/sessions/%d/stop" % s["id"])
+    assert master.wait(s["id"], "stopped", "failed", timeout=60)["status"] == "stopped"
+
+
+LISTENER = """
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('0.0.0.0', int(sys.argv[1])))
+s.listen(16)
+while True:
+    c, _ = s.accept()
+    c.close()
+"""
+
+
+def test_spark_driver_ports_refuse_other_engines_and_hosts_not_listed(
+        master: SwarmMaster, engine_image: str) -> None:  # noqa: F811
+    """The attack: a Spark driver in an engine publishes its port on the node (20050-32767) for
+    executors to connect back to. Another user's engine connects to it through the node's
+    address and is refused; so is a host that is not one of the cluster's executor hosts once
+    cdsw.spark.driver.allowed.networks lists them, while a listed host connects. An engine still
+    reaches ports in that range on other hosts (Impala's 21050)."""
+    import secrets as _secrets
+
+    from cdsw_agent.orchestrators import Port, WorkloadSpec
+    from cdsw_agent.sessions.monitor import manager_for
+
+    h1 = master.host
+    h2, h3 = h1.lab.add_host("h2-%s" % _secrets.token_hex(2)), \
+        h1.lab.add_host("h3-%s" % _secrets.token_hex(2))
+    orch = manager_for(master.api.client.app.state.server).orchestrator
+    port = 20050 + _secrets.randbelow(1000) * 2
+    driver = orch.launch(WorkloadSpec(
+        name="spark-driver-" + _secrets.token_hex(3), image=engine_image, user="8536",
+        command=["/opt/cdsw/venv/bin/python", "-c", LISTENER, str(port)],
+        ports=[Port(container=port, host=port)], node="h1"))
+    impala = h2.popen([sys.executable, "-c", LISTENER, "21050"], log_name="impala.log")
+    firewall = "from cdsw_agent.roles.engine_firewall import install; install(driver_sources=%r)"
+    s = master.start()
+    try:
+        assert master.wait(s["id"], "running", "failed")["status"] == "running"
+
+        def from_host(host: Any) -> str:
+            r = host.run([sys.executable, "-c", PROBE + "print(probe(%r, %d))"
+                          % (h1.address, port)])
+            return r.stdout.strip() or r.stderr
+
+        # the driver answers an outside host (no list yet): the probe and the listener work
+        deadline = time.monotonic() + 90
+        while from_host(h2) != "open" and time.monotonic() < deadline:
+            time.sleep(1)
+        assert from_host(h2) == "open"
+
+        def from_engine() -> list:
+            code = PROBE + "print(probe(%r, %d), probe(%r, 21050))" % (h1.address, port,
+                                                                        h2.address)
+            return "".join(e.get("text", "") for e in master.execute(s["id"], code)).split()
+
+        # another engine on the node: refused; its own connection to Impala on h2: open
+        driver_port, impala_port = from_engine()
+        assert driver_port != "open", driver_port
+        assert impala_port == "open"
+
+        # the executors run on h3 only: the Docker role's rules with that list
+        r = h1.run([sys.executable, "-c", firewall % [h3.address + "/32"]])
+        assert r.returncode == 0, r.stderr
+        assert from_host(h3) == "open"
+        assert from_host(h2) != "open"
+        assert from_engine() == [driver_port, "open"]
+    finally:
+        h1.run([sys.executable, "-c", firewall % []])
+        impala.terminate()
+        orch.remove(driver.id)
+        master.client.post("/api/v1/sessions/%d/stop" % s["id"])
+        master.wait(s["id"], "stopped", "failed", timeout=60)
 
 
 def test_missing_image_fails_with_one_clear_reason(master: SwarmMaster) -> None:

@@ -334,30 +334,58 @@ def test_run_logged_failure_names_the_error_and_the_log(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- engine entrypoint
 
 
+DIGEST = "ab" * 32  # what the master passes: the SHA-256 of the token, never the token
+
+
 def test_entrypoint_builds_the_jupyter_command_from_the_environment() -> None:
-    argv, env = jupyter_command({"CDSW_ENGINE_TOKEN": "tok-123", "CDSW_ENGINE_PORT": "9000",
+    argv, env = jupyter_command({"CDSW_ENGINE_TOKEN_SHA256": DIGEST, "CDSW_ENGINE_PORT": "9000",
                                  "CDSW_ENGINE_BASE_URL": "/s/abc", "JUPYTER_TOKEN": "tok-123",
-                                 "CDSW_ENGINE_ROOT_DIR": "/home/cdsw", "HOME": "/home/cdsw-user"},
-                                "/tmp/cdsw-engine-x/token")
+                                 "CDSW_ENGINE_TOKEN": "tok-123",
+                                 "CDSW_ENGINE_ROOT_DIR": "/home/cdsw", "HOME": "/home/cdsw-user"})
     # isolated: nothing from the working directory (the project) is importable at start
     assert argv[1:4] == ["-I", "-m", "cdsw_agent.engine.server"]
     assert "--port=9000" in argv and "--ServerApp.base_url=/s/abc/" in argv
     assert "--ServerApp.root_dir=/home/cdsw" in argv and "--ip=0.0.0.0" in argv
-    assert not any("tok-123" in a for a in argv)
-    # the token reaches the server in a file only: kernels and terminals inherit this env
+    assert not any("tok-123" in a or DIGEST in a for a in argv)
+    # a token given anyway (a project variable, a hand-run image) never reaches the server
     assert "tok-123" not in env.values() and "CDSW_ENGINE_TOKEN" not in env
-    assert env["CDSW_ENGINE_TOKEN_FILE"] == "/tmp/cdsw-engine-x/token"
+    assert "JUPYTER_TOKEN" not in env
+    # the digest does; the server takes it out of os.environ before any kernel starts
+    assert env["CDSW_ENGINE_TOKEN_SHA256"] == DIGEST
 
 
-def test_entrypoint_token_file_is_private_and_read_once() -> None:
-    from cdsw_agent.engine.entrypoint import write_token
-    from cdsw_agent.engine.server import read_token
+def test_engine_accepts_the_token_whose_digest_it_holds_and_nothing_else() -> None:
+    import asyncio
 
-    path = write_token("tok-456")
-    assert os.stat(path).st_mode & 0o777 == 0o600
-    assert os.stat(os.path.dirname(path)).st_mode & 0o777 == 0o700
-    assert read_token(path) == "tok-456"
-    assert not os.path.exists(path) and not os.path.exists(os.path.dirname(path))
+    from cdsw_agent.engine.entrypoint import token_digest
+    from cdsw_agent.engine.server import USER, EngineIdentityProvider
+
+    provider = EngineIdentityProvider()
+    provider.digest = token_digest("tok-789")
+
+    def ask(header: str) -> Any:
+        handler = mock.Mock()
+        handler.request.headers = {"Authorization": header} if header else {}
+        return asyncio.run(provider.get_user_token(handler))
+
+    assert ask("token tok-789") is USER
+    assert ask("token " + token_digest("tok-789")) is None  # the digest opens nothing
+    assert ask("token tok-78") is None and ask("") is None
+    assert provider.token == ""  # nothing a page could embed
+
+
+def test_engine_server_makes_itself_undumpable() -> None:
+    """Kernels run as the same user: without this they could read the server's memory."""
+    import subprocess
+
+    code = ("from cdsw_agent.engine.server import make_undumpable\n"
+            "import ctypes; libc = ctypes.CDLL(None)\n"
+            "print(libc.prctl(3, 0, 0, 0, 0))\n"  # PR_GET_DUMPABLE
+            "make_undumpable()\n"
+            "print(libc.prctl(3, 0, 0, 0, 0))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["1", "0"], out
 
 
 def test_engine_kernels_start_isolated() -> None:
@@ -378,10 +406,12 @@ def test_engine_kernel_adds_user_paths_after_the_image_packages() -> None:
 
 
 @pytest.mark.parametrize("env,message", [
-    ({}, "CDSW_ENGINE_TOKEN is not set"),
-    ({"CDSW_ENGINE_TOKEN": "t", "CDSW_ENGINE_PORT": "http"}, "not a port number"),
-    ({"CDSW_ENGINE_TOKEN": "t", "CDSW_ENGINE_PORT": "70000"}, "not a port number"),
-    ({"CDSW_ENGINE_TOKEN": "t", "CDSW_ENGINE_BASE_URL": "x/"}, "must start with /"),
+    ({}, "CDSW_ENGINE_TOKEN_SHA256 is not set"),
+    ({"CDSW_ENGINE_TOKEN": "tok-123"}, "CDSW_ENGINE_TOKEN_SHA256 is not set"),
+    ({"CDSW_ENGINE_TOKEN_SHA256": "tok-123"}, "not a SHA-256 in hex"),
+    ({"CDSW_ENGINE_TOKEN_SHA256": DIGEST, "CDSW_ENGINE_PORT": "http"}, "not a port number"),
+    ({"CDSW_ENGINE_TOKEN_SHA256": DIGEST, "CDSW_ENGINE_PORT": "70000"}, "not a port number"),
+    ({"CDSW_ENGINE_TOKEN_SHA256": DIGEST, "CDSW_ENGINE_BASE_URL": "x/"}, "must start with /"),
 ])
 def test_entrypoint_refuses_bad_environments(env: Dict[str, str], message: str) -> None:
     with pytest.raises(EntrypointError, match=message):
