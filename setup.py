@@ -65,7 +65,9 @@ setup(
                  # JupyterLab through the engine origin, in Chromium (tests/browser)
                  "jupyterlab>=4",
                  # the MLflow client against /mlflow (tests/integration/test_mlflow_tracking.py)
-                 "mlflow-skinny>=2.10"] + LOCAL_ENGINE,
+                 "mlflow-skinny>=2.10",
+                 # decodes monitoring/grafana/*.json (tests/integration/test_dashboards.py)
+                 "grafana-foundation-sdk; python_version >= '3.11'"] + LOCAL_ENGINE,
         # scripts/cm_deploy.py talks to Cloudera Manager through Cloudera's API client
         "deploy": ["cm-client>=45.0.4"],
         "dev": ["pytest>=7", "pytest-timeout>=2.2", "httpx>=0.25", "schemathesis>=3.30",

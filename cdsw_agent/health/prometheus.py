@@ -34,24 +34,53 @@ def _number(value: float) -> str:
     return repr(int(value)) if float(value).is_integer() else repr(float(value))
 
 
+# (sample name suffix, labels, value); a gauge's or counter's suffix is ""
+Series = Tuple[str, Labels, float]
+DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
 class Exposition:
-    """Collects gauges and renders them; each metric's HELP and TYPE appear once."""
+    """Collects gauges, counters and histograms and renders them; each metric's HELP and TYPE
+    appear once."""
 
     def __init__(self) -> None:
-        self._metrics: Dict[str, Tuple[str, List[Sample]]] = {}
+        self._metrics: Dict[str, Tuple[str, str, List[Series]]] = {}
+
+    def _add(self, name: str, kind: str, help_text: str, series: Iterable[Series]) -> None:
+        self._metrics.setdefault(name, (kind, help_text, []))[2].extend(series)
 
     def gauge(self, name: str, help_text: str, samples: Iterable[Sample]) -> None:
-        self._metrics.setdefault(name, (help_text, []))[1].extend(samples)
+        self._add(name, "gauge", help_text, (("", labels, v) for labels, v in samples))
+
+    def counter(self, name: str, help_text: str, samples: Iterable[Sample]) -> None:
+        """`name` ends in _total, as Prometheus' naming rules ask of counters."""
+        self._add(name, "counter", help_text, (("", labels, v) for labels, v in samples))
+
+    def histogram(self, name: str, help_text: str,
+                  samples: Iterable[Tuple[Labels, Sequence[Tuple[float, float]], float, float]]
+                  ) -> None:
+        """samples: (labels, [(upper bound, cumulative count)], sum, count); +Inf is added."""
+        series: List[Series] = []
+        for labels, buckets, total, count in samples:
+            for bound, cumulative in buckets:
+                series.append(("_bucket", dict(labels, le=_number(bound)), cumulative))
+            series.append(("_bucket", dict(labels, le="+Inf"), count))
+            series.append(("_sum", labels, total))
+            series.append(("_count", labels, count))
+        self._add(name, "histogram", help_text, series)
+
+    def names(self) -> List[str]:
+        return list(self._metrics)
 
     def render(self) -> str:
         out: List[str] = []
-        for name, (help_text, samples) in self._metrics.items():
+        for name, (kind, help_text, series) in self._metrics.items():
             out.append("# HELP %s %s" % (name, help_text.replace("\\", "\\\\").replace("\n", " ")))
-            out.append("# TYPE %s gauge" % name)
-            for labels, value in samples:
+            out.append("# TYPE %s %s" % (name, kind))
+            for suffix, labels, value in series:
                 label_text = ",".join('%s="%s"' % (k, _escape(str(v))) for k, v in labels.items())
-                out.append("%s%s %s" % (name, "{%s}" % label_text if label_text else "",
-                                        _number(value)))
+                out.append("%s%s%s %s" % (name, suffix, "{%s}" % label_text if label_text else "",
+                                          _number(value)))
         return "\n".join(out) + "\n"
 
 
@@ -104,10 +133,14 @@ def orchestrator_metrics(exp: Exposition, orchestrator: Optional[Any]) -> None:
                   [({}, float(sum(getattr(n, attr, 0) or 0 for n in ready)))])
 
 
-def render(results: Sequence[CheckResult], orchestrator: Optional[Any] = None) -> str:
+def collect(results: Sequence[CheckResult], orchestrator: Optional[Any] = None) -> Exposition:
     exp = Exposition()
     exp.gauge("cdsw_up", "1 while the CDSW master serves requests.", [({}, 1)])
     exp.gauge("cdsw_info", "Version of the running workbench.", [({"version": __version__}, 1)])
     health_metrics(exp, results)
     orchestrator_metrics(exp, orchestrator)
-    return exp.render()
+    return exp
+
+
+def render(results: Sequence[CheckResult], orchestrator: Optional[Any] = None) -> str:
+    return collect(results, orchestrator).render()

@@ -13,7 +13,7 @@ from .. import __version__
 from ..models import service as model_service
 from ..settings import Settings
 from ..store.db import Database
-from . import engine_access, errors
+from . import engine_access, errors, request_metrics
 from . import scheduler as job_scheduler
 from .routes.model_endpoint import ModelFrontDoor
 from .state import ServerState
@@ -112,6 +112,7 @@ def create_app(settings: Settings, db: Optional[Database] = None) -> FastAPI:
     # innermost first: POST /model is answered before FastAPI's router (routes/model_endpoint)
     app.add_middleware(ModelFrontDoor)
     app.add_middleware(SecurityHeaders, hsts=settings.tls_enable)
+    request_metrics.install(app)  # times every request for /metrics
     engine_access.install(app, settings)  # engine content on its own origin
     for name in API_ROUTERS:
         app.include_router(importlib.import_module("cdsw_agent.server.routes." + name).router,

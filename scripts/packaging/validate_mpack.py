@@ -334,6 +334,61 @@ def check_service_files(pack: Pack, rel: str, problems: Problems) -> None:
                              "keys are ROLE-COMMAND and values lists of ROLE-COMMAND")
     if pack.path(rel + "/kerberos.json").exists():
         check_kerberos(pack, rel, problems)
+    if pack.path(rel + "/metrics.json").exists():
+        check_metrics_widgets(pack, rel, problems)
+
+
+def check_metrics_widgets(pack: Pack, rel: str, problems: Problems) -> None:
+    """metrics.json: {COMPONENT: {"Component": [{"type", "metrics": {"default": {path:
+    {"metric", "pointInTime", "temporal"}}}}]}} for components of the service; widgets.json:
+    layouts whose widgets' metrics name a metric_path metrics.json defines, with that metric
+    name, and whose values use only those names."""
+    name = rel + "/metrics.json"
+    metrics = pack.read_json(name, problems)
+    if not isinstance(metrics, dict):
+        return
+    meta = pack.read_xml(rel + "/metainfo.xml", Problems()) \
+        if pack.path(rel + "/metainfo.xml").exists() else None
+    components = {_text(c, "name") for c in meta.iter("component")} if meta is not None else None
+    paths: Dict[Tuple[str, str], str] = {}
+    for comp, spec in metrics.items():
+        if components is not None and comp not in components:
+            problems.add(name, comp, "no such component in metainfo.xml")
+        for i, kind in enumerate((spec or {}).get("Component") or []):
+            if kind.get("type") not in ("ganglia", "jmx"):
+                problems.add(name, "%s.Component[%d].type" % (comp, i), "must be ganglia "
+                             "(Ambari Metrics) or jmx")
+            for path, m in ((kind.get("metrics") or {}).get("default") or {}).items():
+                if not path.startswith("metrics/") or not m.get("metric"):
+                    problems.add(name, "%s.%s" % (comp, path), "needs a metrics/ path and a "
+                                 "metric name")
+                paths[(comp, path)] = m.get("metric", "")
+    wname = rel + "/widgets.json"
+    if not pack.path(wname).exists():
+        return
+    widgets = pack.read_json(wname, problems) or {}
+    for layout in widgets.get("layouts") or []:
+        for widget in layout.get("widgetLayoutInfo") or []:
+            where = "layouts[%s].%s" % (layout.get("layout_name"), widget.get("widget_name"))
+            if widget.get("widget_type") not in ("GRAPH", "GAUGE", "NUMBER", "TEMPLATE",
+                                                 "HEATMAP"):
+                problems.add(wname, where + ".widget_type", "unknown widget type")
+            names = set()
+            for m in widget.get("metrics") or []:
+                key = (m.get("component_name"), m.get("metric_path"))
+                if key not in paths:
+                    problems.add(wname, where, "metric_path %s of %s is not in metrics.json"
+                                 % (key[1], key[0]))
+                elif paths[key] != m.get("name"):
+                    problems.add(wname, where, "metric %s is %s in metrics.json"
+                                 % (m.get("name"), paths[key]))
+                names.add(m.get("name"))
+            for v in widget.get("values") or []:
+                for var in re.findall(r"[A-Za-z_][\w.]*", re.sub(r"^\$\{|\}$", "",
+                                                                   str(v.get("value", "")))):
+                    if var not in names:
+                        problems.add(wname, where + ".values", "%s is not one of the widget's "
+                                     "metrics" % var)
 
 
 # config types every Ambari stack has, which a service's kerberos.json may refer to

@@ -160,3 +160,19 @@ def test_kerberos_json_must_write_into_properties_the_service_has(tmp_path, entr
             "config types nor an Ambari Kerberos variable" % (rel, where)) in problems
     assert ("%s: services[0].components[1].name: no component 'CDSW_GATEWAY' in metainfo.xml"
             % rel) in problems
+
+
+def test_widgets_must_name_metrics_that_metrics_json_defines(tmp_path, entries):
+    key = _key(entries, "/widgets.json")
+    widgets = json.loads(entries[key][0])
+    first = widgets["layouts"][0]["widgetLayoutInfo"][0]
+    first["metrics"][0]["metric_path"] = "metrics/cdsw/nope"
+    first["values"][0]["value"] = "${cdsw_unknown}"
+    entries[key] = (json.dumps(widgets).encode(), False)
+    rel = key.split("/", 1)[1]
+    problems = validate_mpack(_write(tmp_path, entries))
+    where = "layouts[default_cdsw_dashboard].Master Up"
+    assert ("%s: %s: metric_path metrics/cdsw/nope of CDSW_MASTER is not in metrics.json"
+            % (rel, where)) in problems, problems
+    assert ("%s: %s.values: cdsw_unknown is not one of the widget's metrics"
+            % (rel, where)) in problems

@@ -218,18 +218,30 @@ def _mdl(version="1.0"):
     return json.loads(text.replace("@CDSW_VERSION@", version))
 
 
-def test_mdl_names_the_masters_prometheus_metrics(sdl):
+def test_mdl_names_the_masters_prometheus_metrics(sdl, tmp_path):
     """service.mdl: the master's metrics for CM's charts; each one's context is the Prometheus
-    query on the master's /metrics it stands for, and that metric family is exposed."""
+    query on the master's /metrics it stands for, and that metric family is exposed (by a
+    master app on an empty database; tests/integration/test_dashboards.py scrapes a busy one)."""
     import re as re_mod
     from types import SimpleNamespace
 
-    from cdsw_agent.health import prometheus
+    from fastapi.testclient import TestClient
+
+    from cdsw_agent.server.app import create_app
+    from cdsw_agent.store.db import Database
+    from tests.conftest import make_settings
 
     mdl = _mdl()
     assert validate_sdl.validate_mdl(mdl, sdl) == []
-    orchestrator = SimpleNamespace(name="swarm", nodes=lambda: [], list=lambda: [])
-    exposed = set(re_mod.findall(r"^# TYPE (\S+) ", prometheus.render([], orchestrator), re_mod.M))
+    settings = make_settings(tmp_path / "data")
+    db = Database(settings.database_url)
+    db.upgrade()
+    app = create_app(settings, db)
+    app.state.server.extras["orchestrator"] = SimpleNamespace(name="swarm", nodes=lambda: [],
+                                                              list=lambda: [])
+    text = TestClient(app, client=("127.0.0.1", 40000)).get("/metrics").text
+    db.engine.dispose()
+    exposed = set(re_mod.findall(r"^# TYPE (\S+) ", text, re_mod.M))
     master = next(r for r in mdl["roles"] if r["name"] == "CDSW_MASTER")["metricDefinitions"]
     assert len(master) >= 9
     for metric in master:

@@ -1,4 +1,6 @@
-"""/metrics: Prometheus exposition of health checks, nodes, workloads and capacity.
+"""/metrics: Prometheus exposition of health checks, nodes, workloads and capacity, and the
+workbench's own state (sessions, jobs, models, storage, database, request latency:
+server/workbench_metrics.py, server/request_metrics.py).
 
 Anonymous scrapes are allowed from loopback only (a Prometheus agent on the master host, or an
 SSH tunnel); from anywhere else the caller must be a site administrator (an API key works).
@@ -14,6 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse
 
 from ...health import REGISTRY, CheckResult, prometheus
+from .. import workbench_metrics
 from ..deps import get_state
 from ..permissions import Access, require
 from ..state import ServerState
@@ -41,5 +44,6 @@ def _health(state: ServerState) -> List[CheckResult]:
 @router.get("/metrics", response_class=PlainTextResponse)
 def metrics(request: Request, access: Access = require("metrics.read"),
             state: ServerState = Depends(get_state)) -> PlainTextResponse:
-    body = prometheus.render(_health(state), state.extras.get("orchestrator"))
-    return PlainTextResponse(body, media_type=prometheus.CONTENT_TYPE)
+    exp = prometheus.collect(_health(state), state.extras.get("orchestrator"))
+    workbench_metrics.collect(exp, state)
+    return PlainTextResponse(exp.render(), media_type=prometheus.CONTENT_TYPE)
