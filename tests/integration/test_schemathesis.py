@@ -49,8 +49,10 @@ from cdsw_agent.server.routes.site_settings import SITE_SETTINGS
 from cdsw_agent.store.jobs_models import Job, JobRun
 from cdsw_agent.store.models_models import Model
 from cdsw_agent.store.sessions_models import EngineSession
-from cdsw_agent.store.models import (ApiKey, Collaborator, EngineImage, EngineProfile, EnvVar,
-                                     Project, SiteSetting, Team, TeamMember, User, utcnow)
+from cdsw_agent.store.models import (ApiKey, Cluster, ClusterGrant, Collaborator, EngineImage,
+                                     EngineProfile, EnvVar, Project, SiteSetting, Team, TeamMember,
+                                     User, utcnow)
+from cdsw_agent.store.promotions_models import Promotion
 
 from ..conftest import build_api, make_settings
 
@@ -128,6 +130,13 @@ class Target:
                 session=s.scalar(select(EngineSession.id).where(
                     EngineSession.id == ids.get("session", 0),
                     EngineSession.project_id == pid)) is not None,
+                cluster=s.get(Cluster, ids.get("cluster", 0)) is not None,
+                grant=s.scalar(select(ClusterGrant.id).where(
+                    ClusterGrant.id == ids.get("grant", 0),
+                    ClusterGrant.cluster_id == ids.get("cluster", 0))) is not None,
+                promotion=s.scalar(select(Promotion.id).where(
+                    Promotion.id == ids.get("promotion", 0),
+                    Promotion.target_project_id == pid)) is not None,
             )
         n = next(_numbers)  # fresh names: the fuzzer may have taken the old ones
         if not have["team"]:
@@ -188,6 +197,21 @@ class Target:
         if not have["spare_key"]:
             ids["spare_key"] = _ok(c.post("/api/v1/account/api-keys",
                                           json={"name": "spare-%d" % n}), 201)["id"]
+        if not have["cluster"]:  # a second cluster, open to all
+            ids["cluster"] = _ok(c.post("/api/v1/clusters", json={
+                "name": "SEED%d" % n, "requires_grant": False}), 201)["id"]
+            have.update(grant=False, promotion=False)
+        if not have["grant"]:
+            grants = _ok(c.post("/api/v1/clusters/%d/grants" % ids["cluster"],
+                                json={"username": "seed-member"}), 201)["grants"]
+            ids["grant"] = next(g["id"] for g in grants if g["grantee"] == "user seed-member")
+        if not have["promotion"]:  # from a project on that cluster to the seeded project
+            cluster = _ok(c.get("/api/v1/clusters/%d" % ids["cluster"]), 200)["name"]
+            source = _ok(c.post("/api/v1/projects", json={"name": "Seed source %d" % n}), 201)
+            _ok(c.put("/api/v1/projects/%d/cluster" % source["id"], json={"cluster": cluster}),
+                200)
+            ids["promotion"] = _ok(c.post("/api/v1/projects/%d/promotions" % source["id"], json={
+                "target_project_id": ids["project"]}), 201)["id"]
 
     def existing(self, name: str, pick: int) -> Any:
         """The value of a seeded object for a path parameter, by parameter name."""
@@ -203,6 +227,9 @@ class Target:
             "run_id": ids["run"],
             "model_id": ids["model"],
             "session_id": ids["session"],
+            "cluster_id": ids["cluster"],
+            "grant_id": ids["grant"],
+            "promotion_id": ids["promotion"],
             "name": "EXISTING",
         }.get(name)
 
