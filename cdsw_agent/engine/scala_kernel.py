@@ -76,6 +76,7 @@ class ScalaKernel(Kernel):
                     "payload": [], "user_expressions": {}}
         running = self._pool.submit(interp.interpret, code)
         interrupted = False
+        next_cancel = 0.0
         pending = ""
         while True:
             try:
@@ -83,11 +84,14 @@ class ScalaKernel(Kernel):
                 break
             except KeyboardInterrupt:
                 interrupted = True
-                interp.cancel_spark_jobs()
             except Exception as e:  # noqa: BLE001 - the gateway broke: said as the cell's error
                 if running.done():
                     status, echo = "Error", "%s: %s" % (type(e).__name__, e)
                     break
+            if interrupted and time.monotonic() >= next_cancel:
+                # again every second: a job the code starts after the interrupt is cancelled too
+                interp.cancel_spark_jobs()
+                next_cancel = time.monotonic() + 1.0
             pending = self._drain(interp, pending, silent)
         marker = interp.flush_marker()
         self._drain(interp, pending, silent, until=marker)

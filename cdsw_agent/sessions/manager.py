@@ -35,7 +35,7 @@ from ..store.sessions_models import ACTIVE_STATUSES, KERNELS, EngineSession
 from ..workloads import KIND_LABEL, EngineError
 from . import engine_client, transcript
 from .engine_client import Endpoint, EngineUnavailable
-from .launch import (SessionLaunchError, base_path, choose_image, kernelspec_for,
+from .launch import (SessionLaunchError, base_path, choose_image, kernelspec_for, local_kernels,
                      node_address, session_spec)
 from .secret import engine_token
 from .transcript import session_dir
@@ -128,7 +128,8 @@ class SessionManager:
                 raise SessionLaunchError(422, "invalid request: profile_id: no engine profile "
                                               "%d" % profile_id)
             image = choose_image(s, image_id, project)
-            kernelspec = kernelspec_for(kernel, image)
+            kernelspec = kernelspec_for(kernel, image, local_kernels(self.settings)
+                                        if self.orchestrator.name == "local" else ("python3",))
             now = self.clock()
             session = EngineSession(
                 project_id=project.id, user_id=user.id, name="session-new-" + secrets.token_hex(8),

@@ -4,6 +4,7 @@ and leaves a screenshot in test-artifacts/ when a step fails."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -12,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, List, Pattern
+from typing import Any, Dict, Iterator, List, Optional, Pattern
 
 import pytest
 import requests
@@ -40,15 +41,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(tmp: Path, engine_origin: str = "port") -> Iterator[Server]:
+def start_server(tmp: Path, engine_origin: str = "port",
+                 settings: Optional[Dict[str, Any]] = None) -> Iterator[Server]:
     """The workbench in its own process; engine_origin "subdomain" serves it at
-    localhost (Chromium resolves every *.localhost to loopback) with a host per session."""
+    localhost (Chromium resolves every *.localhost to loopback) with a host per session;
+    settings: more settings for it (JSON values)."""
     port, engine_port = _free_port(), _free_port()
     log = tmp / "server.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDSW_")}
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "tests.browser.server", str(tmp / "data"),
-                                 str(port), str(engine_port), engine_origin], cwd=str(ROOT),
+                                 str(port), str(engine_port), engine_origin,
+                                 json.dumps(settings or {})], cwd=str(ROOT),
                                 env=env, stdout=out, stderr=subprocess.STDOUT)
     host = "localhost" if engine_origin == "subdomain" else "127.0.0.1"
     url = "http://%s:%d" % (host, port)

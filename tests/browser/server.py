@@ -1,12 +1,13 @@
 """The workbench as the browser tests see it: a real uvicorn serving the app on loopback, in its
 own process, with the local orchestrator for jobs, sessions, experiments and models (engines
 are processes). Run as
-`python -m tests.browser.server DATA_DIR PORT ENGINE_PORT [port|subdomain]` (engine content on
-the engine port, or on a host per session under localhost); it creates the test users, then
-serves, and removes every engine it started when it stops."""
+`python -m tests.browser.server DATA_DIR PORT ENGINE_PORT [port|subdomain [SETTINGS_JSON]]`
+(engine content on the engine port, or on a host per session under localhost; more settings as
+JSON); it creates the test users, then serves, and removes every engine it started when it stops."""
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 from pathlib import Path
@@ -23,10 +24,11 @@ from ..conftest import PASSWORD, make_settings
 USERS = (("admin", True), ("alice", False))  # a site administrator and a data scientist
 
 
-def main(data_dir: str, port: int, engine_port: int, engine_origin: str = "port") -> None:
+def main(data_dir: str, port: int, engine_port: int, engine_origin: str = "port",
+         more_settings: str = "{}") -> None:
     settings = make_settings(Path(data_dir), http_port=port, bind_address="127.0.0.1",
                              engine_port=engine_port, engine_origin=engine_origin,
-                             domain="localhost")
+                             domain="localhost", **json.loads(more_settings))
     db = Database(settings.database_url)
     db.upgrade()
     passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib)
@@ -47,4 +49,4 @@ def main(data_dir: str, port: int, engine_port: int, engine_origin: str = "port"
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:5])
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:6])
