@@ -60,6 +60,10 @@ BASE_REQUIREMENTS: Tuple[str, ...] = (
     # interactive plots offline: the console draws the figures (application/vnd.plotly.v1+json)
     # with plotly.js 4.1.1 from the workbench (web/package.json pins the same version)
     "plotly==7.1.0",
+    # `import mlflow` tracks into the workbench's /mlflow with no setup: engines get
+    # MLFLOW_TRACKING_URI, a short-lived token and the project's experiment
+    # (experiments/mlflow_engine.py); the client only, no MLflow server
+    "mlflow-skinny==3.18.0",
 )
 JUPYTERLAB_REQUIREMENTS: Tuple[str, ...] = ("jupyterlab==4.6.6",)
 
@@ -117,7 +121,7 @@ class Recipe:
     def python_imports(self) -> List[str]:
         """Modules a finished image must import (checked before it is imported into Docker)."""
         mods = ["jupyter_server", "ipykernel", "terminado", "pandas", "matplotlib", "plotly",
-                "cdsw_agent.engine",
+                "mlflow", "cdsw_agent.engine",
                 "cdsw"]
         return mods + (["jupyterlab"] if self.with_jupyterlab else [])
 

@@ -10,6 +10,7 @@ API lists, compares and serves them; a run over its profile's memory ends as out
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -29,7 +30,7 @@ from .netns import Lab, available, docker_env, start_docker_role, wait_for
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(900)]
 
 CDSW = str(Path(sys.executable).with_name("cdsw"))
-PORT = 18643
+PORT = 14643  # outside the engine ports (roles/engine_firewall.py), which engines cannot reach
 ADMIN, PASSWORD = "admin-exp", "pw-" + os.urandom(6).hex()
 FINAL = ("succeeded", "failed", "timed_out", "stopped", "lost")
 
@@ -156,3 +157,48 @@ def test_experiments_track_metrics_inside_containers(master: Dict[str, Any]) -> 
         "killed by SIGKILL (out of memory: the engine used more than its 128 MiB profile; "
         "choose a larger profile)")), done
     assert "survived" not in ok(http.get("%s/%d/log" % (base, oom["id"])), 200).text
+
+
+TRACK_WITH_MLFLOW = """\
+import os
+import mlflow  # from the engine image; nothing about MLflow is configured by the script
+
+with mlflow.start_run() as run:
+    mlflow.log_param("alpha", "0.5")
+    for step in range(3):
+        mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
+    mlflow.set_tag("engine", "container" if os.path.exists("/.dockerenv") else "process")
+print("mlflow", mlflow.__version__, "run", run.info.run_id, "into", os.environ["MLFLOW_EXPERIMENT_NAME"])
+"""
+
+
+def test_mlflow_client_tracks_from_inside_a_container(master: Dict[str, Any]) -> None:
+    """The engine image's own `mlflow` client, in a container on the swarm, logs into the
+    workbench's /mlflow with what the engine was given (tracking URI, token, experiment)."""
+    url, http = master["url"], master["http"]
+    repository, tag = master["image"].rsplit(":", 1)
+    images = ok(http.get(url + "/api/v1/engine-images"), 200)
+    if not any(i["repository"] == repository and i["tag"] == tag for i in images):
+        ok(http.post(url + "/api/v1/engine-images", json={"repository": repository, "tag": tag,
+                                                          "is_default": True}), 201)
+    project = ok(http.post(url + "/api/v1/projects", json={"name": "mlflow in engines"}), 201)
+    files = url + "/api/v1/projects/%d/files/content" % project["id"]
+    ok(http.put(files, json={"path": "track.py", "content": TRACK_WITH_MLFLOW}), 200)
+    # through bash: the image's python3 (first on PATH) runs the script as a plain process
+    ok(http.put(files, json={"path": "track.sh", "content": "exec python3 track.py\n"}), 200)
+    base = url + "/api/v1/projects/%d/experiments" % project["id"]
+    script_run = ok(http.post(base, json={"script": "track.sh"}), 201)
+    done = wait_final(http, "%s/%d" % (base, script_run["id"]))
+    log = ok(http.get("%s/%d/log" % (base, script_run["id"])), 200).text
+    print(log.strip())
+    assert done["status"] == "succeeded", (done, log)
+    said = re.search(r"^mlflow \S+ run (\d+) into (\S+)$", log, re.M)
+    assert said and said.group(2) == "%s/%s" % (ADMIN, project["slug"]), log
+    mlflow_id = int(said.group(1))
+    tracked = ok(http.get("%s/%d" % (base, mlflow_id)), 200)
+    assert tracked["tracker"] == "mlflow", tracked
+    assert tracked["launched_by"] == ADMIN
+    assert tracked["metric_steps"] == {"loss": [[0, 1.0], [1, 0.5], [2, 1.0 / 3]]}, tracked
+    assert tracked["status"] == "succeeded"
+    listed = {r["id"] for r in ok(http.get(base), 200)}
+    assert {script_run["id"], mlflow_id} <= listed  # beside the script's own run
