@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path, PurePosixPath
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from sqlalchemy.orm import Session
 
@@ -23,6 +23,18 @@ from ..workloads.oneshot import LaunchError  # noqa: F401  (raised here, caught 
 INTERPRETERS = {".py": "python3", ".r": "Rscript", ".sh": "bash"}
 RUN_LABEL = "io.cdsw.job-run"
 RUNNER_VARIABLE = "CDSW_JOB_RUNNER"  # "python": plain `python3 script.py`, no kernel
+# `python -I -c KERNEL_RUNNER SCRIPT ARGS...`: engine/job.py, or plain python in an image built
+# by a version of CDSW before it (an upgraded master keeps using the images it had)
+KERNEL_RUNNER = (
+    "import os, sys\n"
+    "try:\n"
+    "    from cdsw_agent.engine.job import main\n"
+    "except ImportError:\n"
+    "    sys.stderr.write('cdsw job: this engine image cannot run jobs in a kernel (built by an "
+    "older CDSW); the script runs with plain python, without display(); rebuild the image with "
+    "`cdsw images build`\\n')\n"
+    "    os.execvp('python3', ['python3'] + sys.argv[1:])\n"
+    "main(sys.argv[1:])\n")
 
 
 def check_script_path(script: str) -> str:
@@ -62,13 +74,14 @@ def in_kernel(job: Job) -> bool:
         and str((job.env or {}).get(RUNNER_VARIABLE, "")).strip().lower() != "python"
 
 
-def command(job: Job, python: str = VENV + "/bin/python") -> List[str]:
-    """The run's command line; `python` is the engine's interpreter (the image's virtualenv, or
-    the master's own with the local backend)."""
+def command(job: Job, python: Optional[str] = None) -> List[str]:
+    """The run's command line. With `python`, the engine's interpreter (the image's virtualenv,
+    or the master's own with the local backend), a Python job runs in the kernel; without it
+    (experiments) the script runs with its plain interpreter."""
     args = parse_arguments(job.arguments)
-    if in_kernel(job):
+    if python is not None and in_kernel(job):
         # -I: nothing from the project runs before the kernel (engine/kernel.py)
-        return [python, "-I", "-m", "cdsw_agent.engine.job", job.script] + args
+        return [python, "-I", "-c", KERNEL_RUNNER, job.script] + args
     suffix = PurePosixPath(job.script).suffix.lower()
     return [INTERPRETERS[suffix], job.script] + args
 

@@ -78,9 +78,12 @@ def job(script: str, env: dict = None) -> SimpleNamespace:  # type: ignore[assig
 
 def test_python_jobs_run_in_the_kernel_unless_asked_for_plain_python() -> None:
     assert launch.command(job("etl.py"), "/venv/bin/python") == [
-        "/venv/bin/python", "-I", "-m", "cdsw_agent.engine.job", "etl.py", "--day", "to day"]
-    assert launch.command(job("etl.py", {"CDSW_JOB_RUNNER": "python"})) == [
+        "/venv/bin/python", "-I", "-c", launch.KERNEL_RUNNER, "etl.py", "--day", "to day"]
+    assert launch.command(job("etl.py", {"CDSW_JOB_RUNNER": "python"}), "/venv/bin/python") == [
         "python3", "etl.py", "--day", "to day"]
+    # experiments share the command line without an interpreter: plain python, no kernel
+    run = SimpleNamespace(script="fit.py", arguments="--alpha 0.5")
+    assert launch.command(run) == ["python3", "fit.py", "--alpha", "0.5"]  # type: ignore[arg-type]
     assert launch.command(job("etl.R"))[:2] == ["Rscript", "etl.R"]
 
 
@@ -154,3 +157,21 @@ def test_a_stopped_job_takes_its_kernel_with_it(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_an_image_from_before_the_kernel_runner_runs_the_script_with_plain_python(tmp_path: Path) -> None:
+    """An upgraded master still uses the images it had: the Debian python3 here has no
+    cdsw_agent, like an image built by an older version."""
+    import subprocess
+
+    (tmp_path / "hello.py").write_text("import sys\nprint('hello', sys.argv[1:])\n")
+    r = subprocess.run(["/usr/bin/python3", "-I", "-c", launch.KERNEL_RUNNER, "hello.py", "a b"],
+                       cwd=str(tmp_path), capture_output=True, text=True, timeout=60,
+                       env={"PATH": "/usr/bin:/bin"})
+    assert (r.returncode, r.stdout) == (0, "hello ['a b']\n"), r.stderr
+    assert "rebuild the image with `cdsw images build`" in r.stderr
+    # and where the runner is there, the same command line runs the kernel
+    r = subprocess.run([sys.executable, "-I", "-c", launch.KERNEL_RUNNER, "hello.py", "a b"],
+                       cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
+    assert (r.returncode, r.stdout) == (0, "hello ['a b']\n"), r.stderr
+    assert "rebuild" not in r.stderr
