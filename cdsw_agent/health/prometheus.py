@@ -72,6 +72,10 @@ class Exposition:
     def names(self) -> List[str]:
         return list(self._metrics)
 
+    def families(self) -> List[Tuple[str, str, List[Series]]]:
+        """(name, kind, series) of every metric, in the order they were added."""
+        return [(name, kind, list(series)) for name, (kind, _, series) in self._metrics.items()]
+
     def render(self) -> str:
         out: List[str] = []
         for name, (kind, help_text, series) in self._metrics.items():

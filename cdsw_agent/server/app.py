@@ -13,7 +13,7 @@ from .. import __version__
 from ..models import service as model_service
 from ..settings import Settings
 from ..store.db import Database
-from . import engine_access, errors, request_metrics
+from . import ams_push, engine_access, errors, request_metrics
 from . import scheduler as job_scheduler
 from .routes.model_endpoint import ModelFrontDoor
 from .state import ServerState
@@ -64,9 +64,11 @@ class SecurityHeaders:
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # the job scheduler runs in the master process (one master per workbench)
     job_scheduler.start(app.state.server)
+    ams_push.start(app.state.server)  # to Ambari Metrics, when a collector is configured
     try:
         yield
     finally:
+        ams_push.stop(app.state.server)
         job_scheduler.stop(app.state.server)
         models = app.state.server.extras.get(model_service.SERVICE_KEY)
         if models is not None:  # the keep-alive connections to the replicas

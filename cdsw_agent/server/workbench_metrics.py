@@ -14,11 +14,13 @@ import datetime as dt
 import logging
 import shutil
 import statistics
+import threading
 import time
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from sqlalchemy import func, select
 
+from ..health import REGISTRY, CheckResult, prometheus
 from ..health.prometheus import Exposition, Sample
 from ..jobs import schedule
 from ..models import service as model_service
@@ -170,6 +172,31 @@ def storage_metrics(exp: Exposition, state: ServerState) -> None:
     exp.gauge("cdsw_storage_capacity_bytes", "Size of the file system holding the data "
               "directory (projects, database, backups).", [({}, usage.total)])
     exp.gauge("cdsw_storage_free_bytes", "Free space there.", [({}, usage.free)])
+
+
+CACHE_SECONDS = 10.0  # scrapes closer together than this reuse the last health run
+# these would make the master call itself; /metrics being answered says the same
+SELF_CHECKS = ("master_api", "clock_skew")
+_CACHE_KEY = "metrics.health"
+_lock = threading.Lock()
+
+
+def _health(state: ServerState) -> List[CheckResult]:
+    with _lock:
+        cached: Optional[Tuple[float, List[CheckResult]]] = state.extras.get(_CACHE_KEY)
+        if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
+            return cached[1]
+        names = [c.name for c in REGISTRY.select(role="master") if c.name not in SELF_CHECKS]
+        results = REGISTRY.run(state.settings, names=names)
+        state.extras[_CACHE_KEY] = (time.monotonic(), results)
+        return results
+
+
+def exposition(state: ServerState) -> Exposition:
+    """Everything /metrics answers (and the Ambari Metrics sender sends)."""
+    exp = prometheus.collect(_health(state), state.extras.get("orchestrator"))
+    collect(exp, state)
+    return exp
 
 
 def collect(exp: Exposition, state: ServerState) -> None:

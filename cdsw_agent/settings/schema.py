@@ -176,6 +176,12 @@ SETTINGS: List[Setting] = [
       "access (Cloudera Manager and Ambari create it, e.g. cdsw/HOST@REALM).", group="cluster"),
     S("kerberos_service_keytab", "str", "", "Keytab of kerberos_service_principal.",
       group="cluster"),
+    S("ams_collector_url", "str", "", "Ambari Metrics collector the master sends its metrics "
+      "to (the widgets of Ambari's CDSW page), e.g. http://ams.example.com:6188; the Ambari "
+      "scripts fill it in from the cluster's Metrics Collector when empty; empty elsewhere: "
+      "not sent.", group="cluster"),
+    S("ams_push_seconds", "int", 60, "How often the master sends its metrics to "
+      "ams_collector_url.", minimum=5, maximum=3600, group="cluster"),
     # --- project storage shared by the gateways
     S("storage_backend", "choice", "auto", "How nodes reach project files: auto (local on the master, "
       "sshfs on workers), local, sshfs or nfs.", choices=("auto", "local", "sshfs", "nfs"),

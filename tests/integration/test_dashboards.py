@@ -27,6 +27,7 @@ from typing import Any, Dict, Iterator, List, Set
 import pytest
 
 from ..conftest import build_api, make_settings
+from ..packaging.standin import StandIn
 from .test_models_api import Models, free_port, ready, start_models, stop_all, wait
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,7 +131,12 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, Any]]:
     prometheus = shutil.which("prometheus")
     assert prometheus, "install Debian's prometheus (scripts/ci/apt-packages.txt)"
     root = tmp_path_factory.mktemp("dashboards")
-    api = build_api(make_settings(root / "data"))
+    # Ambari Metrics' collector: the timeline API, answering as the collector does
+    collector = StandIn()
+    collector.route("POST", "/ws/v1/timeline/metrics", lambda req: (200, {"errors": []}))
+    collector.__enter__()
+    api = build_api(make_settings(root / "data", ams_collector_url=collector.url,
+                                  ams_push_seconds=5))
     m = start_models(api)
     proc = None
     try:
@@ -169,14 +175,18 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, Any]]:
             time.sleep(1.2)
         with urllib.request.urlopen(m.master.url + "/metrics", timeout=30) as r:
             text = r.read().decode()
+        # a push after the calls, so the collector has the model's numbers too
+        pushes = len(collector.calls("POST"))
+        wait(lambda: len(collector.calls("POST")) > pushes + 1, 30, "two more pushes to AMS")
         yield {"prometheus": url, "metrics": text, "names": exported_names(text),
-               "model": created["id"]}
+               "model": created["id"], "ams": collector.calls("POST")}
     finally:
         if proc is not None:
             proc.terminate()
             proc.wait(30)
         stop_all(m)
         api.db.engine.dispose()
+        collector.__exit__(None, None, None)
 
 
 def query(url: str, expr: str) -> List[Dict[str, Any]]:
@@ -251,3 +261,20 @@ def test_cm_charts_and_ambari_widgets_name_metrics_the_master_exports(live):
         for widget in layout["widgetLayoutInfo"]:
             for metric in widget["metrics"]:
                 assert metric["metric_path"] in exported, (widget["widget_name"], metric)
+
+
+def test_the_master_sends_the_ambari_widgets_metrics_to_ambari_metrics(live):
+    """ams_collector_url set: the master posts TimelineMetrics under app id cdsw every
+    ams_push_seconds, and every metric metrics.json (so every widget) names is among them, with
+    the value /metrics has."""
+    service = ROOT / "ambari-mpack" / "common-services" / "CDSW" / "service"
+    wanted = {spec["metric"] for kinds in json.loads((service / "metrics.json").read_text())
+              .values() for kind in kinds["Component"] for spec in kind["metrics"]["default"]
+              .values()}
+    last = live["ams"][-1].body["metrics"]
+    assert {m["appid"] for m in last} == {"cdsw"} and len({m["hostname"] for m in last}) == 1
+    sent = {m["metricname"]: list(m["metrics"].values())[0] for m in last}
+    assert wanted <= set(sent), sorted(wanted - set(sent))
+    assert sent["cdsw_up"] == 1 and sent["cdsw_nodes.ready"] == 1 and sent["cdsw_models"] == 1
+    assert sent["cdsw_model_replicas.ready"] == 1 and sent["cdsw_model_requests_total"] >= 22
+    assert not any(name.startswith("cdsw_http_request_duration_seconds") for name in sent)

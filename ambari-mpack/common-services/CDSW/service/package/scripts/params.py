@@ -57,6 +57,25 @@ def text(value):
 site_properties = dict((text(k), text(v)) for k, v in cdsw_site.items())
 start_timeout = int(cdsw_env.get("cdsw_start_timeout", 300) or 300)
 
+
+def ams_collector_url():
+    """The cluster's Ambari Metrics collector (its timeline API), or "" when there is none."""
+    hosts = default("/clusterHostInfo/metrics_collector_hosts", [])
+    if not hosts:
+        return u""
+    ams_site = config["configurations"].get("ams-site") or {}
+    address = text(ams_site.get("timeline.metrics.service.webapp.address", "0.0.0.0:6188"))
+    port = address.rsplit(":", 1)[-1] or u"6188"
+    policy = text(ams_site.get("timeline.metrics.service.http.policy", "HTTP_ONLY"))
+    scheme = u"https" if policy == u"HTTPS_ONLY" else u"http"
+    return u"{0}://{1}:{2}".format(scheme, text(sorted(hosts)[0]), port)
+
+
+# The master sends its metrics to the cluster's Metrics Collector (the CDSW page's widgets)
+# unless the admin set cdsw.ams.collector.url.
+if site_properties.get(u"cdsw.ams.collector.url", None) == u"":
+    site_properties[u"cdsw.ams.collector.url"] = ams_collector_url()
+
 # Ambari 2.7+ moved these keys; 2.6 has them under hostLevelParams.
 hostname = default("/agentLevelParams/hostname", default("/hostname", ""))
 stack_name = default("/clusterLevelParams/stack_name", default("/hostLevelParams/stack_name", ""))
