@@ -47,6 +47,7 @@ REQUIREMENTS = "requirements.txt"
 LOCAL_PACKAGES = ".cdsw-packages"  # where a local build installs requirements.txt
 BUILD_TIMEOUT_SECONDS = 3600
 IMAGE_REPOSITORY = "cdsw/model"
+EDGE_REPOSITORY = "cdsw-edge/model"  # a build's edge bundle image (bundles.py): -MODEL:bBUILD
 BUILD_LABEL = "io.cdsw.model-build"
 MODEL_LABEL = "io.cdsw.model"
 SKIPPED = frozenset((".git", "__pycache__", ".ipynb_checkpoints"))  # names, at every level
@@ -300,7 +301,8 @@ def remove_artifacts(settings: Settings, orchestrator: Optional[Orchestrator],
             (Path(settings.data_dir) / b.log_path).unlink(missing_ok=True)
         client = getattr(orchestrator, "client", None)
         if client is not None and b.artifact.startswith(IMAGE_REPOSITORY + ":"):
-            try:
-                client.images.remove(b.artifact, noprune=False)
-            except Exception as e:  # in use by a stopping replica, gone already...
-                log.info("model image %s kept: %s", b.artifact, json.dumps(str(e))[:200])
+            for ref in ("%s-%d:b%d" % (EDGE_REPOSITORY, b.model_id, b.id), b.artifact):
+                try:
+                    client.images.remove(ref, noprune=False)
+                except Exception as e:  # in use by a stopping replica, gone already...
+                    log.info("model image %s kept: %s", ref, json.dumps(str(e))[:200])

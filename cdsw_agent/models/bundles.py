@@ -40,14 +40,13 @@ from ..engine import inference_v2 as v2
 from ..images.recipe import VENV
 from ..store.models_models import Model, ModelBuild
 from . import signing
-from .builds import IMAGE_REPOSITORY, BuildError, docker_build
+from .builds import EDGE_REPOSITORY, IMAGE_REPOSITORY, BuildError, docker_build
 
 FORMAT = "cdsw-model-bundle/1"
 MANIFEST = "cdsw-bundle.json"
 SIGNATURE = "cdsw-signature.json"
 EDGE_FILE = "/opt/cdsw/edge-model.json"
 EDGE_MODULE = "cdsw_agent.engine.model_edge"
-EDGE_REPOSITORY = "cdsw-edge/model"
 PORT = 8080
 BUNDLE_LABEL = "io.cdsw.edge-bundle"
 CHUNK = 1024 * 1024
@@ -239,10 +238,8 @@ def export(s: Session, settings: Any, client: Any, model_ref: str, build_id: Opt
         save_image(client, ref, f)
         f.seek(0)
         digest = write_bundle(out, manifest, f, key)
-    try:
-        client.images.remove(ref)  # the build's image stays; this tag was only for the save
-    except docker.errors.APIError:
-        pass
+    # the tag stays (the build's cache: exporting again gives the same image id); it goes with
+    # the build (builds.remove_artifacts)
     write("bundle %s: model %s build %d, sha256 %s, signed by %s"
           % (out, model.name, build.id, digest, manifest["signed_by"]))
     return manifest
@@ -342,6 +339,10 @@ def run(path: Path, key: Any, client: Any, port: int = PORT, name: Optional[str]
         raise BundleError("Docker refused to load %s: %s" % (path, str(e.explanation or e)
                                                              .strip().splitlines()[0]))
     if loaded.id != image["id"]:  # the file changed between verify and load
+        try:  # its tag must not be left pointing at an image nobody signed
+            client.images.remove(loaded.id, force=True)
+        except docker.errors.APIError:
+            pass
         raise BundleError("Docker loaded image %s from %s, not the signed %s; do not run it"
                           % (loaded.id, path, image["id"]))
     environment = {"CDSW_MODEL_ACCESS_KEY": access_key} if access_key else {}

@@ -18,6 +18,7 @@ POST   /api/v1/projects/{project_id}/models/{model_id}/builds 401   404    403  
 GET    /api/v1/projects/{project_id}/models/{model_id}/builds 401   404    ok     ok     ok     ok     ok     ok     ok     ok     ok     ok
 GET    /api/v1/projects/{project_id}/models/{model_id}/builds/{build_id} 401 404 ok ok  ok     ok     ok     ok     ok     ok     ok     ok
 GET    /api/v1/projects/{project_id}/models/{model_id}/builds/{build_id}/log 401 404 ok ok ok   ok     ok     ok     ok     ok     ok     ok
+GET    /api/v1/projects/{project_id}/models/{model_id}/builds/{build_id}/bundle 401 404 403 403 ok ok ok ok ok ok ok ok
 GET    /api/v1/projects/{project_id}/models/{model_id}/deployments 401 404 ok   ok     ok     ok     ok     ok     ok     ok     ok     ok
 POST   /api/v1/projects/{project_id}/models/{model_id}/deployment 401 404 403   403    ok     ok     ok     ok     ok     ok     403    403
 POST   /api/v1/projects/{project_id}/models/{model_id}/deployment/scale 401 404 403 403 ok  ok     ok     ok     ok     ok     403    403

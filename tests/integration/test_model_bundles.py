@@ -6,7 +6,8 @@ site's public key. It answers CDSW's request shape and the v2 inference protocol
 built image (the function reads a file cdsw-build.sh made); with --access-key it refuses
 callers without the key; a bundle with one byte changed refuses to start in one line and
 leaves nothing in the edge's Docker. The same file also works with a bare `docker load` and
-`docker run -p 8080:8080 IMAGE` (which checks no signature).
+`docker run -p 8080:8080 IMAGE` (which checks no signature), and the model page's API
+serves the same bundle (GET .../builds/N/bundle).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any, Dict
 
 import pytest
 import requests
+
+from cdsw_agent.models import bundles, signing
 
 from .docker_fixtures import docker_engine, engine_image, engine_image_build  # noqa: F401
 from .netns import Host, start_docker_role, wait_for
@@ -69,6 +72,24 @@ def test_export_a_model_and_run_it_on_a_host_without_workbench(
         assert key.returncode == 0 and "BEGIN PUBLIC KEY" in key.stdout, key.stderr
         assert "PRIVATE" not in key.stdout
         print(key.stderr.strip())
+
+        # the same from the model page's API: a bundle of the same build, same key
+        public = signing.load_public(key.stdout.encode(), "signing-key")
+        downloaded = tmp_path / "from-api.cdsw-bundle"
+        url = "%s/%d/builds/%d/bundle" % (m.base, created["id"], build["id"])
+        with m.client.stream("GET", url, timeout=900) as r:
+            assert r.status_code == 200, r.read()[:500]
+            assert r.headers["content-disposition"].endswith(
+                'filename="model-%d-build-%d.cdsw-bundle"' % (created["id"], build["id"]))
+            with open(downloaded, "wb") as f:
+                for chunk in r.iter_bytes():
+                    f.write(chunk)
+        via_api = bundles.verify(downloaded, public)
+        assert (via_api["model"]["name"], via_api["build"]["id"]) == ("adder", build["id"])
+        assert via_api["image"]["id"] == bundles.verify(bundle, public)["image"]["id"]
+        downloaded.unlink()
+        assert m.client.get("%s/%d/builds/%d/bundle" % (m.base, created["id"], 10**6)
+                            ).status_code == 404
 
         # --- the edge host: a plain dockerd, nothing of the workbench, only two files
         edge = swarm_models.h1.lab.add_host("edge")

@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Dict, List, Optional
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import FileResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -454,6 +454,46 @@ def _good_build(db: Session, model: Model, build_id: Optional[int]) -> ModelBuil
         raise ApiError(409, "build %d is %s; deploy a successful build" % (build.id,
                                                                            build.status))
     return build
+
+
+@router.get(ONE + "/builds/{build_id}/bundle", response_class=FileResponse, responses={
+    200: {"content": {"application/x-tar": {}},
+          "description": "the build as a signed edge bundle (models/bundles.py)"}})
+def export_bundle(project_id: Id, model_id: Id, build_id: Id, request: Request,
+                  access: Access = require("project.files.write"),
+                  db: Session = Depends(get_db), state: ServerState = Depends(get_state)) -> Any:
+    """What `cdsw models export` writes, for the model page: contributors only, since the
+    bundle carries the site's signature."""
+    import shutil
+    import tempfile
+
+    from starlette.background import BackgroundTask
+
+    from ...models import bundles
+
+    model = _model(db, access, model_id)
+    build = _build(db, model, build_id)
+    client = getattr(service_for(state).orchestrator, "client", None)
+    if client is None:
+        raise ApiError(409, "the %s backend makes no images; edge bundles are made from "
+                       "builds on the swarm backend" % state.settings.orchestrator)
+    work = Path(state.settings.data_dir) / "models" / "bundles"
+    work.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(dir=str(work)))
+    out = folder / ("model-%d-build-%d.cdsw-bundle" % (model.id, build.id))
+    try:
+        bundles.export(db, state.settings, client, str(model.id), build.id, out)
+    except bundles.BundleError as e:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise ApiError(409, str(e))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    audit.record(db, "model.export", access.user, target=_target(model), request=request,
+                 model_id=model.id, build_id=build.id)
+    db.commit()
+    return FileResponse(str(out), filename=out.name, media_type="application/x-tar",
+                        background=BackgroundTask(shutil.rmtree, str(folder), True))
 
 
 @router.get(ONE + "/deployments", response_model=List[DeploymentOut])
