@@ -243,3 +243,32 @@ def test_export_picks_a_good_image_build_and_says_why_not_otherwise(api: Any) ->
                 (str(twin_id), None, "is a folder made by the local backend, not an image")]:
             with pytest.raises(bundles.BundleError, match=message):
                 bundles.find_build(s, ref, number)
+
+
+def test_the_model_page_links_image_builds_to_their_bundle(api: Any) -> None:
+    from cdsw_agent.store.models_models import Model, ModelBuild
+
+    owner = api.user()
+    client = api.client_for(owner)
+    project = client.post("/api/v1/projects", json={"name": "edge page"}).json()["id"]
+    with api.db.session() as s:
+        model = Model(project_id=project, name="paged", file="m.py", function="f")
+        s.add(model)
+        s.flush()
+        s.add_all([ModelBuild(model_id=model.id, status="succeeded", file="m.py", function="f",
+                              artifact="cdsw/model:m%d-b1" % model.id),
+                   ModelBuild(model_id=model.id, status="succeeded", file="m.py", function="f",
+                              artifact="models/builds/2/files")])
+        s.flush()
+        model_id = model.id
+        image_build, folder_build = [b.id for b in s.query(ModelBuild).filter_by(
+            model_id=model.id).order_by(ModelBuild.id)]
+    html = client.get("/projects/%d/models/%d" % (project, model_id)).text
+    link = "/api/v1/projects/%d/models/%d/builds/%%d/bundle" % (project, model_id)
+    assert link % image_build in html and link % folder_build not in html
+    viewer = api.user()
+    r = client.put("/api/v1/projects/%d/collaborators/%d" % (project, viewer.id),
+                   json={"role": "viewer"})
+    assert r.status_code == 200, r.text
+    seen = api.client_for(viewer).get("/projects/%d/models/%d" % (project, model_id))
+    assert seen.status_code == 200 and link % image_build not in seen.text
