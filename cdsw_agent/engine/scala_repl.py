@@ -1,22 +1,24 @@
 """The Scala REPL of an engine's Scala kernel (engine/scala_kernel.py), and where it can run.
 
-The kernel is a Jupyter kernel over Spark's own Scala REPL, run on the cluster's Spark (or any
-Spark whose jars/ hold the Scala compiler and spark-repl): the JVM is started exactly as `pyspark` starts
+The kernel is a Jupyter kernel over Spark's own Scala REPL, run on the cluster's Spark (or any Spark
+whose jars/ hold the Scala compiler and spark-repl): the JVM is started exactly as `pyspark` starts
 its driver (pyspark.java_gateway.launch_gateway: `spark-submit pyspark-shell`, so the engine's
 spark-defaults.conf, driver host and ports apply), and the kernel drives the Scala compiler's
-interpreter (scala.tools.nsc.interpreter.IMain) in it through py4j. As in spark-shell, classes
-that cells define are written to a private folder that the driver serves to the executors
+interpreter (scala.tools.nsc.interpreter.IMain) in it through py4j. As in spark-shell, classes that
+cells define are written to a private folder that the driver serves to the executors
 (spark.repl.class.outputDir), and `spark` and `sc` are ready (started on first use).
 
-Completion is the REPL's own (ReplCompletion, the one spark-shell's Tab uses). Output: what the
-code prints comes live from the JVM's stdout; the REPL's echo of definitions and values
-(`val x: Int = 3`) follows, as in spark-shell; a compile error or an exception is the cell's
-error. The JVM's stderr (Spark's log) goes to the kernel's own stderr, the engine log.
+Completion is the REPL's own (ReplCompletion, the one spark-shell's Tab uses). Output: what the code
+prints comes live from the JVM's stdout; the REPL's echo of definitions and values (`val x: Int =
+3`) follows, as in spark-shell; a compile error or an exception is the cell's error. The JVM's
+stderr (Spark's log) goes to the kernel's own stderr, the engine log.
 
-Why not Apache Toree or almond: Toree's last release (0.5.0, 2022) is built for Scala 2.12 and
-Spark 3 and cannot load Spark 4's Scala 2.13; almond installs with coursier from Maven Central,
-which the workbench's hosts need not reach. This kernel needs nothing but the cluster's Spark and
-Java: its Scala is the one the cluster's Spark was built with.
+Why not Apache Toree or almond: Toree's last release (0.5.0, 2022) is built for Scala 2.12 and Spark
+3 and cannot load Spark 4's Scala 2.13; almond installs with coursier from Maven Central, which the
+workbench's hosts need not reach. This kernel needs nothing but the cluster's Spark and Java: its
+Scala is the one the cluster's Spark was built with. Scala 2.13 (Spark 4, and Spark 3 built for it)
+is what the tests run; a Spark built for Scala 2.12 (most Spark 3 parcels) gets the 2.12 REPL's
+IMain(settings, writer) and PresentationCompilerCompleter, which no test here runs.
 """
 
 from __future__ import annotations
@@ -233,6 +235,14 @@ class Interpreter:
     def shutdown(self) -> None:
         try:
             if self.gateway is not None:
+                self.cancel_spark_jobs()
+                try:  # the application ends as finished, its executors released
+                    active = self.gateway.jvm.org.apache.spark.sql.SparkSession \
+                        .getDefaultSession()
+                    if active.isDefined():
+                        active.get().stop()
+                except Exception:  # noqa: BLE001 - the JVM may be gone already
+                    pass
                 self.gateway.shutdown()
         finally:
             if self.proc is not None and self.proc.poll() is None:

@@ -45,7 +45,7 @@ def env_of(spark: Path, java: Path) -> Dict[str, str]:
     return {"SPARK_HOME": str(spark), "JAVA_HOME": str(java), "PATH": "/nonexistent"}
 
 
-def test_scala_runs_where_spark_has_the_scala_compiler_and_repl_and_there_is_java(tmp_path: Path) -> None:
+def test_scala_runs_where_spark_has_the_scala_compiler_and_repl_and_java(tmp_path: Path) -> None:
     spark, java = fake_spark(tmp_path / "parcels"), fake_java(tmp_path)
     assert scala_repl.available(env_of(spark, java))
     assert scala_repl.scala_version(str(spark)) == "2.13.18"
@@ -138,7 +138,8 @@ def test_failed_cells_are_told_by_kind() -> None:
             "On line 2: error: not found: value nope\n")
     assert scala_repl.error_parts("Error", echo, "val a = 1\nval b = a + nope") == (
         "CompileError", "not found: value nope",
-        ["       val b = a + nope", "                   ^", "On line 2: error: not found: value nope"])
+        ["       val b = a + nope", "                   ^",
+         "On line 2: error: not found: value nope"])
     thrown = "java.lang.IllegalStateException: no more\n  ... 33 elided\n"
     ename, evalue, tb = scala_repl.error_parts("Error", thrown)
     assert (ename, evalue) == ("java.lang.IllegalStateException", "no more")
