@@ -21,12 +21,12 @@ import os
 import secrets
 import shutil
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 from sqlalchemy import select
 
+from ..loops import Loop
 from ..settings import Settings
 from ..store.kerberos_models import KerberosCredential
 from ..store.models import AuditEvent, User, utcnow
@@ -259,31 +259,19 @@ def kdc_ticket(settings: Settings, user_id: int) -> Optional[Ticket]:
 class Keeper:
     def __init__(self, state: Any, interval: float):
         self.state, self.interval = state, interval
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._loop = Loop("cdsw-kerberos", self.round, lambda: self.interval, log=log,
+                          what="kerberos ticket keeper",
+                          failed="kerberos ticket keeper round failed")
 
     def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="cdsw-kerberos", daemon=True)
-            self._thread.start()
+        self._loop.start()
 
     def stop(self, timeout: float = 15.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        self._loop.stop(timeout)
 
-    def _loop(self) -> None:
-        from ..store.db import log_loop_failure
-
-        while not self._stop.is_set():
-            try:
-                keep_service(self.state.settings, self.interval)
-                keep(self.state.db.session, self.state.settings, self.interval)
-            except Exception as e:  # a bad round (database down, ...) must not end the loop
-                log_loop_failure(log, "kerberos ticket keeper round failed", e)
-            self._stop.wait(self.interval)
+    def round(self) -> None:
+        keep_service(self.state.settings, self.interval)
+        keep(self.state.db.session, self.state.settings, self.interval)
 
 
 def start(state: Any) -> Optional[Keeper]:

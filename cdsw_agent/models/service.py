@@ -30,10 +30,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..engine.model_server import TOKEN_HEADER
+from ..loops import Loop
 from ..orchestrators import FINAL_STATES, Orchestrator, OrchestratorError, WorkloadNotFound
-from ..orchestrators import reasons
+from ..orchestrators import reasons, shared_orchestrator
 from ..settings import Settings
-from ..store.db import Database, log_loop_failure
+from ..store.db import Database
 from ..store.models import utcnow
 from ..store.models_models import (DEPLOYMENT_ACTIVE, REPLICA_LIVE, ModelAccessKey, ModelBuild,
                                    ModelDeployment, ModelReplica)
@@ -70,8 +71,8 @@ class ModelService:
         self.builder = Builder(db, settings, lambda: self.orchestrator)
         self.lock = threading.RLock()
         self._http = httpx.Client(timeout=HEALTH_TIMEOUT)
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._loop = Loop("cdsw-model-supervisor", lambda: self.sync(), TICK_SECONDS, log=log,
+                          what="model supervisor", quiet=(OrchestratorError,))
         self._ticks = 0
         self._draining_since: Dict[int, dt.datetime] = {}
         self._launch_after: Dict[int, dt.datetime] = {}  # deployment id -> no launches before
@@ -83,29 +84,11 @@ class ModelService:
 
     # --- background loop
     def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="cdsw-model-supervisor",
-                                        daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stops supervising; replicas keep running and are re-adopted by the next master."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.sync()
-            except OrchestratorError as e:
-                log.warning("model supervisor: %s", e)
-            except Exception as e:  # a bad tick (database down, ...) must not end supervision
-                log_loop_failure(log, "model supervisor tick failed", e)
-            self._stop.wait(TICK_SECONDS)
+        self._loop.stop(timeout)
 
     def sync(self) -> None:
         with self.lock:
@@ -378,13 +361,11 @@ _create_lock = threading.Lock()
 
 def service_for(state: Any) -> ModelService:
     """The model service of this server (created on first use, sharing the orchestrator)."""
-    from ..server.scheduler import _orchestrator
-
     with _create_lock:
         service = state.extras.get(SERVICE_KEY)
         if service is None:
             service = state.extras[SERVICE_KEY] = ModelService(
-                state.db, state.settings, lambda: _orchestrator(state))
+                state.db, state.settings, lambda: shared_orchestrator(state))
             service.publish()  # serve the keys and ready replicas before the first tick
         return service
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,23 @@ from .base import (
     WorkloadStatus,
 )
 
-__all__ = ["get_orchestrator", "Orchestrator", "OrchestratorError", "WorkloadNotFound",
-           "WorkloadSpec", "WorkloadRef", "WorkloadStatus", "Mount", "Port", "Node",
+__all__ = ["get_orchestrator", "shared_orchestrator", "Orchestrator", "OrchestratorError",
+           "WorkloadNotFound", "WorkloadSpec", "WorkloadRef", "WorkloadStatus", "Mount", "Port", "Node",
            "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "LOST", "FINAL_STATES"]
+
+
+SHARED_KEY = "orchestrator"  # in a server state's extras
+_shared_lock = threading.Lock()
+
+
+def shared_orchestrator(state: Any) -> Orchestrator:
+    """The one orchestrator client of a server state (its settings' backend, made on first
+    use), shared by the job runner, the session manager and the model service."""
+    with _shared_lock:
+        orchestrator = state.extras.get(SHARED_KEY)
+        if orchestrator is None:
+            orchestrator = state.extras[SHARED_KEY] = get_orchestrator(state.settings)
+        return orchestrator
 
 
 def get_orchestrator(settings: Any, **options: Any) -> Orchestrator:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-import time
 from typing import Any, List, Optional
 
 from sqlalchemy import select
@@ -25,11 +24,11 @@ from sqlalchemy.orm import Session
 from ..experiments.runner import ExperimentRunner
 from ..jobs import schedule
 from ..jobs.runner import Clock, JobRunner
-from ..orchestrators import Orchestrator, OrchestratorError, get_orchestrator
+from ..loops import Loop
+from ..orchestrators import OrchestratorError, shared_orchestrator
 from ..models import service as model_service
 from ..kerberos import tickets as kerberos_tickets
 from ..sessions import monitor as session_monitor
-from ..store.db import log_loop_failure
 from ..store.jobs_models import Job
 from ..store.models import utcnow
 from .state import ServerState
@@ -39,8 +38,8 @@ RUNNER_KEY, SCHEDULER_KEY = "jobs.runner", "jobs.scheduler"
 EXPERIMENTS_KEY = "experiments.runner"
 DEFAULT_INTERVAL = 2.0
 FIRE_SLACK_SECONDS = 0.002  # wake this much after a fire time, so that it is due
-MIN_WAIT_SECONDS = 0.01
 _create_lock = threading.Lock()
+_orchestrator = shared_orchestrator  # the one orchestrator client of the server
 
 
 def runner_for(state: ServerState, clock: Optional[Clock] = None) -> JobRunner:
@@ -78,66 +77,35 @@ def stop_project_workloads(state: ServerState, project_id: int, who: str) -> Non
         service.stop_model(model_id)
 
 
-def _orchestrator(state: ServerState) -> Orchestrator:
-    with _create_lock:
-        orchestrator = state.extras.get("orchestrator")
-        if orchestrator is None:
-            orchestrator = state.extras["orchestrator"] = get_orchestrator(state.settings)
-        return orchestrator
-
-
 class Scheduler:
     def __init__(self, runner: JobRunner, interval: float = DEFAULT_INTERVAL):
         self.runner, self.interval = runner, interval
         self.followers: List[Any] = []  # other runners whose sync() each tick calls
         self.next_fire: Optional[dt.datetime] = None  # the earliest fire time seen (clock's time)
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._loop = Loop("cdsw-job-scheduler", lambda: self.tick(), lambda: self.interval,
+                          log=log, what="job scheduler", quiet=(OrchestratorError,),
+                          on_error=self._forget_fire, from_start=True,
+                          wake=self._until_fire, early=lambda: self.start_due())
 
     @property
     def clock(self) -> Clock:
         return self.runner.clock
 
     def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="cdsw-job-scheduler", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self, timeout: float = 15.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        self._loop.stop(timeout)
 
-    def _loop(self) -> None:
-        next_tick = time.monotonic()
-        while not self._stop.is_set():
-            if time.monotonic() >= next_tick:
-                next_tick = time.monotonic() + self.interval
-                self._guarded(self.tick)
-            else:  # woken for a fire time
-                self._guarded(self.start_due)
-            self._stop.wait(self._wait(next_tick))
+    def _forget_fire(self) -> None:  # a failed tick: the next one looks at the jobs again
+        self.next_fire = None
 
-    def _guarded(self, step: Any) -> None:
-        try:
-            step()
-        except OrchestratorError as e:  # Docker down, ...: one line, try again next tick
-            self.next_fire = None
-            log.warning("job scheduler: %s", e)
-        except Exception as e:  # a bad tick (database down, ...) must not end the scheduler
-            self.next_fire = None
-            log_loop_failure(log, "job scheduler tick failed", e)
-
-    def _wait(self, next_tick: float) -> float:
-        """Seconds until the next tick or the next fire time, whichever is first."""
-        wait = next_tick - time.monotonic()
+    def _until_fire(self) -> Optional[float]:
+        """Seconds until the next fire time known (the loop wakes then if before the tick)."""
         fire = self.next_fire
-        if fire is not None:
-            wait = min(wait, (fire - self.clock()).total_seconds() + FIRE_SLACK_SECONDS)
-        return max(MIN_WAIT_SECONDS, wait)
+        if fire is None:
+            return None
+        return (fire - self.clock()).total_seconds() + FIRE_SLACK_SECONDS
 
     def tick(self) -> None:
         self.runner.sync()
@@ -150,7 +118,7 @@ class Scheduler:
             jobs = s.execute(select(Job.id, Job.cron, Job.timezone).where(
                 Job.schedule_kind == "cron", Job.enabled.is_(True)).order_by(Job.id)).all()
         for job_id, _, _ in jobs:
-            if self._stop.is_set() and self._thread is not None:
+            if self._loop.stopping:
                 return
             try:
                 self._consider(job_id)

@@ -23,11 +23,11 @@ import signal
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from ..loops import Loop
 from ..netutil import port_free
 from . import mounts
 from .config import StorageConfig, StorageError
@@ -200,8 +200,9 @@ class SftpServer:
     def __init__(self, config: StorageConfig):
         self.config = config
         self.proc: Optional[subprocess.Popen] = None
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._failures = 0  # restarts in a row
+        self._supervisor = Loop("storage-sshd", lambda: self._supervise(), RESTART_SECONDS,
+                                log=log, what="storage sshd supervisor", delay_first=True)
 
     def prepare(self) -> List[str]:
         problems = []
@@ -240,8 +241,7 @@ class SftpServer:
             raise StorageError("; ".join(problems))
         self._spawn(self.setup())
         self._wait_listening()
-        self._thread = threading.Thread(target=self._supervise, name="storage-sshd", daemon=True)
-        self._thread.start()
+        self._supervisor.start()
         log.info("project storage: SFTP for workers on port %d (account %s)",
                  self.config.ssh_port, self.config.ssh_user)
         return self
@@ -280,19 +280,18 @@ class SftpServer:
                            % (self.config.ssh_port, LISTEN_WAIT_SECONDS))
 
     def _supervise(self) -> None:
-        failures = 0
-        while not self._stop.wait(RESTART_SECONDS):
-            if self.proc is None or self.proc.poll() is None:
-                failures = 0
-                continue
-            if failures % 12 == 0:  # the first time, then once a minute
-                log.warning("storage sshd exited with %s (%s); restarting", self.proc.returncode,
-                            self._log_tail() or "no log")
-            failures += 1
-            try:
-                self._spawn(self.config.sshd_dir / CONFIG)
-            except OSError as e:
-                log.warning("cannot restart the storage sshd: %s", e)
+        """Every RESTART_SECONDS: restart sshd when it has exited."""
+        if self.proc is None or self.proc.poll() is None:
+            self._failures = 0
+            return
+        if self._failures % 12 == 0:  # the first time, then once a minute
+            log.warning("storage sshd exited with %s (%s); restarting", self.proc.returncode,
+                        self._log_tail() or "no log")
+        self._failures += 1
+        try:
+            self._spawn(self.config.sshd_dir / CONFIG)
+        except OSError as e:
+            log.warning("cannot restart the storage sshd: %s", e)
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -300,9 +299,7 @@ class SftpServer:
     def stop(self) -> None:
         """Stop sshd and the sessions it serves (each runs in its own session, so a signal to
         sshd alone would leave them behind)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(RESTART_SECONDS + 1)
+        self._supervisor.stop(RESTART_SECONDS + 1)
         if self.proc is None or self.proc.poll() is not None:
             return
         sessions = children(self.proc.pid)

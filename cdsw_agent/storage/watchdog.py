@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Any, Dict, Optional
 
+from ..loops import Loop
 from .base import ProjectStorage
 from .config import StorageError
 
@@ -32,9 +33,10 @@ class MountWatchdog:
         self._logged_error = ""
         self._failing_since: Optional[float] = None
         self._was_mounted = False
-        self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._thread: Optional[threading.Thread] = None
+        self._loop = Loop("storage-watchdog", lambda: self.check_once(), lambda: self.interval,
+                          log=log, what="project storage check",
+                          report=lambda e: log.exception("project storage check failed: %s", e))
 
     def check_once(self) -> bool:
         """Check the mount and remount it when needed; True when it is usable afterwards."""
@@ -85,24 +87,17 @@ class MountWatchdog:
                 "last_error": self.last_error, "remounts": self.remounts,
                 "checked_at": self.checked_at}
 
-    def start(self) -> "MountWatchdog":
-        self._thread = threading.Thread(target=self._loop, name="storage-watchdog", daemon=True)
-        self._thread.start()
-        return self
+    @property
+    def _thread(self) -> Optional[threading.Thread]:
+        return self._loop.thread
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.check_once()
-            except Exception as e:  # the watchdog must outlive any surprise
-                log.exception("project storage check failed: %s", e)
-            self._stop.wait(self.interval)
+    def start(self) -> "MountWatchdog":
+        self._loop.start()
+        return self
 
     def stop(self, release: bool = False) -> None:
         """Stop checking; with release, unmount too (the node leaves the cluster)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(self.storage.config.mount_timeout + self.storage.config.check_timeout)
+        self._loop.stop(self.storage.config.mount_timeout + self.storage.config.check_timeout)
         if release:
             with self._lock:
                 try:
