@@ -1,7 +1,7 @@
 """Visualisation in Chromium, on the local backend: a job's script run in the engine's kernel
 shows its table and image on the run page (the template's analysis.py, which uses display());
 an interactive plotly figure drawn in the console by the workbench's own plotly.js with no
-request leaving the workbench."""
+request leaving the workbench; an R session's text and plot."""
 
 from __future__ import annotations
 
@@ -60,6 +60,10 @@ def test_job_run_page_shows_the_scripts_table_and_image(page: Page) -> None:
     expect(image).to_be_visible()
     assert (image.get_attribute("src") or "").startswith("data:image/png;base64,")
     assert image.evaluate("img => img.naturalWidth") > 100
+    # and the interactive chart, drawn on the run page as in the console
+    plot = page.frame_locator("#run-outputs iframe.out-plot")
+    expect(plot.locator(".gtitle")).to_have_text("sin(x/4), interactive", timeout=30000)
+    expect(plot.locator(".scatterlayer .point")).to_have_count(12)
     screenshot(page, "job-run-outputs")
 
 
@@ -92,3 +96,20 @@ def test_interactive_plot_renders_offline_in_the_console(page: Page, server: Ser
     assert server.url + "/vendor/plotly.js-dist-min/plotly.min.js" in loaded, loaded
     stop_session(page)
 
+
+def test_r_session_shows_text_and_a_plot(page: Page) -> None:
+    sign_in(page, "alice")
+    pid = new_project(page, "r")
+    start_session(page, pid, "r")
+    run_in_console(page, "cat(sprintf('r-says-%d', 6L * 7L))")
+    expect(page.locator("#console-output .cell").last.locator("pre.out-stdout")).to_contain_text(
+        "r-says-42", timeout=60000)
+    run_in_console(page, "plot(1:10, main = 'r-plot')")
+    image = page.locator("#console-output .cell").last.locator("img.out-image")
+    expect(image).to_be_visible(timeout=60000)
+    assert image.evaluate("img => img.naturalWidth") > 100
+    run_in_console(page, "head(mtcars, 3)")  # a data.frame: IRkernel's HTML table
+    table = page.frame_locator("#console-output .cell:last-child iframe.out-html").locator("table")
+    expect(table).to_contain_text("Mazda RX4", timeout=30000)
+    screenshot(page, "r-session")
+    stop_session(page)

@@ -87,8 +87,9 @@ def test_standalone_runs_jobs_in_containers_on_swarm(tmp_path: Path) -> None:
         assert final["status"] == "succeeded", (final, logtext)
         assert "first rows:" in logtext and "<Figure size" in logtext and "<table" not in logtext
         outputs = s.get(url + "/outputs").json()
-        assert [sorted(o["data"]) for o in outputs] == [["text/html", "text/plain"],
-                                                         ["image/png", "text/plain"]], outputs
+        assert [sorted(o["data"]) for o in outputs] == [
+            ["text/html", "text/plain"], ["image/png", "text/plain"],
+            ["application/vnd.plotly.v1+json"]], outputs  # plotly is in the image
         assert "sin" in outputs[0]["data"]["text/html"]
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -1,4 +1,5 @@
-# Run this file in a Python session: the table and the plot show in the console.
+# Run this file in a Python session, or as a job: the table and the plots show in the console
+# (and on the job run's page).
 import math
 
 rows = [{"x": x, "sin": round(math.sin(x / 4), 3)} for x in range(12)]
@@ -18,3 +19,11 @@ try:
     plt.show()
 except ImportError:
     print("matplotlib is not installed in this engine")
+
+try:
+    import plotly.express as px
+    # interactive: zoom, pan and hover; drawn by the workbench, no internet needed
+    px.scatter(x=[r["x"] for r in rows], y=[r["sin"] for r in rows],
+               labels={"x": "x", "y": "sin(x/4)"}, title="sin(x/4), interactive").show()
+except ImportError:
+    print("plotly is not installed in this engine")
