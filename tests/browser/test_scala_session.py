@@ -1,7 +1,8 @@
 """A Scala session in Chromium (issue 11), on a workbench whose engines have the cluster's Spark
 (the pyspark package laid out as a SPARK3 parcel) and Debian's OpenJDK: the console shows what
 the code prints and the REPL's echo, Tab completes from the Scala REPL, a Spark job's result
-comes back, and a compile error is shown as the cell's error."""
+comes back, the Scala template's example.scala runs from the editor, and a compile error is
+shown as the cell's error."""
 
 from __future__ import annotations
 
@@ -68,6 +69,13 @@ def test_scala_session_shows_output_completes_and_runs_spark(scala_page: Page) -
     run_in_console(page, "sc.parallelize(1 to 100, 2).map(_ * 2).sum()")
     expect(page.locator("#console-output .cell").last).to_contain_text(
         "Double = 10100.0", timeout=FIRST_CELL_MS)
+
+    # the Scala template's example.scala, opened from the file tree and run as a whole
+    page.locator(".tree-panel").get_by_role("link", name="example.scala").click()
+    expect(page.locator("#editor-filename")).to_have_text("example.scala")
+    page.get_by_role("button", name="Run File").click()
+    expect(page.locator("#console-output .cell").last).to_contain_text(
+        "sum of squares: 385", timeout=60000)
 
     run_in_console(page, "cdswWords.size + notDefined")
     expect(page.locator("#console-output .cell").last).to_contain_text(
