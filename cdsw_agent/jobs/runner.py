@@ -270,7 +270,7 @@ class JobRunner:
         assert run.workload_id is not None
         self.follower.copy_logs(run.id, run.workload_id, self.log_file(run), final)
         folder = engine_dir(self.settings, engine_name(run))
-        outputs.collect(folder, outputs_file(self.settings.data_dir, run))
+        outputs.collect(folder, outputs_file(self.settings.data_dir, run), final)
         if final:
             outputs.remove(folder)
 

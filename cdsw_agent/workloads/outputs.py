@@ -52,17 +52,25 @@ def attach(spec: WorkloadSpec, engine_dir: Path, local: bool) -> Path:
     return folder
 
 
-def collect(engine_dir: Path, target: Path) -> None:
+def collect(engine_dir: Path, target: Path, final: bool = False) -> None:
     """Copies the engine's outputs file to `target` (atomically), at most MAX_BYTES of it and
-    never through a symbolic link; nothing when the engine wrote none."""
+    never through a symbolic link; nothing when the engine wrote none. While the run lasts, a
+    file not modified since the last copy is not copied again; the final copy always is (the
+    shared storage's clock may lag the master's)."""
     source = engine_folder(engine_dir) / OUTPUTS_FILE
     try:
         fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
             return
+        try:  # unchanged since the last copy (the master follows runs every few seconds)
+            if not final and target.stat().st_mtime_ns > info.st_mtime_ns:
+                return
+        except FileNotFoundError:
+            pass
         data = f.read(MAX_BYTES)
     if b"\n" in data:
         data = data[:data.rindex(b"\n") + 1]  # complete lines only

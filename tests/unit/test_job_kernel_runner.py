@@ -175,3 +175,26 @@ def test_an_image_from_before_the_kernel_runner_runs_the_script_with_plain_pytho
                        cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
     assert (r.returncode, r.stdout) == (0, "hello ['a b']\n"), r.stderr
     assert "rebuild" not in r.stderr
+
+
+def test_outputs_are_copied_again_only_when_the_engine_wrote_more(tmp_path: Path) -> None:
+    engine = tmp_path / "engine"
+    folder = outputs.engine_folder(engine)
+    folder.mkdir(parents=True)
+    source, kept = folder / "outputs.ndjson", tmp_path / "kept.ndjson"
+    first = json.dumps({"type": "display_data", "data": {"image/png": "AAAA"}}) + "\n"
+    source.write_text(first)
+    os.utime(source, ns=(10**18, 10**18))
+    outputs.collect(engine, kept)
+    assert kept.read_text() == first
+    kept.write_text("")  # marks what a second copy would overwrite
+    outputs.collect(engine, kept)
+    assert kept.read_text() == ""  # the source did not change: no copy
+    outputs.collect(engine, kept, final=True)
+    assert kept.read_text() == first  # the final copy always happens
+    kept.write_text("")
+    with open(source, "a") as f:
+        f.write(first)
+    os.utime(source, ns=(2 * 10**18, 2 * 10**18))  # written after the last copy
+    outputs.collect(engine, kept)
+    assert kept.read_text() == first * 2
