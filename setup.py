@@ -10,8 +10,9 @@ VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "cdsw_agent" / "__init__
 
 LOCAL_ENGINE = ["jupyter_server>=2.10", "ipykernel>=6.25", "terminado>=0.18", "matplotlib>=3.7",
                 "pandas>=1.5",
-                # interactive plots; the console draws them with the plotly.js of package.json
-                "plotly>=6.0"]
+                # interactive plots, drawn by the plotly.js that web/package.json pins: the
+                # version the image's plotly (images/recipe.py) bundles
+                "plotly==7.1.0"]
 
 setup(
     name="cdsw-agent",

@@ -198,3 +198,17 @@ def test_outputs_are_copied_again_only_when_the_engine_wrote_more(tmp_path: Path
     os.utime(source, ns=(2 * 10**18, 2 * 10**18))  # written after the last copy
     outputs.collect(engine, kept)
     assert kept.read_text() == first * 2
+
+
+def test_the_workbench_draws_plots_with_the_plotly_js_the_engines_plotly_expects() -> None:
+    """The console and run pages draw figures with web/package.json's plotly.js; the engine
+    image (recipe) and local engines (setup.py) pin the plotly whose bundled plotly.js it is."""
+    import plotly
+    from plotly.offline import get_plotlyjs_version
+
+    from cdsw_agent.images.recipe import BASE_REQUIREMENTS
+    from cdsw_agent.web.assets import WEB_DIR
+
+    web = json.loads((WEB_DIR / "package.json").read_text())["dependencies"]
+    assert web["plotly.js-dist-min"] == get_plotlyjs_version()
+    assert "plotly==%s" % plotly.__version__ in BASE_REQUIREMENTS
