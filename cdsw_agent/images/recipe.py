@@ -123,7 +123,8 @@ class Recipe:
         mods = ["jupyter_server", "ipykernel", "terminado", "pandas", "matplotlib", "plotly",
                 "mlflow", "cdsw_agent.engine",
                 "cdsw"]
-        return mods + (["jupyterlab"] if self.with_jupyterlab else [])
+        return mods + (["jupyterlab"] if self.with_jupyterlab else []) \
+            + (["cdsw_agent.engine.scala_kernel"] if self.with_scala else [])
 
     @property
     def kernels(self) -> List[str]:

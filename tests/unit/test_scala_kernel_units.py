@@ -115,8 +115,10 @@ def test_scala_image_flavour_declares_the_kernel() -> None:
     assert r.labels("c" * 64)["com.cdsw.engine.kernels"] == "python3,scala"
     assert alias_tag(Recipe(arch="amd64", with_r=True, with_scala=True,
                             with_jupyterlab=True)) == "latest-r-scala-lab"
-    # the kernel runs on the cluster's Spark and Java: the image gains no JVM
+    # the kernel runs on the cluster's Spark and Java: the image gains no JVM; the build checks
+    # that the image's Python imports the kernel
     assert r.packages == Recipe(arch="amd64").packages
+    assert "cdsw_agent.engine.scala_kernel" in r.python_imports
     assert Recipe(arch="amd64").kernels == ["python3"]
 
 
