@@ -194,3 +194,16 @@ def test_pages_show_review_controls_only_to_reviewers(api: Api, world) -> None: 
     assert 'id="rollback"' in theirs.text and "Approved by carol" in theirs.text
     history = c.get("/projects/%d/promotions" % world["dst"])
     assert 'data-promotion="%d"' % p["id"] in history.text and "approved" in history.text
+
+
+def test_settings_page_moves_a_project_only_once_there_are_clusters(api: Api) -> None:
+    alice = api.user("solo")
+    a = api.client_for(alice)
+    project = ok(a.post("/api/v1/projects", json={"name": "alone"}), 201)
+    page = a.get("/projects/%d/settings" % project["id"])
+    assert page.status_code == 200 and 'id="project-cluster"' not in page.text  # as before
+    root = api.client_for(api.user("root1", admin=True))
+    ok(root.post("/api/v1/clusters", json={"name": "PROD", "kind": "prod"}), 201)
+    page = a.get("/projects/%d/settings" % project["id"])
+    assert 'id="project-cluster"' in page.text and "PROD (prod, no grant)" in page.text
+    assert 'value="default" selected' in page.text

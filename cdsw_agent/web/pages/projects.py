@@ -17,6 +17,7 @@ from ...server.envvars import listing, project_scope
 from ...server.errors import ApiError
 from ...server.permissions import Access, require
 from ...server.routes.admin import list_images
+from ...server.routes.clusters import get_project_cluster, list_clusters
 from ...server.routes.files import files_of
 from ...server.routes.projects import list_collaborators, project_rows
 from ...server.schemas import Id
@@ -88,4 +89,6 @@ def project_settings_page(request: Request, project_id: Id,
     return page(request, "project_settings.html", title="Settings · " + ctx["project"].name,
                 access=access, db=db, collaborators=list_collaborators(project_id=project_id, access=access),
                 env=listing(db, project_scope(project_id)), images=list_images(access=access, db=db),
-                teams=_my_teams(db, access), **ctx)
+                teams=_my_teams(db, access), clusters=list_clusters(access=access, db=db),
+                home_cluster=get_project_cluster(project_id=project_id, access=access, db=db),
+                **ctx)
