@@ -181,7 +181,8 @@ _CACHE_KEY = "metrics.health"
 _lock = threading.Lock()
 
 
-def _health(state: ServerState) -> List[CheckResult]:
+def master_health(state: ServerState) -> List[CheckResult]:
+    """The master's health checks, run at most every CACHE_SECONDS (/metrics, /admin/health)."""
     with _lock:
         cached: Optional[Tuple[float, List[CheckResult]]] = state.extras.get(_CACHE_KEY)
         if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
@@ -194,7 +195,7 @@ def _health(state: ServerState) -> List[CheckResult]:
 
 def exposition(state: ServerState) -> Exposition:
     """Everything /metrics answers (and the Ambari Metrics sender sends)."""
-    exp = prometheus.collect(_health(state), state.extras.get("orchestrator"))
+    exp = prometheus.collect(master_health(state), state.extras.get("orchestrator"))
     collect(exp, state)
     return exp
 

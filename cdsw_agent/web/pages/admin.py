@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from ...server.deps import get_db, get_state
 from ...server.envvars import SITE, listing
 from ...server.permissions import Access, require
-from ...server.routes import metrics
+from ...server import workbench_metrics
 from ...server.routes.admin import audit_log, get_site_settings, list_images, list_profiles
 from ...server.routes.cluster import nodes
 from ...server.routes.site_settings import SITE_SETTINGS
@@ -88,7 +88,7 @@ async def health_page(request: Request, access: Access = require("site.admin"),
                       db: Session = Depends(get_db),
                       state: ServerState = Depends(get_state)) -> Response:
     # the same (cached) master checks that /metrics exposes; they may block, so off the loop
-    checks = await run_in_threadpool(metrics._health, state)
+    checks = await run_in_threadpool(workbench_metrics.master_health, state)
     workers = nodes(access=access, state=state)["nodes"]
     return _admin_page(request, access, db, "admin_health.html", "health", "Health",
                        checks=checks, nodes=workers)
