@@ -134,6 +134,7 @@ def run(script: str, args: List[str], outputs: Optional[IO[str]] = None,
         stdout: IO[str] = sys.stdout, stderr: IO[str] = sys.stderr) -> int:
     from jupyter_client.manager import KernelManager
 
+    from .kernel import WARM_UP_VARIABLE
     from .server import EngineKernelSpecManager
 
     try:
@@ -148,7 +149,7 @@ def run(script: str, args: List[str], outputs: Optional[IO[str]] = None,
                        connection_file=os.path.join(runtime, "kernel.json"), transport="ipc",
                        ip=os.path.join(runtime, "kernel"))
     try:
-        km.start_kernel(cwd=os.getcwd())
+        km.start_kernel(cwd=os.getcwd(), env=dict(os.environ, **{WARM_UP_VARIABLE: "0"}))
     except Exception as e:  # noqa: BLE001 - any failure to start is the run's one line
         stderr.write("cdsw job: the Python kernel did not start: %s\n" % e)
         shutil.rmtree(runtime, ignore_errors=True)

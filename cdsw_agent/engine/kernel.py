@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import site
 import sys
+import threading
 from typing import List, Optional
 
 from traitlets.config import Config
@@ -62,6 +63,23 @@ def add_user_site(user_site: str) -> None:
 PLOTLY_RENDERER = "plotly_mimetype"
 
 
+# set to "0" by the job runner (engine/job.py): a job never asks for completions
+WARM_UP_VARIABLE = "CDSW_KERNEL_WARM_UP_COMPLETION"
+
+
+def warm_up_completion() -> None:
+    """A session's first Tab makes jedi parse the builtins' stubs: 1.3 s on an idle node, past
+    the console's 8 s completion budget on a loaded one, so the first Tab came back empty. Done
+    once in the background at start instead, while the user reads the prompt."""
+    def work() -> None:
+        try:
+            import jedi
+            jedi.Interpreter("pri", [{}]).complete()
+        except Exception:  # noqa: BLE001 - only a warm-up: the real completion reports its own
+            pass
+    threading.Thread(target=work, name="cdsw-completion-warm-up", daemon=True).start()
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     from ipykernel.kernelapp import IPKernelApp
 
@@ -72,6 +90,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     app = IPKernelApp.instance(config=c)
     app.initialize(sys.argv[1:] if argv is None else argv)
     add_user_paths()
+    if os.environ.get(WARM_UP_VARIABLE) != "0":
+        warm_up_completion()
     app.start()
 
 
