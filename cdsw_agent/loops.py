@@ -1,6 +1,6 @@
 """Background loops: one small helper for every "do this every few seconds in a thread" of the
 package (the master's control loops: job scheduler, session monitor, model supervisor, Kerberos
-ticket keeper; a node's storage watchdog and SFTP supervisor).
+ticket keeper, Ambari Metrics sender; a node's storage watchdog and SFTP supervisor).
 
 A `Loop` runs `step` in a daemon thread, `interval` seconds apart, until `stop()`:
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
 from typing import Any, Dict, Optional
 
 from ..health.prometheus import Exposition
+from ..loops import Loop
 from . import workbench_metrics
 from .state import ServerState
 
@@ -72,8 +72,10 @@ class Sender:
         self.hostname = socket.getfqdn()
         self.last_error: Optional[str] = None
         self.sent = 0
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        # a bad round (database down, ...) must not end the loop
+        self._loop = Loop("cdsw-ams", lambda: self.push_once(), lambda: self.interval, log=log,
+                          what="metrics", report=lambda e: log.warning(
+                              "metrics: sending to Ambari Metrics failed: %s", e))
 
     def push_once(self) -> None:
         values = flatten(workbench_metrics.exposition(self.state))
@@ -91,22 +93,11 @@ class Sender:
         self.last_error = None
         self.sent += 1
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.push_once()
-            except Exception as e:  # a bad round (database down, ...) must not end the loop
-                log.warning("metrics: sending to Ambari Metrics failed: %s", e)
-            self._stop.wait(self.interval)
-
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="cdsw-ams", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self, timeout: float = 15.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._loop.stop(timeout)
 
 
 def start(state: ServerState) -> Optional[Sender]:
