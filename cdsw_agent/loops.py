@@ -60,9 +60,12 @@ class Loop:
         """Starts the thread (once: a running loop is left alone)."""
         if self._running:
             return
-        self._stop.clear()
+        # an event of its own per thread: a thread whose step outlived stop()'s timeout still
+        # ends after that step, even when the loop has been started again meanwhile
+        self._stop = threading.Event()
         self._running = True
-        self.thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self.thread = threading.Thread(target=self._run, args=(self._stop,), name=self.name,
+                                       daemon=True)
         self.thread.start()
 
     def stop(self, timeout: Optional[float] = 15.0) -> None:
@@ -72,18 +75,18 @@ class Loop:
             self.thread.join(timeout)
         self._running = False
 
-    def _run(self) -> None:
-        if self.delay_first and self._stop.wait(self.interval):
+    def _run(self, stop: threading.Event) -> None:
+        if self.delay_first and stop.wait(self.interval):
             return
         next_step = time.monotonic()
-        while not self._stop.is_set():
+        while not stop.is_set():
             if time.monotonic() >= next_step or self.early is None:
                 started = time.monotonic()
                 self.guarded(self.step)
                 next_step = (started if self.from_start else time.monotonic()) + self.interval
             else:  # woken before the next step by `wake`
                 self.guarded(self.early)
-            self._stop.wait(self._wait(next_step))
+            stop.wait(self._wait(next_step))
 
     def _wait(self, next_step: float) -> float:
         wait = next_step - time.monotonic()

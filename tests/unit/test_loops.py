@@ -152,6 +152,29 @@ def test_stopping_tells_a_long_step_to_return() -> None:
     assert seen == [True] and not loop.stopping
 
 
+def test_a_step_that_outlives_stop_ends_its_thread_even_after_a_restart() -> None:
+    release = threading.Event()
+    threads: List[str] = []
+
+    def step() -> None:
+        threads.append(threading.current_thread().ident)  # type: ignore[arg-type]
+        release.wait(10)
+
+    loop = Loop("t-overrun", step, 0.01, log=log, what="t")
+    loop.start()
+    _until(lambda: bool(threads))
+    old = loop.thread
+    loop.stop(timeout=0.05)  # the step is still running
+    assert old is not None and old.is_alive()
+    loop.start()
+    release.set()
+    old.join(5)
+    assert not old.is_alive()  # it ended after its step instead of looping on
+    _until(lambda: loop.thread is not None and threads[-1] == loop.thread.ident)
+    loop.stop()
+    assert set(threads) <= {old.ident, loop.thread.ident}  # type: ignore[union-attr]
+
+
 DOMAIN = ("models", "sessions", "jobs")
 
 
