@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -447,10 +448,12 @@ def signed_in(c: Cluster) -> requests.Session:
     return http
 
 
+@pytest.mark.timeout(1500)  # a Spark cluster, two sessions and two jobs; the lab goes after it
 def test_pyspark_from_engines_on_a_spark_standalone_cluster(cluster: Cluster) -> None:
     """A session and jobs on swarm workers run Spark in client mode against a real standalone
     master: the executors run on the Spark worker host and connect back to the driver in the
-    engine container (spark.driver.host is the engine's node, its ports published there)."""
+    engine container (spark.driver.host is the engine's node, its ports published there); the
+    same from a Scala session (the Scala kernel over Spark's REPL), with completion."""
     c = cluster
     for host in (c.h2, c.h3):
         if host.name not in c.workers:
@@ -557,3 +560,43 @@ def test_pyspark_from_engines_on_a_spark_standalone_cluster(cluster: Cluster) ->
         assert len(apps) == count, describe(spark)
         latest = max(apps, key=lambda a: a.get("starttime", 0))
         assert spark.executors_of(latest["id"]), describe(spark)  # on the Spark worker host
+
+    # --- Scala: a session of the Scala kernel (Spark's own REPL on the cluster's parcel) on a
+    # worker; a job whose closure uses a value of an earlier cell (the REPL's classes, served
+    # by the driver in the engine) runs its executors on the Spark worker host
+    image = next(i for i in api_ok(http.get(c.url + "/api/v1/engine-images"), 200)
+                 if (i["repository"], i["tag"]) == (repository, tag))
+    if "scala" not in image["kernels"]:  # its engines get the cluster's Spark and Java
+        api_ok(http.patch(c.url + "/api/v1/engine-images/%d" % image["id"],
+                          json={"kernels": image["kernels"] + ["scala"]}), 200)
+    s = api_ok(http.post(c.url + "/api/v1/projects/%d/sessions" % project,
+                         json={"profile_id": profile, "kernel": "scala"}), 201)
+    url = c.url + "/api/v1/sessions/%d" % s["id"]
+    s = wait_for(lambda: (lambda x: x if x["status"] != "starting" else None)(
+        api_ok(http.get(url), 200)), 240, "the Scala session to start")
+    assert s["status"] == "running" and s["node"] in ("h2", "h3"), s
+    node_address = {"h2": c.h2.address, "h3": c.h3.address}[s["node"]]
+
+    def scala(code: str) -> str:
+        r = http.post(url + "/execute", json={"code": code}, stream=True, timeout=600)
+        assert r.status_code == 200, r.text
+        events = [json.loads(line) for line in r.iter_lines() if line]
+        assert events[-1].get("status") == "ok", (events, describe(spark))
+        return "".join(e.get("text", "") for e in events if e.get("name") == "stdout")
+
+    assert "val factor: Int = 3" in scala("val factor = 3")
+    out = scala('val total = sc.parallelize(1 to 100000, 4).map(_.toLong * factor).sum().toLong\n'
+                'println(s"total=$total app=${sc.applicationId} '
+                'driver=${sc.getConf.get("spark.driver.host")}")')
+    found = re.search(r"total=(\d+) app=(\S+) driver=(\S+)", out)
+    assert found, out
+    assert int(found.group(1)) == 3 * sum(range(100001)), out
+    app_id = found.group(2)
+    assert found.group(3) == node_address, out  # the driver: the engine on its node
+    app = spark.apps().get("Scala session %d" % s["id"])
+    assert app is not None and app["id"] == app_id, describe(spark)
+    assert spark.executors_of(app_id), describe(spark)  # on the Spark worker host
+    completion = api_ok(http.post(url + "/complete", json={"code": "sc.paralleli"}), 200)
+    assert completion["matches"] == ["parallelize"], completion
+    api_ok(http.post(url + "/stop"), 200)
+    wait_for(lambda: api_ok(http.get(url), 200)["status"] == "stopped", 60, "the session to stop")
