@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ..models.builds import SKIPPED
 from ..models.builds import snapshot as copy_project
 from ..projects import safe_fs
 from ..projects.storage import chown_tree, engine_owner
@@ -197,14 +198,16 @@ def _active_deployment(db: Session, model_id: int) -> Optional[ModelDeployment]:
 
 def replace_files(source: Path, target: Path) -> None:
     """Make target's content exactly source's, keeping the target folder itself (running
-    engines bind-mount it), through descriptors only."""
+    engines bind-mount it), through descriptors only. What a snapshot never carries (SKIPPED:
+    the target's own .git and caches) stays as it is."""
     target.mkdir(parents=True, exist_ok=True)
     src = os.open(str(source), safe_fs.DIR_FLAGS)
     dst = os.open(str(target), safe_fs.DIR_FLAGS)
     try:
         for name in sorted(os.listdir(dst)):
-            safe_fs.remove_tree(dst, name)
-        safe_fs.copy_tree(src, dst)
+            if name not in SKIPPED:
+                safe_fs.remove_tree(dst, name)
+        safe_fs.copy_tree(src, dst, skip=SKIPPED.__contains__)
     finally:
         os.close(src)
         os.close(dst)
@@ -277,15 +280,15 @@ def _apply_models(db: Session, target: Project, models: List[Dict[str, Any]], ac
 
 
 def apply(db: Session, settings: Settings, promotion: Promotion, actor: User,
-          state: Dict[str, Any], files: Path) -> List[Tuple[int, int]]:
-    """Make the target what `state` describes (files from `files`). Returns the model rebuilds
-    to start once committed (redeploy_after_builds)."""
+          state: Dict[str, Any]) -> List[Tuple[int, int]]:
+    """Make the target's jobs and models what `state` describes (its files change in
+    commit_with_files). Returns the model rebuilds to start once committed
+    (redeploy_after_builds)."""
     target = db.get(Project, promotion.target_project_id)
     assert target is not None
     result: Dict[str, Any] = {k: [] for k in (
         "jobs_created", "jobs_updated", "jobs_paused", "models_created", "models_updated",
         "models_redeployed")}
-    replace_files(files, project_dir(settings, target.id))
     _apply_jobs(db, target, state.get("jobs", []), actor, result)
     rebuilds = _apply_models(db, target, state.get("models", []), actor, result)
     result["files"] = len(state.get("files", {}))
@@ -304,7 +307,7 @@ def approve(db: Session, settings: Settings, promotion: Promotion, actor: User,
     assert target is not None
     where = promotion_dir(settings, promotion.id)
     promotion.before = capture(db, settings, target, where / BEFORE)
-    rebuilds = apply(db, settings, promotion, actor, promotion.snapshot, where / SNAPSHOT)
+    rebuilds = apply(db, settings, promotion, actor, promotion.snapshot)
     promotion.status, promotion.reviewed_by_id = "approved", actor.id
     promotion.reviewed_at, promotion.review_note = utcnow(), note
     return rebuilds
@@ -334,12 +337,51 @@ def rollback(db: Session, settings: Settings, promotion: Promotion,
                                                      if latest is not None else ""))
     before = promotion.before or {}
     applied = promotion.result
-    rebuilds = apply(db, settings, promotion, actor, before,
-                     promotion_dir(settings, promotion.id) / BEFORE)
+    rebuilds = apply(db, settings, promotion, actor, before)
     promotion.result = dict(applied, rollback=promotion.result)
     promotion.status, promotion.rolled_back_by_id = "rolled_back", actor.id
     promotion.rolled_back_at = utcnow()
     return rebuilds
+
+
+def files_to_apply(settings: Settings, promotion: Promotion) -> Path:
+    """The files an approval (the snapshot) or a rollback (the target's files before) puts in
+    place."""
+    which = BEFORE if promotion.status == "rolled_back" else SNAPSHOT
+    return promotion_dir(settings, promotion.id) / which
+
+
+def commit_with_files(db: Session, settings: Settings, promotion: Promotion, files: Path) -> None:
+    """The one step that changes the target's files, with the commit of what approve or rollback
+    changed in the database: the files become `files`' content, then the transaction commits.
+    If either fails (a full disk, the database gone), the files that were there are put back
+    and the transaction rolled back, so the target keeps its files, jobs and models together."""
+    target = project_dir(settings, promotion.target_project_id)
+    target.mkdir(parents=True, exist_ok=True)
+    keep = promotion_dir(settings, promotion.id) / ("files-%d" % os.getpid())
+    shutil.rmtree(keep, ignore_errors=True)
+    keep.mkdir(parents=True)
+    src = os.open(str(target), safe_fs.DIR_FLAGS)
+    dst = os.open(str(keep), safe_fs.DIR_FLAGS)
+    try:
+        safe_fs.copy_tree(src, dst, skip=SKIPPED.__contains__)  # as it is now, edits included
+    finally:
+        os.close(src)
+        os.close(dst)
+    try:
+        replace_files(files, target)
+        db.commit()
+    except BaseException:
+        db.rollback()
+        try:
+            replace_files(keep, target)
+        except BaseException:
+            log.error("promotion %d: the files of project %d could not be put back; they are "
+                      "kept in %s", promotion.id, promotion.target_project_id, keep)
+            raise
+        shutil.rmtree(keep, ignore_errors=True)
+        raise
+    shutil.rmtree(keep, ignore_errors=True)
 
 
 # --- after the commit: rebuild and roll the deployed models ------------------------------------

@@ -4,11 +4,13 @@ request), its history, and rollback."""
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Any, Dict
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from cdsw_agent.store.jobs_models import Job
 from cdsw_agent.store.models import AuditEvent, EnvVar
@@ -207,3 +209,44 @@ def test_settings_page_moves_a_project_only_once_there_are_clusters(api: Api) ->
     page = a.get("/projects/%d/settings" % project["id"])
     assert 'id="project-cluster"' in page.text and "PROD (prod, no grant)" in page.text
     assert 'value="default" selected' in page.text
+
+
+def test_a_failed_approval_or_rollback_leaves_files_jobs_and_models_together(
+        api: Api, world, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """The disk fills up as the approval commits: the target keeps the files it had (its own
+    .git included), no job appears, and the promotion stays pending; the same for a rollback."""
+    a, c, s, d = world["a"], world["c"], world["s"], world["d"]
+    prod_dir = Path(api.settings.projects_dir) / str(world["dst"])
+    (prod_dir / ".git").mkdir()
+    (prod_dir / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    before = sorted(str(p.relative_to(prod_dir)) for p in prod_dir.rglob("*"))
+    first = ok(a.post(s + "/promotions", json={"target_project_id": world["dst"]}), 201)
+
+    real_commit = Session.commit
+
+    def full_disk(self: Session) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(Session, "commit", full_disk)
+    r = c.post(d + "/promotions/%d/approve" % first["id"], json={})
+    monkeypatch.setattr(Session, "commit", real_commit)
+    assert r.status_code == 507 and "nothing was saved" in r.text, r.text
+    assert sorted(str(p.relative_to(prod_dir)) for p in prod_dir.rglob("*")) == before
+    assert (prod_dir / "old.txt").read_text() == "prod only\n"
+    with api.db.session() as sess:
+        assert sess.scalars(select(Job).where(Job.project_id == world["dst"])).all() == []
+    assert ok(c.get(d + "/promotions/%d" % first["id"]))["status"] == "pending"
+
+    # it goes through once there is room; a rollback that fails keeps the promoted state
+    ok(c.post(d + "/promotions/%d/approve" % first["id"], json={}))
+    assert (prod_dir / "job.py").read_text() == "print('v1')\n"
+    assert (prod_dir / ".git" / "HEAD").is_file()  # never part of a promotion
+    ok(c.put(d + "/files/content", json={"path": "job.py", "content": "print('prod fix')\n"}))
+    monkeypatch.setattr(Session, "commit", full_disk)
+    r = c.post(d + "/promotions/%d/rollback" % first["id"], json={})
+    monkeypatch.setattr(Session, "commit", real_commit)
+    assert r.status_code == 507, r.text
+    assert (prod_dir / "job.py").read_text() == "print('prod fix')\n"  # the edit since, kept
+    assert ok(c.get(d + "/promotions/%d" % first["id"]))["status"] == "approved"
+    ok(c.post(d + "/promotions/%d/rollback" % first["id"], json={}))
+    assert sorted(p.name for p in prod_dir.iterdir()) == [".git", "README.md", "old.txt"]
+    assert (prod_dir / ".git" / "HEAD").read_text() == "ref: refs/heads/main\n"
