@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -266,6 +267,16 @@ def attach_java(settings: Settings, spec: WorkloadSpec, local: bool) -> Optional
     return os.path.join(java_home, "bin")
 
 
+def local_path() -> str:
+    """PATH of a local engine: its Python's own bin folder (the master's virtualenv: `python`,
+    `pip`, `jupyter`) first, as an engine image's virtualenv is, then this process's PATH. A
+    master started as `.venv/bin/cdsw` has no virtualenv on its PATH, and Debian has no
+    `python`, so a terminal's `python` was not found."""
+    own = os.path.dirname(os.path.abspath(sys.executable))
+    rest = [p for p in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep) if p and p != own]
+    return os.pathsep.join([own] + rest)
+
+
 def attach(settings: Settings, spec: WorkloadSpec, local: bool, image_path: str) -> List[str]:
     """Mount the cluster's clients and configuration aliases into spec and set its environment;
     the notes say what was left out. local: plain processes on this host (nothing is mounted;
@@ -283,7 +294,7 @@ def attach(settings: Settings, spec: WorkloadSpec, local: bool, image_path: str)
     if not local:
         taken = {m.target for m in spec.mounts}
         spec.mounts.extend(Mount(r, r, True) for r in d.roots if r not in taken)
-    base = os.environ.get("PATH", "/usr/bin:/bin") if local else image_path
+    base = spec.env.get("PATH") or local_path() if local else image_path
     env = d.env(base, keep_first=0 if local else 1)
     if "PYTHONPATH" in env and spec.env.get("PYTHONPATH"):  # the project's own entries first
         env["PYTHONPATH"] = spec.env["PYTHONPATH"] + os.pathsep + env["PYTHONPATH"]

@@ -274,6 +274,8 @@ def build_spec(db: Session, settings: Settings, orchestrator: Orchestrator,
                                         req.name))
     mounts = [Mount(str(req.files_dir), PROJECT_MOUNT)]
     local = orchestrator.name == "local"
+    if local:
+        env.setdefault("PATH", cluster_clients.local_path())
     if req.kind != "model" and req.launcher is not None:
         host_home = user_home(settings, req.launcher)
         home = str(host_home) if local else USER_HOME_MOUNT
