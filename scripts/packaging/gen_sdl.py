@@ -24,6 +24,12 @@ _UNITS = {"_minutes": "minutes", "_hours": "hours", "_mb": "megabytes", "_kib": 
           "_seconds": "seconds"}
 
 
+# Secrets CM generates when the service is created (cm_ext StringParameter.initType, which
+# PasswordParameter inherits: random bytes base64-encoded, length 30; the parameter is hidden),
+# so workers join at First Run with no value typed into the wizard (issue 13).
+GENERATED_BY_CM = frozenset(("cluster_secret",))
+
+
 def param_name(setting_name: str) -> str:
     return "cdsw_" + setting_name
 
@@ -60,6 +66,8 @@ def to_parameter(row: Dict[str, Any]) -> Dict[str, Any]:
     elif row["secret"]:
         p["type"] = "password"
         p["sensitive"] = True
+        if row["name"] in GENERATED_BY_CM:
+            p["initType"] = "randomBase64"
     else:
         p["type"] = "string"
     if row["required_in_cluster"]:

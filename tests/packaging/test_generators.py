@@ -41,6 +41,9 @@ def test_sdl_parameter_types_follow_the_setting_kinds(schema, version):
     assert params["cdsw_data_dir"]["pathType"] == "localDataDir"
     for secret in ("cdsw_cluster_secret", "cdsw_db_url", "cdsw_ldap_bind_password"):
         assert params[secret]["type"] == "password", secret
+    # CM generates the cluster secret at service creation: no manual step at first install
+    assert params["cdsw_cluster_secret"]["initType"] == "randomBase64"
+    assert [n for n, p in params.items() if "initType" in p] == ["cdsw_cluster_secret"]
     # settings a cluster must set are asked for in the wizard and have no "localhost" default
     for name in ("cdsw_domain", "cdsw_master_host"):
         assert params[name]["required"] is True and "default" not in params[name]
