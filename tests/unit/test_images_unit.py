@@ -356,6 +356,7 @@ def test_entrypoint_builds_the_jupyter_command_from_the_environment() -> None:
 
 def test_engine_accepts_the_token_whose_digest_it_holds_and_nothing_else() -> None:
     import asyncio
+    import concurrent.futures
 
     from cdsw_agent.engine.entrypoint import token_digest
     from cdsw_agent.engine.server import USER, EngineIdentityProvider
@@ -366,7 +367,10 @@ def test_engine_accepts_the_token_whose_digest_it_holds_and_nothing_else() -> No
     def ask(header: str) -> Any:
         handler = mock.Mock()
         handler.request.headers = {"Authorization": header} if header else {}
-        return asyncio.run(provider.get_user_token(handler))
+        # in a thread of its own: an earlier test of the session may leave an event loop
+        # running in this one, where asyncio.run refuses to start (seen on a fresh machine)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, provider.get_user_token(handler)).result()
 
     assert ask("token tok-789") is USER
     assert ask("token " + token_digest("tok-789")) is None  # the digest opens nothing
