@@ -159,7 +159,8 @@ def start_models(api: Api, user: Any = None, project_id: Optional[int] = None) -
 def stop_all(m: Models) -> None:
     """Stops what the test left deployed (replica processes must not outlive it)."""
     for model in m.client.get(m.base).json():
-        m.client.delete("%s/%d" % (m.base, model["id"]))
+        # removing a swarm model's services and images took over 5 s on a fresh machine
+        m.client.delete("%s/%d" % (m.base, model["id"]), timeout=120)
     m.master.stop()
     m.client.close()
 
