@@ -351,9 +351,9 @@ def files_to_apply(settings: Settings, promotion: Promotion) -> Path:
     return promotion_dir(settings, promotion.id) / which
 
 
-def commit_with_files(db: Session, settings: Settings, promotion: Promotion, files: Path) -> None:
+def commit_with_files(db: Session, settings: Settings, promotion: Promotion) -> None:
     """The one step that changes the target's files, with the commit of what approve or rollback
-    changed in the database: the files become `files`' content, then the transaction commits.
+    changed in the database: the files become files_to_apply's, then the transaction commits.
     If either fails (a full disk, the database gone), the files that were there are put back
     and the transaction rolled back, so the target keeps its files, jobs and models together."""
     target = project_dir(settings, promotion.target_project_id)
@@ -369,7 +369,7 @@ def commit_with_files(db: Session, settings: Settings, promotion: Promotion, fil
         os.close(src)
         os.close(dst)
     try:
-        replace_files(files, target)
+        replace_files(files_to_apply(settings, promotion), target)
         db.commit()
     except BaseException:
         db.rollback()

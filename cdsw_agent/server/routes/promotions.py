@@ -168,7 +168,7 @@ def approve(project_id: Id, promotion_id: Id, body: Review, request: Request,
         raise _failed(e)
     audit.record(db, "promotion.approve", access.user, target=str(p.id), request=request,
                  promotion_id=p.id, target_project_id=p.target_project_id, **p.result)
-    promo.commit_with_files(db, state.settings, p, promo.files_to_apply(state.settings, p))
+    promo.commit_with_files(db, state.settings, p)
     _start_rebuilds(state, rebuilds, access.user.id)
     return detail(db, state, p)
 
@@ -200,6 +200,6 @@ def rollback(project_id: Id, promotion_id: Id, body: Review, request: Request,
     audit.record(db, "promotion.rollback", access.user, target=str(p.id), request=request,
                  promotion_id=p.id, target_project_id=p.target_project_id,
                  **p.result.get("rollback", {}))
-    promo.commit_with_files(db, state.settings, p, promo.files_to_apply(state.settings, p))
+    promo.commit_with_files(db, state.settings, p)
     _start_rebuilds(state, rebuilds, access.user.id)
     return detail(db, state, p)
