@@ -1,11 +1,18 @@
 """A throwaway MIT Kerberos KDC (Debian's krb5-kdc, kdb5_util, kadmin.local) on loopback, and
-a PostgreSQL server that accepts only GSSAPI (Kerberos) logins, for integration tests.
+two Kerberos-only services for integration tests: a PostgreSQL server that accepts only GSSAPI
+logins, and Apache httpd with mod_auth_gssapi (SPNEGO, `curl --negotiate -u :`) that answers the
+authenticated principal.
 
 Everything lives in a temporary directory with its own kdc.conf, krb5.conf, database and stash;
 the system's /etc/krb5.conf and /etc/krb5kdc are never read or touched (KRB5_CONFIG and
 KRB5_KDC_PROFILE point at the private files). Clients are pointed at the KDC over TCP on a free
 port. Short ticket lifetimes are the test's choice (kinit -l/-r), the realm allows up to 1 day
 and 7 days renewable.
+
+The KDC listens on every address of this machine, so containers in a network namespace lab
+(tests/integration/netns.py) reach it at the lab bridge's address: `kdc.client_conf(path, host)`
+writes a krb5.conf naming it there. Ports are chosen outside the ranges the engine firewall
+drops for container connections (cdsw_agent/roles/engine_firewall.py).
 
     kdc = start_kdc(Path(tempfile.mkdtemp()))
     kdc.add_principal("alice", "alice-pw")
@@ -16,24 +23,35 @@ and 7 days renewable.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from cdsw_agent.roles.engine_firewall import DRIVER_PORTS, ENGINE_PORTS
 from tests import pg
 
 REALM = "CDSW.TEST"
 MASTER_PASSWORD = "kdc-master-Secret-1"
+# engines' connections to these host ports are dropped (engine ports on any host, Spark driver
+# ports of their own node): a service engines must reach listens elsewhere
+_BLOCKED = (ENGINE_PORTS, DRIVER_PORTS)
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free TCP port outside the ranges the engine firewall blocks."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("0.0.0.0", 0))
+            port = s.getsockname()[1]
+        if not any(low <= port <= high for low, high in _BLOCKED):
+            return port
+    raise RuntimeError("no free port outside %s" % (_BLOCKED,))
 
 
 def _which(name: str) -> str:
@@ -47,7 +65,9 @@ def _which(name: str) -> str:
     return found
 
 
-def krb5_conf_text(realm: str, kdc_port: int) -> str:
+def krb5_conf_text(realm: str, kdc_port: int, kdc_host: str = "127.0.0.1") -> str:
+    """A client krb5.conf: the KDC at kdc_host over TCP; services on localhost and on kdc_host
+    (an address, as in http://10.1.2.3:8080/) belong to the realm."""
     return """[libdefaults]
     default_realm = {realm}
     dns_lookup_kdc = false
@@ -58,12 +78,13 @@ def krb5_conf_text(realm: str, kdc_port: int) -> str:
     ignore_acceptor_hostname = true
 [realms]
     {realm} = {{
-        kdc = 127.0.0.1:{port}
-        admin_server = 127.0.0.1:{port}
+        kdc = {host}:{port}
+        admin_server = {host}:{port}
     }}
 [domain_realm]
     localhost = {realm}
-""".format(realm=realm, port=kdc_port)
+    {host} = {realm}
+""".format(realm=realm, port=kdc_port, host=kdc_host)
 
 
 @dataclass
@@ -94,6 +115,12 @@ class Kdc:
     def keytab(self, name: str, path: Path) -> Path:
         """A keytab for name (its key is changed: -norandkey needs kadmind's lock-free mode)."""
         self.kadmin("ktadd -k %s %s" % (path, name))
+        return path
+
+    def client_conf(self, path: Path, host: str) -> Path:
+        """A krb5.conf naming this KDC at host, another address of this machine (it listens
+        on all of them): the one containers in a lab reach the test host at."""
+        path.write_text(krb5_conf_text(self.realm, self.port, host))
         return path
 
     def down_conf(self, path: Path) -> Path:
@@ -199,3 +226,120 @@ def psql_command(port: int, user: str) -> List[str]:
     """What an engine runs to ask the server whose ticket it logged in with."""
     return ["psql", "host=localhost port=%d dbname=postgres user=%s" % (port, user), "-Atc",
             WHOAMI_SQL]
+
+
+# --- Apache httpd with mod_auth_gssapi: a web service (as WebHDFS, YARN, Livy) behind SPNEGO
+
+HTTPD = "/usr/sbin/apache2"  # Debian's apache2-bin: no init script, nothing starts system-wide
+HTTPD_MODULES = "/usr/lib/apache2/modules"
+HTTPD_USER = "www-data"  # httpd refuses to serve as root; its children switch to this user
+WHOAMI_LUA = """function handle(r)
+    r.content_type = "text/plain"
+    r:puts("principal=" .. (r.user or "") .. "\\n")
+    return apache2.OK
+end
+"""
+
+
+@dataclass
+class GssHttpd:
+    """httpd answering `principal=<who>@REALM` to a request authenticated with Kerberos
+    (SPNEGO), 401 to any other."""
+    root: Path
+    host: str
+    port: int
+    proc: subprocess.Popen
+
+    @property
+    def url(self) -> str:
+        return "http://%s:%d/" % (self.host, self.port)
+
+    def log(self) -> str:
+        return "\n".join((self.root / name).read_text(errors="replace")[-3000:]
+                         for name in ("error.log", "httpd.out") if (self.root / name).exists())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()  # SIGTERM: the parent stops its children and exits
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def start_gss_httpd(kdc: Kdc, host: str = "127.0.0.1") -> GssHttpd:
+    """httpd in the foreground on host:<free port>, everything (config, keytab of
+    HTTP/<host>@REALM, logs, pid file) in its own temporary folder, which its worker user
+    can read (pytest's own folders are private to root)."""
+    for path in (HTTPD, os.path.join(HTTPD_MODULES, "mod_auth_gssapi.so")):
+        if not os.path.exists(path):
+            raise RuntimeError("%s not found: install apache2-bin and libapache2-mod-auth-gssapi "
+                               "(scripts/ci/apt-packages.txt)" % path)
+    root = Path(tempfile.mkdtemp(prefix="cdsw-httpd-"))
+    port = _free_port()
+    name = "HTTP/%s" % host
+    kdc.add_principal(name)
+    kdc.keytab(name, root / "http.keytab")
+    (root / "whoami.lua").write_text(WHOAMI_LUA)
+    # its own copy: the worker user cannot read the KDC's private folder
+    shutil.copyfile(kdc.krb5_conf, root / "krb5.conf")
+    modules = ["mpm_event", "authn_core", "authz_core", "authz_user", "auth_gssapi", "lua"]
+    user = ""
+    if os.geteuid() == 0:
+        user = "User %s\nGroup %s\n" % (HTTPD_USER, HTTPD_USER)
+        entry = pwd.getpwnam(HTTPD_USER)
+        for path in [root] + list(root.iterdir()):
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+    (root / "httpd.conf").write_text("""ServerRoot "{root}"
+ServerName {host}
+Listen {host}:{port}
+PidFile "{root}/httpd.pid"
+DefaultRuntimeDir "{root}"
+{user}{modules}
+StartServers 1
+ServerLimit 1
+ThreadsPerChild 4
+MaxRequestWorkers 4
+ErrorLog "{root}/error.log"
+LogLevel warn auth_gssapi:info
+LogFormat "%u \\"%r\\" %>s" whoami
+CustomLog "{root}/access.log" whoami
+<Location "/">
+    AuthType GSSAPI
+    AuthName "cdsw test"
+    GssapiCredStore keytab:{root}/http.keytab
+    GssapiAllowedMech krb5
+    Require valid-user
+</Location>
+LuaMapHandler "^/" "{root}/whoami.lua"
+""".format(root=root, host=host, port=port, user=user, modules="\n".join(
+        "LoadModule %s_module %s/mod_%s.so" % (m, HTTPD_MODULES, m) for m in modules)))
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C",
+           "KRB5_CONFIG": str(root / "krb5.conf"), "KRB5RCACHEDIR": str(root)}
+    out = open(root / "httpd.out", "wb")
+    proc = subprocess.Popen([HTTPD, "-f", str(root / "httpd.conf"), "-DFOREGROUND"], env=env,
+                            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    out.close()
+    httpd = GssHttpd(root, host, port, proc)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            log = httpd.log()
+            httpd.stop()
+            raise RuntimeError("httpd exited %s: %s" % (proc.returncode, log))
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return httpd
+        except OSError:
+            time.sleep(0.1)
+    log = httpd.log()
+    httpd.stop()
+    raise RuntimeError("httpd did not listen on %s:%d: %s" % (host, port, log))
+
+
+def curl_command(url: str) -> List[str]:
+    """What an engine runs to reach a Kerberos-protected web service with its ticket (SPNEGO),
+    as users reach WebHDFS, YARN or Livy; prints the body and then the HTTP status."""
+    return ["curl", "-sS", "--negotiate", "-u", ":", "-w", "status=%{http_code}\\n", url]

@@ -1,10 +1,10 @@
-"""Per-user Kerberos against a real MIT KDC and a real Kerberos-only service (PostgreSQL with
-`gss` authentication), on the local orchestrator (issue 12).
+"""Per-user Kerberos against a real MIT KDC and real Kerberos-only services (PostgreSQL with
+`gss` authentication, Apache httpd with mod_auth_gssapi), on the local orchestrator (issue 12).
 
 - A credential is checked against the KDC when it is saved; every refusal (wrong password,
   keytab of another principal, unknown principal, KDC down) is one line and stores nothing.
-- alice's session logs in to PostgreSQL as alice@REALM, bob's job in the same project as
-  bob@REALM, and bob's engine is given bob's ticket cache only.
+- alice's session logs in to PostgreSQL and to the web service (curl --negotiate) as alice@REALM,
+  bob's job in the same project as bob@REALM, and bob's engine is given bob's ticket cache only.
 - Tickets last 30 s here: a session keeps working past that, the master renewing its ticket.
 - Someone without a credential reads one clear line in the job log and the session console.
 - With Kerberos on, interactive sharing is refused.
@@ -30,7 +30,8 @@ from cdsw_agent.store.kerberos_models import KerberosCredential
 from cdsw_agent.store.models import AuditEvent, utcnow
 
 from ..conftest import Api, build_api, make_settings
-from .kdc import GssPostgres, Kdc, psql_command, start_gss_postgres, start_kdc
+from .kdc import (GssHttpd, GssPostgres, Kdc, curl_command, psql_command, start_gss_httpd,
+                  start_gss_postgres, start_kdc)
 from .test_jobs_api import start_jobs
 
 LIFETIME_SECONDS = 30
@@ -41,7 +42,7 @@ PASSWORDS = {"alice": "alice-Krb-pw1", "bob": "bob-Krb-pw2"}
 def realm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, Any]]:
     root = tmp_path_factory.mktemp("kerberos")
     kdc = start_kdc(root / "kdc")
-    service = None
+    service = web = None
     try:
         for name, password in PASSWORDS.items():
             kdc.add_principal(name, password)
@@ -50,9 +51,12 @@ def realm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, Any]]:
         service = start_gss_postgres(kdc)
         for role in ("alice", "bob", "carol", "dave"):
             service.add_role(role)
-        yield {"kdc": kdc, "pg": service, "carol_keytab": carol_keytab,
+        web = start_gss_httpd(kdc)
+        yield {"kdc": kdc, "pg": service, "web": web, "carol_keytab": carol_keytab,
                "down_conf": kdc.down_conf(root / "krb5-down.conf"), "root": root}
     finally:
+        if web is not None:
+            web.stop()
         if service is not None:
             service.stop()
         kdc.stop()
@@ -163,8 +167,8 @@ def test_a_credential_is_checked_against_the_kdc_and_refusals_store_nothing(
 
 
 class World:
-    def __init__(self, api: Api, service: GssPostgres):
-        self.api, self.service = api, service
+    def __init__(self, api: Api, service: GssPostgres, web: GssHttpd):
+        self.api, self.service, self.web = api, service, web
         self.alice, self.bob, self.dave = api.user("alice"), api.user("bob"), api.user("dave")
         self.c = {u.username: api.key_client(u) for u in (self.alice, self.bob, self.dave)}
         r = self.c["alice"].post("/api/v1/projects", json={"name": "secure"})
@@ -200,11 +204,17 @@ class World:
                 "print('principal=' + r.stdout.strip(), r.stderr.strip()[:200])\n"
                 % psql_command(self.service.port, user))
 
+    def curl_code(self) -> str:
+        """The engine reaches the web service with its ticket (SPNEGO)."""
+        return ("import subprocess\nr = subprocess.run(%r, capture_output=True, text=True)\n"
+                "print('web ' + r.stdout.strip(), r.stderr.strip()[:200])\n"
+                % curl_command(self.web.url))
+
 
 @pytest.fixture(scope="module")
 def world(realm: Dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     api = build_api(_settings(tmp_path_factory.mktemp("krbworld") / "data", realm["kdc"]))
-    w = World(api, realm["pg"])
+    w = World(api, realm["pg"], realm["web"])
     for user in (w.alice, w.bob):
         r = _put(api.client_for(user), principal=user.username,
                  password=PASSWORDS[user.username])
@@ -226,6 +236,8 @@ def test_each_engine_authenticates_as_its_own_user_and_outlives_its_first_ticket
     started = utcnow()
     out = w.run("alice", sid, w.whoami_code("alice"))
     assert "principal=alice@CDSW.TEST" in out, out
+    out = w.run("alice", sid, w.curl_code())
+    assert "web principal=alice@CDSW.TEST\nstatus=200" in out, out
     # the session's cache is alice's own, and holds alice's ticket only
     env = w.run("alice", sid, "import os\nprint(os.environ['KRB5CCNAME'])\n").strip()
     assert env == "FILE:%s" % tickets.cache_file(w.api.settings, w.alice.id), env
@@ -235,7 +247,7 @@ def test_each_engine_authenticates_as_its_own_user_and_outlives_its_first_ticket
     jobs.script("whoami.py", "import os, subprocess\n"
                 "print('cache=' + os.environ['KRB5CCNAME'])\n"
                 "print(subprocess.run(['klist'], capture_output=True, text=True).stdout)\n"
-                + w.whoami_code("bob"))
+                + w.whoami_code("bob") + w.curl_code())
     job = jobs.create(name="whoami", script="whoami.py")
     run = jobs.run(job["id"])
     assert run["run_as"] == "bob"
@@ -243,6 +255,7 @@ def test_each_engine_authenticates_as_its_own_user_and_outlives_its_first_ticket
     log = jobs.log(job["id"], run["id"])
     assert done["status"] == "succeeded", (done, log)
     assert "principal=bob@CDSW.TEST" in log, log
+    assert "web principal=bob@CDSW.TEST\nstatus=200" in log, log
     assert "cache=FILE:%s\n" % tickets.cache_file(w.api.settings, w.bob.id) in log, log
     assert "Default principal: bob@CDSW.TEST" in log and "alice" not in log, log
 
