@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Dict, List, Optional
 
@@ -292,17 +293,48 @@ class Builder:
         log.info("model build %d %s%s", build_id, status, " (%s)" % reason if reason else "")
 
 
+IMAGE_IN_USE_WAIT_SECONDS = 180.0  # a deleted model's replica containers are still stopping
+
+
 def remove_artifacts(settings: Settings, orchestrator: Optional[Orchestrator],
-                     builds: List[ModelBuild]) -> None:
-    """Best effort: a deleted model's snapshots and images go too."""
+                     builds: List[ModelBuild]) -> Optional[threading.Thread]:
+    """Removes a deleted model's snapshots and images in the background, so deleting answers at
+    once. Its replicas' containers may still be stopping and hold the image (Docker answers 409
+    until they are gone): each image is retried until it is free, then removed, so no build
+    leaves an image behind on the master's dockerd."""
+    refs = []
     for b in builds:
         shutil.rmtree(builds_dir(settings) / str(b.id), ignore_errors=True)
         if b.log_path:
             (Path(settings.data_dir) / b.log_path).unlink(missing_ok=True)
-        client = getattr(orchestrator, "client", None)
-        if client is not None and b.artifact.startswith(IMAGE_REPOSITORY + ":"):
-            for ref in ("%s-%d:b%d" % (EDGE_REPOSITORY, b.model_id, b.id), b.artifact):
-                try:
-                    client.images.remove(ref, noprune=False)
-                except Exception as e:  # in use by a stopping replica, gone already...
-                    log.info("model image %s kept: %s", ref, json.dumps(str(e))[:200])
+        if b.artifact.startswith(IMAGE_REPOSITORY + ":"):
+            refs += ["%s-%d:b%d" % (EDGE_REPOSITORY, b.model_id, b.id), b.artifact]
+    client = getattr(orchestrator, "client", None)
+    if client is None or not refs:
+        return None
+    thread = threading.Thread(target=_remove_images, args=(client, refs),
+                              name="model-image-removal", daemon=True)
+    thread.start()
+    return thread
+
+
+def _remove_images(client: Any, refs: List[str],
+                   wait: float = IMAGE_IN_USE_WAIT_SECONDS) -> None:
+    import docker.errors
+
+    deadline = time.monotonic() + wait
+    for ref in refs:
+        while True:
+            try:
+                client.images.remove(ref, noprune=False)
+                log.info("model image %s removed", ref)
+            except docker.errors.ImageNotFound:
+                pass  # never made (an edge bundle nobody asked for) or gone already
+            except docker.errors.APIError as e:
+                if e.status_code == 409 and time.monotonic() < deadline:
+                    time.sleep(2)  # in use by a replica container that is stopping
+                    continue
+                log.warning("model image %s kept: %s", ref, json.dumps(str(e))[:200])
+            except Exception as e:  # the daemon went away...
+                log.warning("model image %s kept: %s", ref, json.dumps(str(e))[:200])
+            break

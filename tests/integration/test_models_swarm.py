@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import docker.errors
 import pytest
 
 from cdsw_agent.images import transfer
@@ -124,5 +126,19 @@ def test_build_deploy_two_replicas_and_call_on_swarm(swarm_models: SwarmModels) 
         m.action(created["id"], "stop")
         wait(lambda: not swarm_models.client.services.list(
             filters={"label": "io.cdsw.kind=model"}), 60, "replica services to go")
+
+        # deleting answers at once; the build's image goes once no stopping replica holds it
+        started = time.monotonic()
+        r = m.client.delete("%s/%d" % (m.base, created["id"]))
+        assert r.status_code == 204, r.text
+        assert time.monotonic() - started < 20
+
+        def image_gone() -> bool:
+            try:
+                swarm_models.client.images.get(build["artifact"])
+                return False
+            except docker.errors.ImageNotFound:
+                return True
+        wait(image_gone, 180, "the deleted model's image to be removed")
     finally:
         stop_all(m)
