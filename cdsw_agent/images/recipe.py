@@ -46,6 +46,11 @@ BASE_PACKAGES: Tuple[str, ...] = (
     "openssh-client",
     "procps",
     "less",
+    # Kerberos in the engine, as in CDSW: kinit/klist/kvno with the user's ticket cache
+    # (KRB5CCNAME, cdsw_agent/kerberos/engine.py), and curl, whose Debian build does SPNEGO
+    # (`curl --negotiate -u :`), the way users reach WebHDFS, YARN or Livy on a secure cluster
+    "krb5-user",
+    "curl",
 )
 R_PACKAGES: Tuple[str, ...] = ("r-base-core", "r-cran-irkernel")
 

@@ -1,15 +1,25 @@
 """Per-user Kerberos on the swarm backend (issue 12): tickets from a real MIT KDC, obtained by
-the master, reach engine containers only as their own user's cache, mounted read-only.
+the master, reach engine containers only as their own user's cache, mounted read-only, and
+engines authenticate with them to a real Kerberos-protected service.
 
-alice's and bob's sessions run on h1 (a network namespace with its own dockerd and swarm).
-Inside each, KRB5CCNAME names a cache whose default principal is that user's; the directory
-holds nothing else, cannot be written, and the other user's cache is nowhere in the container.
-The engine image carries no Kerberos client, so the cache file is read with a few lines of
-Python (the MIT ccache format's header).
+alice's and bob's sessions, and a job bob runs in the same project, run on h1 (a network
+namespace with its own dockerd and swarm). Inside each, KRB5CCNAME names a cache whose default
+principal is that user's; the directory holds nothing else, cannot be written, and the other
+user's cache is nowhere in the container (read with a few lines of Python: the MIT ccache
+format's header, so the check does not depend on the tools under test). With the image's
+Kerberos client (krb5-user, curl), `klist` shows the user's own principal and
+`curl --negotiate -u :` reaches Apache httpd with mod_auth_gssapi on the test host, which answers
+the principal it authenticated: alice@CDSW.TEST for alice's session, bob@CDSW.TEST for bob's job.
+
+The KDC and httpd run on the test host; containers reach it at the lab bridge's address (h1's
+default gateway; their traffic is masqueraded through h1), which the krb5.conf given to the
+master and mounted into engines names. Their ports lie outside the ranges the engine firewall
+drops (tests/integration/kdc.py).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Dict, Iterator
@@ -18,10 +28,12 @@ import pytest
 
 from cdsw_agent.images import transfer
 from cdsw_agent.kerberos import tickets
+from cdsw_agent.server import scheduler
 
 from .docker_fixtures import docker_engine, engine_image, engine_image_build  # noqa: F401
-from .kdc import start_kdc
+from .kdc import curl_command, start_gss_httpd, start_kdc
 from .netns import Lab, available
+from .test_jobs_api import start_jobs
 from .test_sessions_swarm import SwarmMaster, swarm_master
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
@@ -53,6 +65,14 @@ print("principal=%s@%s listing=%s writable=%s" % ("/".join(parts), realm,
 print("other=%s" % os.path.exists(OTHER))
 '''
 
+# the engine's own Kerberos client: its ticket, then the web service with it (SPNEGO)
+KERBEROS_CLIENT = r'''
+import subprocess
+print(subprocess.run(["klist"], capture_output=True, text=True).stdout)
+r = subprocess.run(CURL, capture_output=True, text=True)
+print("web " + r.stdout.strip(), r.stderr.strip()[:300])
+'''
+
 
 @pytest.fixture(scope="module")
 def master(engine_image: str, docker_engine: Any,  # noqa: F811
@@ -67,48 +87,99 @@ def master(engine_image: str, docker_engine: Any,  # noqa: F811
             kdc.add_principal(name, password)
         saved = transfer.save_image(docker_engine.client, engine_image, root / "engine.tar")
         with Lab(Path("/var/lib/cdsw-lab") / ("krb-" + os.urandom(3).hex())) as lab:
-            m = swarm_master(lab, saved.path, engine_image, root / "data",
-                             kerberos_enabled=True, krb5_conf=str(kdc.krb5_conf))
+            # the test host on the lab's bridge: h1's default gateway, where its containers'
+            # traffic to the KDC and the web service goes
+            host = lab.prefix + ".1"
+            conf = kdc.client_conf(root / "krb5-lab.conf", host)
+            web = start_gss_httpd(kdc, host)
             try:
-                yield {"m": m, "kdc": kdc}
-            finally:
-                from cdsw_agent.sessions.monitor import manager_for
+                m = swarm_master(lab, saved.path, engine_image, root / "data",
+                                 kerberos_enabled=True, krb5_conf=str(conf))
+                try:
+                    users = {name: m.api.user(name) for name in PASSWORDS}
+                    clients = {name: m.api.key_client(u) for name, u in users.items()}
+                    for name, user in users.items():
+                        r = m.client.put("/api/v1/projects/%d/collaborators/%d"
+                                         % (m.project_id, user.id), json={"role": "contributor"})
+                        assert r.status_code == 200, r.text
+                        r = clients[name].put("/api/v1/account/kerberos",
+                                              data={"principal": name,
+                                                    "password": PASSWORDS[name]})
+                        assert r.status_code == 200, r.text
+                    yield {"m": m, "kdc": kdc, "web": web, "users": users, "clients": clients}
+                finally:
+                    from cdsw_agent.sessions.monitor import manager_for
 
-                orch = manager_for(m.api.client.app.state.server).orchestrator
-                for ref in orch.list():
-                    orch.remove(ref.id)
-                m.api.db.engine.dispose()
+                    state = m.api.client.app.state.server
+                    scheduler.stop(state)
+                    orch = manager_for(state).orchestrator
+                    for ref in orch.list():
+                        orch.remove(ref.id)
+                    m.api.db.engine.dispose()
+            finally:
+                web.stop()
     finally:
         kdc.stop()
 
 
-def test_each_swarm_engine_holds_only_its_users_ticket_read_only(master: Dict[str, Any]) -> None:
+def _other_cache(master: Dict[str, Any], name: str) -> str:
+    other = "bob" if name == "alice" else "alice"
+    return str(tickets.cache_file(master["m"].api.settings, master["users"][other].id))
+
+
+def test_each_swarm_session_holds_only_its_users_ticket_and_authenticates_as_its_user(
+        master: Dict[str, Any]) -> None:
     m: SwarmMaster = master["m"]
-    api = m.api
-    users = {name: api.user(name) for name in PASSWORDS}
-    clients = {name: api.key_client(u) for name, u in users.items()}
-    for name, user in users.items():
-        r = m.client.put("/api/v1/projects/%d/collaborators/%d" % (m.project_id, user.id),
-                         json={"role": "contributor"})
-        assert r.status_code == 200, r.text
-        r = clients[name].put("/api/v1/account/kerberos",
-                              data={"principal": name, "password": PASSWORDS[name]})
-        assert r.status_code == 200, r.text
+    clients = master["clients"]
     sessions = {}
     for name in PASSWORDS:
         r = clients[name].post("/api/v1/projects/%d/sessions" % m.project_id, json={})
         assert r.status_code == 201, r.text
         sessions[name] = r.json()["id"]
     for name, sid in sessions.items():
-        other = "bob" if name == "alice" else "alice"
-        other_cache = str(tickets.cache_file(api.settings, users[other].id))
         running = m.wait(sid, "running", "failed")
         assert running["status"] == "running", running
+        code = "OTHER = %r\nCURL = %r\n" % (_other_cache(master, name),
+                                            curl_command(master["web"].url))
         with clients[name].stream("POST", "/api/v1/sessions/%d/execute" % sid,
-                                  json={"code": "OTHER = %r\n" % other_cache + READ_CACHE}) as r:
+                                  json={"code": code + READ_CACHE + KERBEROS_CLIENT}) as r:
             assert r.status_code == 200, r.read()
-            text = "".join(__import__("json").loads(line).get("text", "")
+            text = "".join(json.loads(line).get("text", "")
                            for line in r.iter_lines() if line)
         assert ("principal=%s@CDSW.TEST listing=['krb5cc'] writable=no: Read-only file system"
                 % name) in text, text
         assert "other=False" in text, text
+        # klist in the engine: the user's own ticket-granting ticket
+        assert "Default principal: %s@CDSW.TEST" % name in text, text
+        assert "krbtgt/CDSW.TEST@CDSW.TEST" in text, text
+        # the Kerberos-protected service authenticated this user, and no one else
+        assert "web principal=%s@CDSW.TEST\nstatus=200" % name in text, \
+            (text, master["web"].log())
+        assert ("bob" if name == "alice" else "alice") not in text, text
+    for sid in sessions.values():
+        m.client.post("/api/v1/sessions/%d/stop" % sid)
+    for sid in sessions.values():
+        assert m.wait(sid, "stopped", "failed", timeout=60)["status"] == "stopped"
+
+
+def test_a_job_bob_runs_in_the_same_project_authenticates_as_bob(
+        master: Dict[str, Any]) -> None:
+    m: SwarmMaster = master["m"]
+    bob = master["users"]["bob"]
+    jobs = start_jobs(m.api, threaded=False, user=bob, project_id=m.project_id)
+    jobs.script("whoami_krb.py", "OTHER = %r\nCURL = %r\n" % (
+        _other_cache(master, "bob"), curl_command(master["web"].url)) + READ_CACHE
+        + KERBEROS_CLIENT)
+    job = jobs.create(name="whoami-krb", script="whoami_krb.py")
+    run = jobs.run(job["id"])
+    assert run["run_as"] == "bob"
+    done = jobs.wait(job["id"], run["id"], tick=True, timeout=300)
+    log = jobs.log(job["id"], run["id"])
+    assert done["status"] == "succeeded", (done, log)
+    assert ("principal=bob@CDSW.TEST listing=['krb5cc'] writable=no: Read-only file system"
+            in log), log
+    assert "other=False" in log, log
+    assert "Default principal: bob@CDSW.TEST" in log, log
+    assert "web principal=bob@CDSW.TEST\nstatus=200" in log, (log, master["web"].log())
+    assert "alice" not in log, log
+    assert done["node"] == "h1", done  # a container on the swarm node, not a local process
