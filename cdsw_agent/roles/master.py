@@ -1,4 +1,8 @@
-"""CDSW_MASTER: upgrades the database (after a backup) and serves the web app and API."""
+"""CDSW_MASTER: upgrades the database (after a backup) and serves the web app and API.
+
+With the swarm orchestrator it also keeps this host's engine firewall narrowed to the CDSW nodes
+(start_engine_firewall: the swarm's nodes, as workers get them in their heartbeat's answer).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,9 @@ import logging
 import os
 import secrets
 import signal
+import threading
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import requests
 
@@ -106,6 +111,38 @@ def collect_client_config(settings: Settings) -> None:
              "unchanged" if bundle.reused else "new", ", ".join(bundle.kinds))
 
 
+def start_engine_firewall(settings: Settings, state: Any) -> Optional[Callable[[], None]]:
+    """With the swarm orchestrator, a thread that narrows this host's engine-port rule to the
+    CDSW nodes (engine_firewall.NodeFirewall) every heartbeat interval, from the list the
+    workers get (routes/cluster.py engine_nodes, state: the app's ServerState). Returns the
+    function that stops it and puts the broad rule back; None for other orchestrators."""
+    if settings.orchestrator != "swarm":
+        return None
+    from ..server.routes.cluster import engine_nodes
+    from .engine_firewall import NodeFirewall
+    from .worker import HEARTBEAT_SECONDS
+
+    firewall, stop = NodeFirewall(), threading.Event()
+
+    def keep() -> None:
+        while not stop.is_set():
+            try:
+                firewall.update(engine_nodes(state))
+            except Exception as e:  # the next round tries again; never ends the thread
+                log.warning("engine firewall: nodes not updated: %s", str(e).splitlines()[0]
+                            if str(e) else type(e).__name__)
+            stop.wait(HEARTBEAT_SECONDS)
+        firewall.reset()
+
+    thread = threading.Thread(target=keep, name="engine-firewall", daemon=True)
+    thread.start()
+
+    def stop_keeping() -> None:
+        stop.set()
+        thread.join(30)
+    return stop_keeping
+
+
 def start(settings: Settings, db: Optional[Database] = None) -> None:
     """Run the master in the foreground until SIGTERM/SIGINT."""
     from ..server.app import create_app
@@ -134,9 +171,14 @@ def start(settings: Settings, db: Optional[Database] = None) -> None:
         signal.signal(sig, lambda *_: None)
     if engine_listener_port(settings):
         log.info("engine content (JupyterLab) on port %d", engine_listener_port(settings))
-    serve(app, settings, settings.bind_address, settings.http_port, log_config=None,
-          proxy_headers=False, ws="auto", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-          **ssl)
+    stop_firewall = start_engine_firewall(settings, app.state.server)
+    try:
+        serve(app, settings, settings.bind_address, settings.http_port, log_config=None,
+              proxy_headers=False, ws="auto", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+              **ssl)
+    finally:
+        if stop_firewall is not None:
+            stop_firewall()
     storage_service.stop()  # storage
     log.info("CDSW master stopped")
 

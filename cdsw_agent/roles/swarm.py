@@ -168,3 +168,19 @@ def start_manager(settings: Settings) -> Optional[SwarmInfo]:
     log.info("swarm manager ready at %s (node %s)", ", ".join(info.manager_addresses),
              info.node_id)
     return info
+
+
+def engine_node_addresses(client: docker.DockerClient,
+                          reported: Optional[Dict[str, List[str]]] = None) -> List[str]:
+    """The addresses of the CDSW nodes, for the engine firewall (roles/engine_firewall.py):
+    every swarm node's address (Status.Addr; a manager's from ManagerStatus.Addr, as Docker
+    may report 0.0.0.0 for it) and the host addresses reported for its host name (reported:
+    host name -> addresses, from the workers' heartbeats). Down nodes count: they come back."""
+    from .engine_firewall import node_addresses
+
+    found: List[str] = []
+    for node in client.api.nodes():
+        found.append(node.get("Status", {}).get("Addr", ""))
+        found.append((node.get("ManagerStatus") or {}).get("Addr", ""))
+        found += (reported or {}).get(node.get("Description", {}).get("Hostname", ""), [])
+    return node_addresses(found)

@@ -3,7 +3,9 @@
 Start: wait for the local dockerd, ask the master for a join token (POST /api/v1/cluster/join
 with the cluster secret), join unless already a member (a restarted worker keeps its
 membership), then heartbeat until SIGTERM; each heartbeat also fetches the engine images the
-master holds and this host lacks (sync_images). On SIGTERM the master drains the node
+master holds and this host lacks (sync_images), and narrows this node's engine firewall to the
+CDSW nodes the master lists in its answer (engine_firewall.NodeFirewall; the broad rule stays
+until then, and comes back when the worker stops). On SIGTERM the master drains the node
 (POST /api/v1/cluster/leave: a worker may not update nodes itself) and the worker leaves.
 """
 
@@ -26,6 +28,7 @@ from .. import storage  # project files: mount the master's, keep them mounted
 from ..errors import UserError
 from ..logs import setup_logging
 from ..settings import Settings
+from . import engine_firewall
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +161,8 @@ def report(client: docker.DockerClient) -> Dict[str, Any]:
     checks = {"docker": "ok", "swarm": swarm.get("LocalNodeState", "unknown")}
     return dict(node_id=swarm.get("NodeID", ""), cpus=float(info.get("NCPU", 0)),
                 memory_bytes=int(info.get("MemTotal", 0)), checks=checks,
-                healthy=checks["swarm"] == "active")
+                healthy=checks["swarm"] == "active",
+                addresses=engine_firewall.host_addresses())  # all count as a CDSW node's
 
 
 def sync_images(client: docker.DockerClient, master: MasterClient, settings: Settings) -> int:
@@ -212,6 +216,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
     master = MasterClient(settings)
     client = connect_docker(settings, stop=stop)
     mount_watchdog = storage.start_worker(settings, master.post)  # storage: background mount
+    firewall = engine_firewall.NodeFirewall()
     node_id = ""
     while not stop.is_set():
         try:
@@ -225,14 +230,16 @@ def run(settings: Settings, stop: threading.Event) -> None:
             if swarm_state(client).get("LocalNodeState") == "inactive":
                 log.warning("this node is no longer in the swarm; joining again")
                 node_id = ensure_joined(client, master, stop)
-            master.post("/heartbeat", cluster=settings.workbench_cluster,
-                        **storage.heartbeat_fields(report(client), mount_watchdog))
+            answer = master.post("/heartbeat", cluster=settings.workbench_cluster,
+                                 **storage.heartbeat_fields(report(client), mount_watchdog))
+            firewall.update(answer.get("engine_nodes"))
             sync_images(client, master, settings)
         except MasterUnavailable as e:
             log.warning("heartbeat failed: %s", e)
         except (DockerException, OSError) as e:
             log.warning("heartbeat: Docker unavailable: %s", _first_line(e))
         stop.wait(HEARTBEAT_SECONDS)
+    firewall.reset()  # the list would go stale: engine ports closed towards every host again
     if node_id:
         leave(client, master, node_id)
     mount_watchdog.stop(release=True)  # storage: unmount once the node is drained

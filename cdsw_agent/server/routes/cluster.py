@@ -11,7 +11,9 @@ import datetime as dt
 import hmac
 import logging
 import threading
-from typing import Any, Dict, Optional
+import time
+from ipaddress import IPv4Address
+from typing import Any, Dict, List, Optional
 
 import docker
 from docker.errors import APIError, DockerException
@@ -19,6 +21,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from ...errors import UserError
+from ...roles import engine_firewall
 from ...roles import swarm as swarm_mgr
 from ..deps import get_state
 from ..errors import ApiError
@@ -48,6 +51,8 @@ class HeartbeatRequest(Authenticated):
     storage: Dict[str, Any] = Field(default_factory=dict)
     # the worker's workbench_cluster setting: its node is labelled cdsw.cluster=NAME
     cluster: str = Field(default="", pattern=r"^([A-Za-z][A-Za-z0-9_-]{0,31})?$")
+    # the worker host's own addresses: each counts as a CDSW node's for the engine firewall
+    addresses: List[IPv4Address] = Field(default_factory=list, max_length=64)
 
 
 class LeaveRequest(Authenticated):
@@ -108,10 +113,40 @@ def heartbeat(body: HeartbeatRequest, access: Access = require("public"),
     record = _nodes(state).setdefault(body.hostname, {})
     record.update(node_id=body.node_id, cpus=body.cpus, memory_bytes=body.memory_bytes,
                   healthy=body.healthy, checks=dict(body.checks), storage=dict(body.storage),
-                  cluster=body.cluster, last_seen=_now())
+                  cluster=body.cluster, addresses=[str(a) for a in body.addresses],
+                  last_seen=_now())
     if body.node_id and state.settings.orchestrator == "swarm":
         _label_cluster(state, body)
-    return {"ok": True}
+    answer: Dict[str, Any] = {"ok": True}
+    nodes = engine_nodes(state)
+    if nodes is not None:  # the worker narrows its engine firewall to these (engine_firewall)
+        answer["engine_nodes"] = nodes
+    return answer
+
+
+HOST_ADDRESSES_SECONDS = 60.0
+
+
+def engine_nodes(state: ServerState) -> Optional[List[str]]:
+    """The addresses of every CDSW node (the swarm's nodes, the addresses their workers
+    reported, this master host's own), where engines must not reach engine ports; None when
+    they cannot be known now (no swarm, the master's Docker does not answer)."""
+    if state.settings.orchestrator != "swarm":
+        return None
+    reported = {name: list(record.get("addresses") or [])
+                for name, record in list(_nodes(state).items())}
+    try:
+        found = swarm_mgr.engine_node_addresses(_docker(state), reported)
+    except (ApiError, APIError, DockerException, OSError) as e:
+        log.debug("swarm nodes unavailable for the engine firewall: %s", e)
+        return None
+    if not found:  # not a swarm (yet): nothing known
+        return None
+    cached = state.extras.get("host_addresses")
+    if cached is None or time.monotonic() - cached[0] > HOST_ADDRESSES_SECONDS:
+        cached = state.extras["host_addresses"] = (time.monotonic(),
+                                                   engine_firewall.host_addresses())
+    return engine_firewall.node_addresses(found + cached[1])
 
 
 def _label_cluster(state: ServerState, body: HeartbeatRequest) -> None:
