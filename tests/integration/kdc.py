@@ -331,12 +331,33 @@ LuaMapHandler "^/" "{root}/whoami.lua"
             raise RuntimeError("httpd exited %s: %s" % (proc.returncode, log))
         try:
             socket.create_connection((host, port), timeout=1).close()
-            return httpd
         except OSError:
             time.sleep(0.1)
+            continue
+        _refuses_without_ticket(httpd)
+        return httpd
     log = httpd.log()
     httpd.stop()
     raise RuntimeError("httpd did not listen on %s:%d: %s" % (host, port, log))
+
+
+def _refuses_without_ticket(httpd: GssHttpd) -> None:
+    """The service is really protected: a request without Kerberos gets 401 and a Negotiate
+    challenge, so a `principal=` answer can only come from an authenticated request."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with direct.open(httpd.url, timeout=10) as r:
+            answer = "%s %r" % (r.status, r.read()[:200])
+    except urllib.error.HTTPError as e:
+        if e.code == 401 and e.headers.get("WWW-Authenticate") == "Negotiate":
+            return
+        answer = "%s %s" % (e.code, e.headers.get("WWW-Authenticate"))
+    log = httpd.log()
+    httpd.stop()
+    raise RuntimeError("httpd answered a request without a ticket with %s: %s" % (answer, log))
 
 
 def curl_command(url: str) -> List[str]:
