@@ -19,16 +19,19 @@ drops (tests/integration/kdc.py).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any, Dict, Iterator
 
 import pytest
 
 from cdsw_agent.images import transfer
-from cdsw_agent.kerberos import tickets
+from cdsw_agent.kerberos import kdc as kdc_tools, tickets
 from cdsw_agent.server import scheduler
+from cdsw_agent.store.models import utcnow
 
 from .docker_fixtures import docker_engine, engine_image, engine_image_build  # noqa: F401
 from .kdc import curl_command, start_gss_httpd, start_kdc
@@ -38,6 +41,7 @@ from .test_sessions_swarm import SwarmMaster, swarm_master
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
+LIFETIME_SECONDS = 30
 PASSWORDS = {"alice": "alice-Krb-pw1", "bob": "bob-Krb-pw2"}
 
 READ_CACHE = r'''
@@ -93,8 +97,11 @@ def master(engine_image: str, docker_engine: Any,  # noqa: F811
             conf = kdc.client_conf(root / "krb5-lab.conf", host)
             web = start_gss_httpd(kdc, host)
             try:
+                # short tickets: the keeper must renew them while the sessions run
                 m = swarm_master(lab, saved.path, engine_image, root / "data",
-                                 kerberos_enabled=True, krb5_conf=str(conf))
+                                 kerberos_enabled=True, krb5_conf=str(conf),
+                                 kerberos_ticket_lifetime="%ds" % LIFETIME_SECONDS,
+                                 kerberos_renew_lifetime="10m", kerberos_check_seconds=2)
                 try:
                     users = {name: m.api.user(name) for name in PASSWORDS}
                     clients = {name: m.api.key_client(u) for name, u in users.items()}
@@ -106,11 +113,13 @@ def master(engine_image: str, docker_engine: Any,  # noqa: F811
                                               data={"principal": name,
                                                     "password": PASSWORDS[name]})
                         assert r.status_code == 200, r.text
+                    tickets.start(m.api.client.app.state.server)  # the master's keeper
                     yield {"m": m, "kdc": kdc, "web": web, "users": users, "clients": clients}
                 finally:
                     from cdsw_agent.sessions.monitor import manager_for
 
                     state = m.api.client.app.state.server
+                    tickets.stop(state)
                     scheduler.stop(state)
                     orch = manager_for(state).orchestrator
                     for ref in orch.list():
@@ -136,16 +145,18 @@ def test_each_swarm_session_holds_only_its_users_ticket_and_authenticates_as_its
         r = clients[name].post("/api/v1/projects/%d/sessions" % m.project_id, json={})
         assert r.status_code == 201, r.text
         sessions[name] = r.json()["id"]
+    def execute(name: str, code: str) -> str:
+        with clients[name].stream("POST", "/api/v1/sessions/%d/execute" % sessions[name],
+                                  json={"code": code}) as r:
+            assert r.status_code == 200, r.read()
+            return "".join(json.loads(line).get("text", "") for line in r.iter_lines() if line)
+
     for name, sid in sessions.items():
         running = m.wait(sid, "running", "failed")
         assert running["status"] == "running", running
         code = "OTHER = %r\nCURL = %r\n" % (_other_cache(master, name),
                                             curl_command(master["web"].url))
-        with clients[name].stream("POST", "/api/v1/sessions/%d/execute" % sid,
-                                  json={"code": code + READ_CACHE + KERBEROS_CLIENT}) as r:
-            assert r.status_code == 200, r.read()
-            text = "".join(json.loads(line).get("text", "")
-                           for line in r.iter_lines() if line)
+        text = execute(name, code + READ_CACHE + KERBEROS_CLIENT)
         assert ("principal=%s@CDSW.TEST listing=['krb5cc'] writable=no: Read-only file system"
                 % name) in text, text
         assert "other=False" in text, text
@@ -156,6 +167,18 @@ def test_each_swarm_session_holds_only_its_users_ticket_and_authenticates_as_its
         assert "web principal=%s@CDSW.TEST\nstatus=200" % name in text, \
             (text, master["web"].log())
         assert ("bob" if name == "alice" else "alice") not in text, text
+
+    # past the ticket alice's session started with: the keeper renewed it in the cache the
+    # running container mounts, and the session still authenticates as alice
+    cache = tickets.cache_file(m.api.settings, master["users"]["alice"].id)
+    first = kdc_tools.klist(cache, m.api.settings.krb5_conf)
+    assert first is not None
+    while utcnow() < first.expires_at + dt.timedelta(seconds=5):
+        time.sleep(1)
+    text = execute("alice", "CURL = %r\n" % curl_command(master["web"].url) + KERBEROS_CLIENT)
+    assert "web principal=alice@CDSW.TEST\nstatus=200" in text, (text, master["web"].log())
+    renewed = kdc_tools.klist(cache, m.api.settings.krb5_conf)
+    assert renewed is not None and renewed.expires_at > first.expires_at, (first, renewed)
     for sid in sessions.values():
         m.client.post("/api/v1/sessions/%d/stop" % sid)
     for sid in sessions.values():
