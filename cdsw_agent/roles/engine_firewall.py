@@ -22,12 +22,15 @@ Docker (ctstate DNAT), or is the address of a CDSW node (chain NODES_CHAIN, `-d 
 the same ports on every other host are open to engines. The addresses are the swarm nodes'
 (`docker node ls`: Status.Addr, a manager's ManagerStatus.Addr) and the host addresses each
 worker reports in its heartbeat (gateways with several networks); the master knows them and
-hands them to workers in the answer to their heartbeat (routes/cluster.py). NodeFirewall keeps
-them applied: in the master process on the master host (roles/master.py) and in the worker
-role on the others (roles/worker.py). Both chains are replaced in one `iptables-restore
---noflush` transaction, so no moment is left without rules. Until a node has learnt the list,
-and again when the role that keeps it stops or iptables fails, the broad rule stands: engine
-ports are dropped towards every host (the Docker role installs it at start).
+hands them to workers that present the cluster secret (POST /api/v1/cluster/engine-nodes,
+routes/cluster.py). NodeFirewall keeps them applied, refreshed every heartbeat interval: in the
+master process on the master host (roles/master.py) and in the worker role on the others
+(roles/worker.py). A node that joins is known to the others within one interval. Both chains
+are replaced in one `iptables-restore --noflush` transaction, so no moment is left without
+rules. Until a node has learnt the list, and again when the role that keeps it stops or
+iptables fails, the broad rule stands: engine ports are dropped towards every host (the Docker
+role installs it at start). A service in the range on a CDSW gateway itself stays closed to
+engines.
 
 Spark drivers in engines publish two ports each in 20050-32767 (workloads/engine.py), which the
 cluster's executors connect back to. Those connections come from the cluster's hosts, never from

@@ -1,7 +1,7 @@
 """CDSW_MASTER: upgrades the database (after a backup) and serves the web app and API.
 
 With the swarm orchestrator it also keeps this host's engine firewall narrowed to the CDSW nodes
-(start_engine_firewall: the swarm's nodes, as workers get them in their heartbeat's answer).
+(start_engine_firewall: the swarm's nodes, the list workers get from /cluster/engine-nodes).
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def collect_client_config(settings: Settings) -> None:
 def start_engine_firewall(settings: Settings, state: Any) -> Optional[Callable[[], None]]:
     """With the swarm orchestrator, a thread that narrows this host's engine-port rule to the
     CDSW nodes (engine_firewall.NodeFirewall) every heartbeat interval, from the list the
-    workers get (routes/cluster.py engine_nodes, state: the app's ServerState). Returns the
+    workers get (routes/cluster.py engine_nodes; state: the app's ServerState). Returns the
     function that stops it and puts the broad rule back; None for other orchestrators."""
     if settings.orchestrator != "swarm":
         return None

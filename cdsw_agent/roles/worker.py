@@ -3,9 +3,11 @@
 Start: wait for the local dockerd, ask the master for a join token (POST /api/v1/cluster/join
 with the cluster secret), join unless already a member (a restarted worker keeps its
 membership), then heartbeat until SIGTERM; each heartbeat also fetches the engine images the
-master holds and this host lacks (sync_images), and narrows this node's engine firewall to the
-CDSW nodes the master lists in its answer (engine_firewall.NodeFirewall; the broad rule stays
-until then, and comes back when the worker stops). On SIGTERM the master drains the node
+master holds and this host lacks (sync_images). Beside it, at the same interval but never
+held up by an image download, keep_engine_firewall narrows this node's engine firewall to the
+CDSW nodes the master lists (POST /api/v1/cluster/engine-nodes; engine_firewall.NodeFirewall:
+the broad rule stays until then, and comes back when the worker stops). On SIGTERM the master
+drains the node
 (POST /api/v1/cluster/leave: a worker may not update nodes itself) and the worker leaves.
 """
 
@@ -216,7 +218,9 @@ def run(settings: Settings, stop: threading.Event) -> None:
     master = MasterClient(settings)
     client = connect_docker(settings, stop=stop)
     mount_watchdog = storage.start_worker(settings, master.post)  # storage: background mount
-    firewall = engine_firewall.NodeFirewall()
+    firewall = threading.Thread(target=keep_engine_firewall, args=(master, stop),
+                                name="engine-firewall", daemon=True)
+    firewall.start()
     node_id = ""
     while not stop.is_set():
         try:
@@ -230,19 +234,33 @@ def run(settings: Settings, stop: threading.Event) -> None:
             if swarm_state(client).get("LocalNodeState") == "inactive":
                 log.warning("this node is no longer in the swarm; joining again")
                 node_id = ensure_joined(client, master, stop)
-            answer = master.post("/heartbeat", cluster=settings.workbench_cluster,
-                                 **storage.heartbeat_fields(report(client), mount_watchdog))
-            firewall.update(answer.get("engine_nodes"))
+            master.post("/heartbeat", cluster=settings.workbench_cluster,
+                        **storage.heartbeat_fields(report(client), mount_watchdog))
             sync_images(client, master, settings)
         except MasterUnavailable as e:
             log.warning("heartbeat failed: %s", e)
         except (DockerException, OSError) as e:
             log.warning("heartbeat: Docker unavailable: %s", _first_line(e))
         stop.wait(HEARTBEAT_SECONDS)
-    firewall.reset()  # the list would go stale: engine ports closed towards every host again
+    firewall.join(30)  # it put the broad rule back: the list would go stale
     if node_id:
         leave(client, master, node_id)
     mount_watchdog.stop(release=True)  # storage: unmount once the node is drained
+
+
+def keep_engine_firewall(master: MasterClient, stop: threading.Event,
+                         firewall: Optional[engine_firewall.NodeFirewall] = None) -> None:
+    """Until stop: every HEARTBEAT_SECONDS, narrow this node's engine-port rule to the CDSW
+    nodes the master lists (the broad rule stays while none was learnt); then the broad rule
+    again. A master that does not answer leaves the rules as they are (the heartbeat says so)."""
+    firewall = firewall or engine_firewall.NodeFirewall()
+    while not stop.is_set():
+        try:
+            firewall.update(master.post("/engine-nodes").get("engine_nodes"))
+        except (MasterUnavailable, UserError):
+            pass
+        stop.wait(HEARTBEAT_SECONDS)
+    firewall.reset()
 
 
 LEAVE_ATTEMPTS = 4

@@ -165,6 +165,7 @@ GET    /api/v1/projects/{project_id}/pipeline                401    404    ok   
 # session without its CSRF token is still refused
 POST   /api/v1/cluster/join                                  ok     ok     ok     ok     ok     ok     ok     ok     ok     ok     ok     403
 POST   /api/v1/cluster/heartbeat                             ok     ok     ok     ok     ok     ok     ok     ok     ok     ok     ok     403
+POST   /api/v1/cluster/engine-nodes                          ok     ok     ok     ok     ok     ok     ok     ok     ok     ok     ok     403
 POST   /api/v1/cluster/leave                                 ok     ok     ok     ok     ok     ok     ok     ok     ok     ok     ok     403
 POST   /api/v1/cluster/storage                               ok     ok     ok     ok     ok     ok     ok     ok     ok     ok     ok     403
 POST   /api/v1/cluster/images                                ok     ok     ok     ok     ok     ok     ok     ok     ok     ok     ok     403

@@ -273,13 +273,18 @@ def test_cluster_api_checks_the_secret_and_never_logs_it(manager, caplog):
             "checks": {"docker": "ok"}})
         assert r.status_code == 200
         assert app.state.server.extras["nodes"]["w1"]["memory_bytes"] == 1 << 30
-        # the answer lists the CDSW nodes for the worker's engine firewall: the swarm's nodes
-        # (here the manager h1) with the host addresses reported for them; w1 is no swarm
-        # node (yet), so its addresses do not count
+        # the CDSW nodes for the workers' engine firewall: the swarm's nodes (here the manager
+        # h1) with the host addresses their heartbeats reported; w1 is no swarm node (yet), so
+        # its addresses do not count
         for hostname, address in (("h1", "10.254.1.1"), ("w1", "10.254.1.2")):
             r = http.post("/api/v1/cluster/heartbeat", json={
                 "secret": SECRET, "hostname": hostname, "addresses": [address]})
             assert r.status_code == 200, r.text
+        r = http.post("/api/v1/cluster/engine-nodes", json={"secret": SECRET[:-1],
+                                                             "hostname": "w1"})
+        assert r.status_code == 403
+        r = http.post("/api/v1/cluster/engine-nodes", json={"secret": SECRET, "hostname": "w1"})
+        assert r.status_code == 200, r.text
         nodes = r.json()["engine_nodes"]
         assert manager["host"].address in nodes and "10.254.1.1" in nodes, nodes
         assert "10.254.1.2" not in nodes, nodes

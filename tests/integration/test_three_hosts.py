@@ -448,6 +448,116 @@ def signed_in(c: Cluster) -> requests.Session:
     return http
 
 
+LISTENER = """
+import socket, sys, threading
+def serve(port):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(('0.0.0.0', port))
+    s.listen(16)
+    while True:
+        c, _ = s.accept()
+        c.close()
+for port in sys.argv[2:]:
+    threading.Thread(target=serve, args=(int(port),), daemon=True).start()
+serve(int(sys.argv[1]))
+"""
+PROBE = """
+import socket, sys
+def probe(host, port):
+    s = socket.socket()
+    s.settimeout(3)
+    try:
+        s.connect((host, port))
+        return "open"
+    except OSError as e:
+        return type(e).__name__
+    finally:
+        s.close()
+print(" ".join(probe(a.rsplit(":", 1)[0], int(a.rsplit(":", 1)[1])) for a in sys.argv[1:]))
+"""
+
+
+def test_engines_reach_the_engine_port_range_on_hadoop_hosts_but_no_cdsw_node(
+        cluster: Cluster) -> None:
+    """HBase (16020), the CDH Spark History Server (18088) and friends listen in the engines'
+    port range on the cluster's hosts. Once the master (h1) and the workers (h2, h3) know the
+    CDSW nodes, an engine reaches those ports on a host that is no CDSW node; it still cannot
+    reach another engine's published port on its own node, on another CDSW node, nor the
+    master's port (18543) on the master's node. Real iptables rules from the roles, real
+    dockerd, real swarm."""
+    import secrets as _secrets
+
+    from cdsw_agent.orchestrators import Port
+    from cdsw_agent.roles.engine_firewall import CHAIN, NODES_CHAIN, chain_rules
+
+    c = cluster
+    python = "/opt/cdsw/venv/bin/python"
+    if not c.workers:  # before the workers learn the nodes, their Docker role's rule is broad
+        for host in (c.h2, c.h3):
+            r = host.run(["iptables", "-w", "-C", CHAIN] + chain_rules()[0])
+            assert r.returncode == 0, r.stderr
+    for host in (c.h2, c.h3):
+        if host.name not in c.workers:
+            c.start_worker(host)
+    wait_for(lambda: all(c.node_state(h) == "ready" for h in ("h2", "h3")), 120,
+             "h2 and h3 to be ready")
+    for host in (c.h2, c.h3):
+        wait_for(lambda: c.docker[host.name][1].images.list(name=c.engine.split(":")[0]), 240,
+                 "the engine image on %s" % host.name)
+    cdsw_nodes = [h.address for h in (c.h1, c.h2, c.h3)]
+    for host, role in ((c.h1, "master.log"), (c.h2, "worker.log"), (c.h3, "worker.log")):
+        # every node's role narrowed its rule: this node and the three CDSW nodes
+        wait_for(lambda: all("-d %s/32 -j DROP" % a in host.run(
+            ["iptables", "-w", "-S", NODES_CHAIN]).stdout for a in cdsw_nodes), 60,
+            "%s's engine rule narrowed to %s (log: %s)" % (host.name, cdsw_nodes,
+                                                           host.log(role)[-600:]))
+        assert host.run(["iptables", "-w", "-C", CHAIN] + chain_rules([])[0]).returncode == 0
+        assert "engines reach ports 15000-19999 on any host but this node and the CDSW " \
+               "nodes" in host.log(role)
+
+    hadoop = c.lab.add_host("hbase-%s" % _secrets.token_hex(2))  # no CDSW node
+    services = hadoop.popen([sys.executable, "-c", LISTENER, "16020", "18088"],
+                            log_name="hbase.log")
+    port_a = 15100 + _secrets.randbelow(800)
+    port_b = port_a + 1000
+    engines = [c.orch.launch(WorkloadSpec(
+        name="fw-%s-%s" % (node, _secrets.token_hex(3)), image=c.engine,
+        command=[python, "-c", LISTENER, str(port)], ports=[Port(container=port, host=port)],
+        node=node)) for node, port in (("h2", port_a), ("h3", port_b))]
+    prober = None
+    try:
+        for ref in engines:
+            running(c, ref.id)
+        targets = ["%s:%d" % t for t in ((hadoop.address, 16020), (hadoop.address, 18088),
+                                         (c.h3.address, port_b), (c.h2.address, port_a),
+                                         (c.h1.address, PORT))]
+
+        def from_h1() -> str:
+            return c.h1.run([sys.executable, "-c", PROBE] + targets).stdout.strip()
+        # from a host process (as the master reaches engines) every target answers
+        wait_for(lambda: from_h1() == "open open open open open", 90,
+                 "the listeners to answer h1 (%s)" % from_h1())
+
+        # an engine on h3 probes them all
+        prober = c.orch.launch(WorkloadSpec(
+            name="fw-probe-%s" % _secrets.token_hex(3), image=c.engine,
+            command=[python, "-c", PROBE] + targets, node="h3"))
+        st = wait_for(lambda: (lambda x: x if x.final else None)(c.orch.status(prober.id)),
+                      120, "the probing engine to finish")
+        lines = [ln for ln in c.orch.logs(prober.id) if ln.strip()]
+        assert lines, st
+        hbase, history, own_node, other_node, master_node = lines[-1].split()
+        assert (hbase, history) == ("open", "open"), lines  # Hadoop's ports: no wall any more
+        assert own_node != "open", lines  # another engine on its own node, via the node address
+        assert other_node != "open", lines  # another engine on another CDSW node
+        assert master_node != "open", lines  # the master's node is a CDSW node too
+    finally:
+        services.terminate()
+        for ref in engines + ([prober] if prober else []):
+            c.orch.remove(ref.id)
+
+
 @pytest.mark.timeout(1500)  # a Spark cluster, two sessions and two jobs; the lab goes after it
 def test_pyspark_from_engines_on_a_spark_standalone_cluster(cluster: Cluster) -> None:
     """A session and jobs on swarm workers run Spark in client mode against a real standalone

@@ -117,11 +117,16 @@ def heartbeat(body: HeartbeatRequest, access: Access = require("public"),
                   last_seen=_now())
     if body.node_id and state.settings.orchestrator == "swarm":
         _label_cluster(state, body)
-    answer: Dict[str, Any] = {"ok": True}
-    nodes = engine_nodes(state)
-    if nodes is not None:  # the worker narrows its engine firewall to these (engine_firewall)
-        answer["engine_nodes"] = nodes
-    return answer
+    return {"ok": True}
+
+
+@router.post("/engine-nodes")
+def engine_nodes_for_worker(body: Authenticated, access: Access = require("public"),
+                            state: ServerState = Depends(get_state)) -> Dict[str, Any]:
+    """The CDSW nodes' addresses a worker narrows its engine firewall to (roles/worker.py);
+    null while the master cannot list them: the worker then keeps what it has."""
+    _authenticate(state, body.secret)
+    return {"engine_nodes": engine_nodes(state)}
 
 
 HOST_ADDRESSES_SECONDS = 60.0
