@@ -256,7 +256,13 @@ class NodeFirewall:
         wanted = node_addresses(nodes)
         if wanted == self.applied and self.narrowed():
             return True
-        error = self._missing_chains() or _restore(self.iptables, restore_input(wanted))
+        missing = self._missing_chains()
+        if missing:  # no Docker role here (a system Docker): no rule to narrow
+            if missing != self._error:
+                log.warning("engine firewall: nothing to narrow, %s", missing)
+            self._error, self.applied = missing, None
+            return False
+        error = _restore(self.iptables, restore_input(wanted))
         if error:
             if error != self._error:
                 log.error("engine firewall: engine ports %d-%d stay closed to engines on every "

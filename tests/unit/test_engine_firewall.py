@@ -69,11 +69,19 @@ def test_restore_input_replaces_both_chains_in_one_transaction() -> None:
 
 
 FAKE_IPTABLES = """#!/bin/sh
-# records each call; iptables-restore's input too; exits with the code in the file rc
+# records each call and iptables-restore's input; exit codes from the files rc (restore),
+# rc-check (iptables -C) and rc-list (iptables -L), 0 without them
 dir=$(dirname "$0")
 echo "$(basename "$0") $*" >> "$dir/calls"
-case "$(basename "$0")" in *-restore) cat > "$dir/input-$(wc -l < "$dir/calls" | tr -d ' ')";; esac
-exit $(cat "$dir/rc" 2>/dev/null || echo 0)
+code() { cat "$dir/$1" 2>/dev/null || echo 0; }
+case "$(basename "$0")" in
+  *-restore) cat > "$dir/input-$(wc -l < "$dir/calls" | tr -d ' ')"; exit "$(code rc)";;
+esac
+case " $* " in
+  *" -C "*) exit "$(code rc-check)";;
+  *" -L "*) exit "$(code rc-list)";;
+esac
+exit 0
 """
 
 
@@ -140,8 +148,7 @@ def test_node_firewall_rewrites_when_the_docker_role_put_the_broad_rule_back(
     assert fw.update(["10.0.0.2"]) is True
     # `iptables -C CHAIN <narrowed jump>` fails: a restarted Docker role reinstalled the broad
     # rule; the same list is written again
-    (d / "iptables").write_text(FAKE_IPTABLES.replace('exit $(cat "$dir/rc" 2>/dev/null || echo 0)',
-                                                      'case "$*" in *-C*) exit 1;; esac'))
+    (d / "rc-check").write_text("1")
     assert fw.update(["10.0.0.2"]) is True
     assert len(_restores(d)) == 2
 
@@ -149,15 +156,15 @@ def test_node_firewall_rewrites_when_the_docker_role_put_the_broad_rule_back(
 def test_nothing_is_created_without_the_docker_roles_chains(
         fake_iptables: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     d = fake_iptables
-    (d / "iptables").write_text(FAKE_IPTABLES.replace('exit $(cat "$dir/rc" 2>/dev/null || echo 0)',
-                                                      'case "$*" in *-L*) exit 1;; esac'))
+    (d / "rc-list").write_text("1")
     assert NodeFirewall(str(d / "iptables")).update(["10.0.0.2"]) is False
     assert _restores(d) == []
-    assert "no chain %s on this host (the CDSW_DOCKER role installs it)" % CHAIN in caplog.text
+    assert "nothing to narrow, no chain %s on this host (the CDSW_DOCKER role installs it)" \
+        % CHAIN in caplog.text
 
     caplog.clear()  # no iptables at all: said, not raised
     assert NodeFirewall(str(tmp_path / "nowhere" / "iptables")).update(["10.0.0.2"]) is False
-    assert "stay closed to engines on every host" in caplog.text
+    assert "nothing to narrow" in caplog.text and "No such file" in caplog.text
 
 
 def test_swarm_node_addresses_include_managers_and_reported_host_addresses() -> None:
