@@ -19,6 +19,9 @@ Targets (--targets, default all three):
               starts.
 The same client code (cdsw_agent.sessions.engine_client) creates the kernel and executes `1+1`
 for bare and jupyterhub; every wait polls every 0.1 s.
+Besides the time to `1+1`, each start reports when its container's process started (Docker's
+State.StartedAt: what the orchestration costs before anything runs in it) and when the server
+was seen ready.
 
 What it builds: a host in a network namespace with its own dockerd (the CDSW_DOCKER role, as
 tests/integration/test_sessions_swarm.py does; never a host dockerd), a one-node swarm, and the
@@ -38,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime
 import os
 import platform
 import re
@@ -90,6 +94,16 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
         if time.monotonic() > deadline:
             raise RuntimeError("timed out after %.0f s waiting for %s" % (timeout, what))
         time.sleep(POLL)
+
+
+def started_after(container: Any, t0_wall: float) -> float:
+    """Seconds from t0 (wall clock) to the container's process start, as Docker recorded it."""
+    container.reload()
+    stamp = container.attrs["State"]["StartedAt"]  # RFC 3339 with nanoseconds, UTC
+    whole, _, frac = stamp.rstrip("Z").partition(".")
+    started = datetime.datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(
+        tzinfo=datetime.timezone.utc).timestamp() + float("0." + (frac or "0"))
+    return started - t0_wall
 
 
 def answer(ep: Any, kernel_id: str) -> str:
@@ -336,8 +350,8 @@ def jupyterhub(install: HubInstall, image: str, docker_host: str, hub_ip: str, n
 
 # --- one start of each target: (server ready s, `1+1` answered s) ---------------------------
 
-def start_workbench(m: Any) -> Tuple[float, float]:
-    t0 = time.monotonic()
+def start_workbench(m: Any) -> Tuple[float, float, float]:
+    t0, t0_wall = time.monotonic(), time.time()
     sid = m.start()["id"]
 
     def running() -> Optional[Dict[str, Any]]:
@@ -354,19 +368,20 @@ def start_workbench(m: Any) -> Tuple[float, float]:
         result = [e for e in out if e.get("type") == "execute_result"]
         if not result or result[0]["data"]["text/plain"] != "2":
             raise RuntimeError("`1+1` answered %s" % out)
-        return t_ready, total
+        engine = m.docker.containers.list(filters={"label": "io.cdsw.session=%d" % sid})
+        return started_after(engine[0], t0_wall) if engine else float("nan"), t_ready, total
     finally:
         m.client.post("/api/v1/sessions/%d/stop" % sid)
         m.wait(sid, "stopped", "failed", timeout=60)
 
 
-def start_bare(client: Any, image: str, node_ip: str, port: int) -> Tuple[float, float]:
+def start_bare(client: Any, image: str, node_ip: str, port: int) -> Tuple[float, float, float]:
     from cdsw_agent.engine.entrypoint import DIGEST_VARIABLE, token_digest
     from cdsw_agent.sessions.engine_client import Endpoint, create_kernel, ready
 
     token = os.urandom(16).hex()
     ep = Endpoint(node_ip, port, "/", token)
-    t0 = time.monotonic()
+    t0, t0_wall = time.monotonic(), time.time()
     container = client.containers.run(image, detach=True,
                                       environment={DIGEST_VARIABLE: token_digest(token)},
                                       ports={"8888/tcp": (node_ip, port)})
@@ -376,16 +391,17 @@ def start_bare(client: Any, image: str, node_ip: str, port: int) -> Tuple[float,
         kernel = create_kernel(ep, "python3")
         if answer(ep, kernel) != "2":
             raise RuntimeError("`1+1` did not answer 2")
-        return t_ready, time.monotonic() - t0
+        total = time.monotonic() - t0
+        return started_after(container, t0_wall), t_ready, total
     finally:
         container.remove(force=True)
 
 
-def start_hub(hub: Hub) -> Tuple[float, float]:
+def start_hub(hub: Hub, client: Any) -> Tuple[float, float, float]:
     from cdsw_agent.sessions.engine_client import Endpoint, create_kernel
 
     ep = Endpoint("127.0.0.1", hub.proxy_port, "/user/%s/" % HUB_USER, hub.token)
-    t0 = time.monotonic()
+    t0, t0_wall = time.monotonic(), time.time()
     r = hub.api.post("/hub/api/users/%s/server" % HUB_USER)
     if r.status_code not in (201, 202):
         raise RuntimeError("JupyterHub did not start the server: %d %s" % (r.status_code, r.text))
@@ -395,7 +411,9 @@ def start_hub(hub: Hub) -> Tuple[float, float]:
         kernel = create_kernel(ep, "python3")
         if answer(ep, kernel) != "2":
             raise RuntimeError("`1+1` did not answer 2")
-        return t_ready, time.monotonic() - t0
+        total = time.monotonic() - t0
+        return started_after(client.containers.get("jupyter-" + HUB_USER), t0_wall), t_ready, \
+            total
     finally:
         hub.stop_server()
 
@@ -414,10 +432,10 @@ def engine_image_tar(tmp: Path) -> Tuple[str, Any]:
     return image, saved
 
 
-def report(rows: Dict[str, List[Tuple[float, float]]], args: argparse.Namespace,
+def report(rows: Dict[str, List[Tuple[float, float, float]]], args: argparse.Namespace,
            loads: List[str], skipped: Dict[str, str], failures: Dict[str, List[str]]) -> None:
     def p50(target: str) -> float:
-        return percentile([r[1] for r in rows[target]], 50)
+        return percentile([r[2] for r in rows[target]], 50)
 
     say("")
     say("> Session start (request -> kernel answers `1+1`), same engine image, one node's "
@@ -426,24 +444,24 @@ def report(rows: Dict[str, List[Tuple[float, float]]], args: argparse.Namespace,
         % (args.starts, args.warmup, platform.machine(), os.cpu_count(),
            platform.python_version(), loads[0], loads[-1]))
     say("")
-    say("| target | starts | server ready p50 s | `1+1` p50 s | p95 s | mean s | p50 vs bare "
-        "| p50 vs workbench |")
-    say("|---|---:|---:|---:|---:|---:|---:|---:|")
+    say("| target | starts | container started p50 s | server ready p50 s | `1+1` p50 s "
+        "| p95 s | mean s | p50 vs bare | p50 vs workbench |")
+    say("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for target in TARGETS:
         if target not in rows or not rows[target]:
             continue
-        totals = [r[1] for r in rows[target]]
+        totals = [r[2] for r in rows[target]]
         ratio = {ref: "%.2f×" % (p50(target) / p50(ref)) if rows.get(ref) else "–"
                  for ref in ("bare", "workbench")}
-        say("| %s | %d | %.2f | %.2f | %.2f | %.2f | %s | %s |" % (
+        say("| %s | %d | %.2f | %.2f | %.2f | %.2f | %.2f | %s | %s |" % (
             LABELS[target], len(totals), percentile([r[0] for r in rows[target]], 50),
-            p50(target), percentile(totals, 95), statistics.mean(totals), ratio["bare"],
-            ratio["workbench"]))
+            percentile([r[1] for r in rows[target]], 50), p50(target), percentile(totals, 95),
+            statistics.mean(totals), ratio["bare"], ratio["workbench"]))
     for target, why in skipped.items():
         say("\n%s: not measured: %s" % (LABELS[target], why))
     for target, errors in failures.items():
         say("\n%s: %d failed start(s): %s" % (LABELS[target], len(errors), "; ".join(errors)))
-    say("\nstarts (`1+1` answered, s): %s" % {t: [round(r[1], 2) for r in v]
+    say("\nstarts (`1+1` answered, s): %s" % {t: [round(r[2], 2) for r in v]
                                               for t, v in rows.items()})
     say("load average per round: %s" % ", ".join(loads))
 
@@ -483,7 +501,7 @@ def main() -> int:
             targets.remove("jupyterhub")
     tmp = Path(tempfile.mkdtemp(prefix="cdsw-bench-sessions-"))
     image, saved = engine_image_tar(tmp)
-    rows: Dict[str, List[Tuple[float, float]]] = {t: [] for t in targets}
+    rows: Dict[str, List[Tuple[float, float, float]]] = {t: [] for t in targets}
     failures: Dict[str, List[str]] = {}
     try:
         with Lab(Path("/var/lib/cdsw-lab") / ("bench-" + os.urandom(3).hex())) as lab, \
@@ -491,7 +509,7 @@ def main() -> int:
             say("node h1: dockerd in a network namespace, one-node swarm, engine image loaded")
             m = swarm_master(lab, saved.path, image, tmp / "data")
             node_ip = m.host.address
-            runs: Dict[str, Callable[[], Tuple[float, float]]] = {}
+            runs: Dict[str, Callable[[], Tuple[float, float, float]]] = {}
             if "workbench" in targets:
                 runs["workbench"] = lambda: start_workbench(m)
             if "bare" in targets:
@@ -505,7 +523,7 @@ def main() -> int:
                     hub = stack.enter_context(jupyterhub(
                         install, hub_ref, docker_env(m.host)["CDSW_DOCKER_HOST"],
                         lab.prefix + ".1", node_ip, tmp / "hub"))
-                    runs["jupyterhub"] = lambda: start_hub(hub)
+                    runs["jupyterhub"] = lambda: start_hub(hub, m.docker)
                 except PeerUnavailable as e:
                     say("jupyterhub: cannot start: %s; measuring the other targets" % e)
                     skipped["jupyterhub"] = str(e)
@@ -516,7 +534,7 @@ def main() -> int:
                     k = i % len(order)
                     for target in order[k:] + order[:k]:  # rotated each round
                         try:
-                            ready_s, total = runs[target]()
+                            started, ready_s, total = runs[target]()
                         except Exception as e:  # one failed start is reported, not fatal
                             failures.setdefault(target, []).append(
                                 "%s: %s" % (type(e).__name__, str(e)[:300]))
@@ -524,10 +542,12 @@ def main() -> int:
                             continue
                         counted = i >= args.warmup
                         if counted:
-                            rows[target].append((ready_s, total))
-                        say("%s %d: %-40s server ready %.2f s, `1+1` answered %.2f s" % (
-                            "start" if counted else "warm-up", (i - args.warmup + 1) if counted
-                            else i + 1, LABELS[target], ready_s, total))
+                            rows[target].append((started, ready_s, total))
+                        say("%s %d: %-38s container started %.2f s, server ready %.2f s, "
+                            "`1+1` answered %.2f s" % (
+                                "start" if counted else "warm-up",
+                                (i - args.warmup + 1) if counted else i + 1, LABELS[target],
+                                started, ready_s, total))
                     loads.append(loadavg())
             finally:
                 orch = manager_for(m.api.client.app.state.server).orchestrator
