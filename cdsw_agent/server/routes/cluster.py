@@ -1,4 +1,5 @@
-"""Cluster membership for CDSW_WORKER hosts: join, heartbeat, leave.
+"""Cluster membership for CDSW_WORKER hosts: join, heartbeat, leave; and what workers fetch
+from the master: storage access, engine images, the CDSW nodes for the engine firewall.
 
 These routes are public at the permission layer because workers have no user account; each
 request proves itself with the cluster secret in its body (compared in constant time, never
