@@ -9,7 +9,7 @@ requests from benchmarks/loadgen.py (its own process, keep-alive connections) an
 median round with ratios and the load average. Measures, never asserts.
 
     .venv/bin/python benchmarks/api_load.py [--projects 1000] [--clients 1,50] [--requests 2000]
-        [--rounds 3] [--db-url URL]
+        [--rounds 3] [--db-url URL] [--profile FILE [--profile-clients N]]
 """
 
 from __future__ import annotations
@@ -86,7 +86,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--db-url", default="")
     ap.add_argument("--profile", default="", help="a file: py-spy profile of the master during "
-                    "one extra round at the last client count (needs py-spy)")
+                    "one extra round (needs py-spy)")
+    ap.add_argument("--profile-clients", type=int, default=0,
+                    help="clients during the profiled round (default: the last of --clients)")
     args = ap.parse_args()
     profile = ""
 
@@ -95,7 +97,8 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDSW_")}
     env.update(CDSW_DATA_DIR=str(tmp), CDSW_HTTP_PORT=str(port), CDSW_BIND_ADDRESS="127.0.0.1",
                CDSW_CONF=str(tmp / "none.conf"), CDSW_PROPERTIES=str(tmp / "none.properties"),
-               CDSW_LOG_LEVEL="warning", CDSW_ORCHESTRATOR="local")  # the API alone; no engines
+               CDSW_LOG_LEVEL="warning", CDSW_ORCHESTRATOR="local",  # the API alone; no engines
+               CDSW_ENGINE_PORT=str(free_port()))  # another master may hold the default 8081
     (tmp / "none.conf").write_text("")
     (tmp / "none.properties").write_text("")
     if args.db_url:
@@ -162,7 +165,8 @@ def main() -> None:
                 from benchmarks.model_serving import profile_summary, profiled
 
                 with profiled(server.pid, Path(args.profile)):
-                    load(targets["workbench"], key, clients, args.requests)
+                    load(targets["workbench"], key, args.profile_clients or clients,
+                         args.requests)
                 profile = profile_summary(Path(args.profile))
         finally:
             bare.terminate()
@@ -190,7 +194,8 @@ def main() -> None:
                 rps / bare_rps))
     print("\nload average per round: %s" % ", ".join(loads))
     if args.profile:
-        print("\nProfile of the master (py-spy, all threads):\n\n%s" % profile)
+        print("\nProfile of the master at %d clients (py-spy, all threads):\n\n%s"
+              % (args.profile_clients or rows[-1][0], profile))
 
 if __name__ == "__main__":
     main()

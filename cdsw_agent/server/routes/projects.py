@@ -4,6 +4,7 @@ collaborators and project environment variables."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import re
@@ -16,8 +17,9 @@ from typing import Any, Callable, Dict, List, Optional
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, model_validator
-from sqlalchemy import func, select
+from sqlalchemy import Integer, bindparam, func, select
 from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql import Select
 
 from ...projects import create as populate
 from ...projects.git_clone import git_scheme
@@ -28,8 +30,8 @@ from .. import audit, envvars
 from ..envvars import EnvOut, EnvSet
 from ..deps import get_db, get_state
 from ..errors import ApiError
-from ..permissions import (Access, project_role, project_roles, require, team_role,
-                           visible_projects)
+from ..permissions import (Access, project_role, require, role_facts, role_from_facts,
+                           team_role, visible_projects_of)
 from ..schemas import contains_pattern, Id, Strict
 from ..scheduler import stop_project_workloads
 from ..state import ServerState
@@ -194,19 +196,32 @@ LIST_COLUMNS = (Project.id, Project.name, Project.slug, Project.description,
                 Project.default_engine_image_id, Project.created_at, Project.updated_at)
 
 
+@functools.lru_cache(maxsize=2)
+def _list_statement(is_admin: bool) -> Select:
+    """The project list's query for an administrator or not, built once with the user's id,
+    the limit and the offset as bind parameters: building it and computing its cache key for
+    every call was 1/3 of the list's time (issue 14). The owners' names are joined in; the
+    caller's role facts come in the same query (role_facts)."""
+    uid = bindparam("uid", type_=Integer)
+    owner_user, owner_team = aliased(User, name="owner_user"), aliased(Team, name="owner_team")
+    return visible_projects_of(is_admin, uid).with_only_columns(
+        *LIST_COLUMNS, owner_user.username, owner_team.name, *role_facts(uid),
+        maintain_column_froms=True) \
+        .outerjoin(owner_user, owner_user.id == Project.owner_user_id) \
+        .outerjoin(owner_team, owner_team.id == Project.owner_team_id) \
+        .order_by(Project.updated_at.desc(), Project.id.desc()) \
+        .limit(bindparam("limit", type_=Integer)).offset(bindparam("offset", type_=Integer))
+
+
 def project_rows(access: Access, db: Session, q: str = "", owner: str = "",
                  visibility: str = "", limit: int = 100, offset: int = 0) -> List[Dict[str, Any]]:
     """The projects `access` may see, newest change first, as dicts in ProjectOut's shape (the
     API serialises them, the projects page renders them)."""
     # plain rows, not ORM objects: loading 100 Project objects and their owners took 3.3 ms of
-    # the route's 5.2 ms, the rows alone 0.65 ms (issue 14); read in ix_projects_updated_at_id order
-    owner_user, owner_team = aliased(User), aliased(Team)
-    stmt = visible_projects(access.user).with_only_columns(
-        *LIST_COLUMNS, owner_user.username.label("owner_username"),
-        owner_team.name.label("owner_team_name"), maintain_column_froms=True) \
-        .outerjoin(owner_user, owner_user.id == Project.owner_user_id) \
-        .outerjoin(owner_team, owner_team.id == Project.owner_team_id) \
-        .order_by(Project.updated_at.desc(), Project.id.desc())
+    # the route's 5.2 ms, the rows alone 0.65 ms (issue 14); read in ix_projects_updated_at_id
+    # order
+    user = access.user
+    stmt = _list_statement(bool(user.is_admin))
     if q:
         like = contains_pattern(q)
         stmt = stmt.where(func.lower(Project.name).like(like, escape="\\"))
@@ -216,15 +231,24 @@ def project_rows(access: Access, db: Session, q: str = "", owner: str = "",
         user_ids = select(User.id).where(User.username == owner)
         team_ids = select(Team.id).where(Team.name == owner)
         stmt = stmt.where(Project.owner_user_id.in_(user_ids) | Project.owner_team_id.in_(team_ids))
-    rows = db.execute(stmt.limit(limit).offset(offset)).all()
-    roles = project_roles(db, access.user, rows)
-    return [{"id": r.id, "name": r.name, "slug": r.slug, "description": r.description,
-             "owner": {"type": "team", "id": r.owner_team_id, "name": r.owner_team_name or ""}
-             if r.owner_team_id is not None else
-             {"type": "user", "id": r.owner_user_id or 0, "name": r.owner_username or ""},
-             "visibility": r.visibility, "default_engine_image_id": r.default_engine_image_id,
-             "created_at": r.created_at, "updated_at": r.updated_at,
-             "your_role": roles[r.id]} for r in rows]
+    answer = []
+    # on the session's connection: plain rows without the ORM's result processing (1/4 of the
+    # query's time); unpacked, not read by attribute name (100 rows x 14 named reads were 1/10
+    # of the route)
+    rows = db.connection().execute(stmt, {"uid": user.id, "limit": limit, "offset": offset})
+    for (id_, name, slug, description, owner_user_id, owner_team_id, visibility_,
+         image_id, created_at, updated_at, owner_username, owner_team_name, team_role_,
+         collaborator_role) in rows:
+        answer.append({
+            "id": id_, "name": name, "slug": slug, "description": description,
+            "owner": {"type": "team", "id": owner_team_id, "name": owner_team_name or ""}
+            if owner_team_id is not None else
+            {"type": "user", "id": owner_user_id or 0, "name": owner_username or ""},
+            "visibility": visibility_, "default_engine_image_id": image_id,
+            "created_at": created_at, "updated_at": updated_at,
+            "your_role": role_from_facts(user, owner_user_id, owner_team_id, visibility_,
+                                         team_role_, collaborator_role)})
+    return answer
 
 
 
