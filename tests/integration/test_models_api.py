@@ -107,7 +107,9 @@ class Models:
         b = self.ok(self.client.post("%s/%d/builds" % (self.base, model_id)), 201)
         url = "%s/%d/builds/%d" % (self.base, model_id, b["id"])
         done = wait(lambda: (lambda x: x if x["status"] not in ("queued", "building") else None)(
-            self.ok(self.client.get(url))), 60, "build %d" % b["id"])
+            # a swarm build copies the engine image per layer where Docker falls back to vfs
+            # (a fresh container-based machine: 60 s was not enough there)
+            self.ok(self.client.get(url))), 300, "build %d" % b["id"])
         assert done["status"] == status, (done, self.client.get(url + "/log").text)
         return done
 
