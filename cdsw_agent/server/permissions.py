@@ -388,6 +388,11 @@ def require(action: str) -> Callable[..., Access]:
     def authorize(request: Request, db: Session) -> Access:
         access = decide(action, current_caller(request, db), request, db)
         request.state.permission = action
+        # end the read (nothing is pending: current_caller commits its own write) so the
+        # connection goes back to the pool while the request waits for a thread to run its
+        # route: connections held across that wait, with every worker thread blocked waiting
+        # for one, stalled the server at more concurrent calls than pool + threads (issue 14)
+        db.commit()
         return access
 
     async def dependency(request: Request, db: Session = Depends(get_db)) -> Access:

@@ -142,3 +142,42 @@ def test_each_request_gives_its_connection_back(any_api: Api) -> None:
         assert TestClient(any_api.client.app, headers={"Authorization": "Bearer nope"}) \
             .get("/api/v1/projects").status_code == 401
     assert any_api.db.engine.pool.checkedout() == 0
+
+
+def test_more_concurrent_calls_than_connections_and_threads_do_not_stall(settings) -> None:
+    """A request gives its connection back between the permission check and its route: one
+    that kept it while waiting for a worker thread, with every thread blocked waiting for a
+    connection, stalled the server until the pool's timeout (seen at 100 clients with the
+    default 15 connections and 40 threads). Here: 1 connection, 2 threads, 8 calls at once."""
+    import asyncio
+    import time
+
+    import anyio.to_thread
+    import httpx
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import sessionmaker
+
+    from cdsw_agent.server.app import create_app
+    from cdsw_agent.store.db import Database
+
+    db = Database(settings.database_url)
+    db.upgrade()
+    db.engine.dispose()
+    db.engine = create_engine(settings.database_url, pool_size=1, max_overflow=0, pool_timeout=5,
+                              connect_args={"check_same_thread": False, "timeout": 30})
+    db.sessionmaker = sessionmaker(db.engine, expire_on_commit=False)
+    api = Api(TestClient(create_app(settings, db)), settings, db)
+    key = api.api_key(api.user())
+
+    async def calls() -> list:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 2
+        transport = httpx.ASGITransport(app=api.client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver",
+                                     headers={"Authorization": "Bearer " + key}) as client:
+            return await asyncio.gather(*(client.get("/api/v1/projects") for _ in range(8)))
+
+    started = time.monotonic()
+    answers = asyncio.run(calls())
+    assert [r.status_code for r in answers] == [200] * 8
+    assert time.monotonic() - started < 5  # the pool's timeout was never reached
+    db.engine.dispose()
