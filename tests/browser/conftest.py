@@ -83,7 +83,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     yield from start_server(tmp_path_factory.mktemp("browser"))
 
 
-@pytest.fixture(scope="session")
+# package, not session: Playwright's sync API keeps an asyncio loop running in the main thread
+# while it is open, and every later test's asyncio.run would refuse to start
+@pytest.fixture(scope="package")
 def browser() -> Iterator[object]:
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail("%s is missing: install chromium (scripts/ci/setup_host.sh does)" % CHROMIUM)
