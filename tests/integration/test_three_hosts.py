@@ -43,6 +43,7 @@ from .docker_fixtures import docker_engine, engine_image, engine_image_build  # 
 from .netns import Host, Lab, available, docker_env, start_docker_role, wait_for
 from .spark_fixtures import (describe, hosts_file, java_home, java_options, parcels_dir,
                              start_standalone)
+from .test_sessions_swarm import PROBE as SOCKET_PROBE
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -112,6 +113,18 @@ class Cluster:
 
     def nodes(self) -> Dict[str, Any]:
         return {n.name: n for n in self.orch.nodes()}
+
+    def workers_ready(self) -> None:
+        """h2 and h3 run their worker role (started if not yet), are ready swarm nodes and
+        hold the engine image."""
+        for host in (self.h2, self.h3):
+            if host.name not in self.workers:
+                self.start_worker(host)
+        wait_for(lambda: all(self.node_state(h) == "ready" for h in ("h2", "h3")), 120,
+                 "h2 and h3 to be ready")
+        for host in (self.h2, self.h3):
+            wait_for(lambda: self.docker[host.name][1].images.list(
+                name=self.engine.split(":")[0]), 240, "the engine image on %s" % host.name)
 
     def node_state(self, name: str) -> str:
         node = self.nodes().get(name)
@@ -462,18 +475,9 @@ for port in sys.argv[2:]:
     threading.Thread(target=serve, args=(int(port),), daemon=True).start()
 serve(int(sys.argv[1]))
 """
-PROBE = """
-import socket, sys
-def probe(host, port):
-    s = socket.socket()
-    s.settimeout(3)
-    try:
-        s.connect((host, port))
-        return "open"
-    except OSError as e:
-        return type(e).__name__
-    finally:
-        s.close()
+# the sessions test's probe, over the HOST:PORT arguments: "open" or the error's name each
+PROBE = SOCKET_PROBE + """
+import sys
 print(" ".join(probe(a.rsplit(":", 1)[0], int(a.rsplit(":", 1)[1])) for a in sys.argv[1:]))
 """
 
@@ -497,14 +501,7 @@ def test_engines_reach_the_engine_port_range_on_hadoop_hosts_but_no_cdsw_node(
         for host in (c.h2, c.h3):
             r = host.run(["iptables", "-w", "-C", CHAIN] + chain_rules()[0])
             assert r.returncode == 0, r.stderr
-    for host in (c.h2, c.h3):
-        if host.name not in c.workers:
-            c.start_worker(host)
-    wait_for(lambda: all(c.node_state(h) == "ready" for h in ("h2", "h3")), 120,
-             "h2 and h3 to be ready")
-    for host in (c.h2, c.h3):
-        wait_for(lambda: c.docker[host.name][1].images.list(name=c.engine.split(":")[0]), 240,
-                 "the engine image on %s" % host.name)
+    c.workers_ready()
     cdsw_nodes = [h.address for h in (c.h1, c.h2, c.h3)]
     for host, role in ((c.h1, "master.log"), (c.h2, "worker.log"), (c.h3, "worker.log")):
         # every node's role narrowed its rule: this node and the three CDSW nodes
@@ -565,14 +562,7 @@ def test_pyspark_from_engines_on_a_spark_standalone_cluster(cluster: Cluster) ->
     engine container (spark.driver.host is the engine's node, its ports published there); the
     same from a Scala session (the Scala kernel over Spark's REPL), with completion."""
     c = cluster
-    for host in (c.h2, c.h3):
-        if host.name not in c.workers:
-            c.start_worker(host)
-    wait_for(lambda: all(c.node_state(h) == "ready" for h in ("h2", "h3")), 120,
-             "h2 and h3 to be ready")
-    for host in (c.h2, c.h3):
-        wait_for(lambda: c.docker[host.name][1].images.list(name=c.engine.split(":")[0]), 240,
-                 "the engine image on %s" % host.name)
+    c.workers_ready()
     if not any(ref.name == "master-reservation" for ref in c.orch.list()):  # as in the test above
         running(c, c.orch.launch(WorkloadSpec(
             name="master-reservation", image=c.engine, command=["sleep", "3600"], node="h1",
