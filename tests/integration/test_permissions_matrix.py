@@ -44,6 +44,7 @@ import datetime as dt
 import itertools
 import re
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Set, Tuple
@@ -52,6 +53,7 @@ import pytest
 from fastapi.routing import APIWebSocketRoute
 from fastapi.testclient import TestClient
 
+from cdsw_agent.orchestrators import shared_orchestrator
 from cdsw_agent.security import tokens
 from cdsw_agent.server import permissions
 from cdsw_agent.server.state import ServerState
@@ -310,8 +312,23 @@ def _build_template(root: Path) -> Template:
                 "forged": "padmin"}.get(caller, caller)
         t.spare_key[caller] = t.ids["key:" + user]
     t.spare_key["acollab"] = t.ids["key:acollab"]
+    _stop_engines(api)
     api.db.engine.dispose()  # closes SQLite, folding the WAL into the database file
     return t
+
+
+def _stop_engines(api: Any) -> None:
+    """Stops every engine the seeding started (job and experiment runs, the stopped sessions'
+    kernels) and waits for each to end: the template is copied for every destructive call, and
+    an engine still writing into it (IPython's history.sqlite-journal) makes the copy fail."""
+    orch = shared_orchestrator(api.client.app.state.server)
+    for ref in orch.list():
+        orch.stop(ref.id, timeout=5.0)
+    deadline = time.monotonic() + 30
+    for ref in orch.list():
+        while not orch.status(ref.id).final:
+            assert time.monotonic() < deadline, "engine %s did not end" % ref.id
+            time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
