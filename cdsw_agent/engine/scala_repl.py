@@ -136,7 +136,10 @@ class Interpreter:
         self.proc: Optional[subprocess.Popen] = None
 
     # --- starting
-    def start(self, app_name: str) -> None:
+    def start(self, app_name: str, capture_stdout: bool = True) -> None:
+        """Starts the JVM and the REPL. What the code prints comes through `output` with
+        capture_stdout (a kernel sends it as the cell's stream), else straight to this process's
+        stdout (a job's log)."""
         lib = os.path.join(self.home, "python", "lib")
         for entry in [os.path.join(self.home, "python")] + sorted(
                 glob.glob(os.path.join(lib, "py4j-*-src.zip"))) + [
@@ -148,8 +151,8 @@ class Interpreter:
         # never attach to a gateway somebody else started (launch_gateway would)
         for name in ("PYSPARK_GATEWAY_PORT", "PYSPARK_GATEWAY_SECRET"):
             os.environ.pop(name, None)
-        self.gateway = launch_gateway(popen_kwargs={"stdout": subprocess.PIPE,
-                                                    "stderr": 2})
+        self.gateway = launch_gateway(popen_kwargs={
+            "stdout": subprocess.PIPE if capture_stdout else 1, "stderr": 2})
         self.proc = getattr(self.gateway, "proc", None)
         if self.proc is not None and self.proc.stdout is not None:
             threading.Thread(target=self._read_stdout, args=(self.proc.stdout,),

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 import cdsw
 
-from ..jobs.launch import LaunchError, command
+from ..jobs.launch import LaunchError, command, engine_python
 from ..orchestrators import Mount, Orchestrator, WorkloadSpec
 from ..settings import Settings
 from ..store.experiments_models import ExperimentRun
@@ -92,7 +92,8 @@ def workload_spec(db: Session, settings: Settings, orchestrator: Orchestrator,
     """The engine of a run whose snapshot and tracking folder exist; LaunchError if it cannot
     be described."""
     try:
-        cmd = command(run)  # type: ignore[arg-type]  # reads .script and .arguments only
+        cmd = command(run, engine_python(orchestrator),  # type: ignore[arg-type]
+                      kernel=False)  # reads .script and .arguments only
     except ValueError as e:
         raise LaunchError(str(e))
     request = EngineRequest(

@@ -21,6 +21,8 @@ from ..workloads import EngineError, EngineRequest, build_spec, engine_dir, outp
 from ..workloads.oneshot import LaunchError  # noqa: F401  (raised here, caught by the runners)
 
 INTERPRETERS = {".py": "python3", ".r": "Rscript", ".sh": "bash"}
+SCALA = ".scala"  # run by engine/scala_job.py in the engine's Scala REPL, on the cluster's Spark
+SUFFIXES = tuple(INTERPRETERS) + (SCALA,)
 RUN_LABEL = "io.cdsw.job-run"
 RUNNER_VARIABLE = "CDSW_JOB_RUNNER"  # "python": plain `python3 script.py`, no kernel
 # `python -I -c KERNEL_RUNNER SCRIPT ARGS...`: engine/job.py, or plain python in an image built
@@ -35,6 +37,15 @@ KERNEL_RUNNER = (
     "`cdsw images build`\\n')\n"
     "    os.execvp('python3', ['python3'] + sys.argv[1:])\n"
     "main(sys.argv[1:])\n")
+# `python -I -c SCALA_RUNNER SCRIPT ARGS...`: engine/scala_job.py, or one line saying why not
+SCALA_RUNNER = (
+    "import sys\n"
+    "try:\n"
+    "    from cdsw_agent.engine.scala_job import main\n"
+    "except ImportError:\n"
+    "    sys.exit('cdsw job: this engine image cannot run Scala scripts (built by an older "
+    "CDSW); rebuild it with `cdsw images build`')\n"
+    "sys.exit(main(sys.argv[1:]))\n")
 
 
 def check_script_path(script: str) -> str:
@@ -43,8 +54,8 @@ def check_script_path(script: str) -> str:
     if not script or p.is_absolute() or ".." in p.parts or "\\" in script or "\x00" in script:
         raise ValueError("give a path inside the project, relative to its folder, "
                          "such as analysis.py")
-    if p.suffix.lower() not in INTERPRETERS:
-        raise ValueError("%s: a job runs a .py, .R or .sh script" % script)
+    if p.suffix.lower() not in SUFFIXES:
+        raise ValueError("%s: a job runs a .py, .R, .sh or .scala script" % script)
     return str(p)
 
 
@@ -74,15 +85,23 @@ def in_kernel(job: Job) -> bool:
         and str((job.env or {}).get(RUNNER_VARIABLE, "")).strip().lower() != "python"
 
 
-def command(job: Job, python: Optional[str] = None) -> List[str]:
-    """The run's command line. With `python`, the engine's interpreter (the image's virtualenv,
-    or the master's own with the local backend), a Python job runs in the kernel; without it
-    (experiments) the script runs with its plain interpreter."""
+def engine_python(orchestrator: Orchestrator) -> str:
+    """The engine's interpreter: the image's virtualenv, or the master's own Python with the
+    local backend."""
+    return sys.executable if orchestrator.name == "local" else VENV + "/bin/python"
+
+
+def command(job: Job, python: str, kernel: bool = True) -> List[str]:
+    """The run's command line; `python` is the engine's interpreter (engine_python). A Scala
+    script runs in the engine's Scala REPL; with `kernel` (jobs), a Python job runs in the
+    engine's kernel; otherwise (experiments) the script runs with its plain interpreter."""
     args = parse_arguments(job.arguments)
-    if python is not None and in_kernel(job):
-        # -I: nothing from the project runs before the kernel (engine/kernel.py)
-        return [python, "-I", "-c", KERNEL_RUNNER, job.script] + args
     suffix = PurePosixPath(job.script).suffix.lower()
+    # -I: nothing from the project runs before the kernel or the REPL (engine/kernel.py)
+    if suffix == SCALA:
+        return [python, "-I", "-c", SCALA_RUNNER, job.script] + args
+    if kernel and in_kernel(job):
+        return [python, "-I", "-c", KERNEL_RUNNER, job.script] + args
     return [INTERPRETERS[suffix], job.script] + args
 
 
@@ -104,7 +123,7 @@ def workload_spec(db: Session, settings: Settings, orchestrator: Orchestrator, j
     script_file(project_dir, job.script)
     local = orchestrator.name == "local"
     try:
-        cmd = command(job, sys.executable if local else VENV + "/bin/python")
+        cmd = command(job, engine_python(orchestrator))
     except ValueError as e:
         raise LaunchError(str(e))
     request = EngineRequest(

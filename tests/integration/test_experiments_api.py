@@ -212,7 +212,7 @@ def test_faults_end_clearly_and_leave_nothing_behind(exp: Exp) -> None:
     r = e.client.post(e.base, json={"script": "missing.py"})
     assert r.status_code == 422 and "missing.py not found in the project" in r.json()["error"]
     r = e.client.post(e.base, json={"script": "notes.txt"})
-    assert r.status_code == 422 and "an experiment runs a .py, .R or .sh script" in r.text
+    assert r.status_code == 422 and "an experiment runs a .py, .R, .sh or .scala script" in r.text
     r = e.client.post(e.base, json={"script": "fail.py", "arguments": "'unclosed"})
     assert r.status_code == 422 and r.json()["error"].startswith("invalid request: arguments")
 

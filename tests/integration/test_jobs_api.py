@@ -326,7 +326,7 @@ def test_each_bad_job_gets_one_clear_error(any_jobs: Jobs) -> None:
         (dict(schedule="0 6 * * *", timezone="Mars/Olympus"), 422, "timezone", "IANA"),
         (dict(script="../../etc/passwd.py"), 422, "script", "inside the project"),
         (dict(script="missing.py"), 422, "script", "missing.py not found"),
-        (dict(script="a.txt"), 422, "script", ".py, .R or .sh"),
+        (dict(script="a.txt"), 422, "script", ".py, .R, .sh or .scala"),
         (dict(arguments="'open"), 422, "arguments", "quot"),
         (dict(parent_job_id=99999), 422, "parent_job_id", "no job 99999"),
         (dict(engine_image_id=99999), 422, "engine_image_id", "no such engine image"),

@@ -81,10 +81,29 @@ def test_python_jobs_run_in_the_kernel_unless_asked_for_plain_python() -> None:
         "/venv/bin/python", "-I", "-c", launch.KERNEL_RUNNER, "etl.py", "--day", "to day"]
     assert launch.command(job("etl.py", {"CDSW_JOB_RUNNER": "python"}), "/venv/bin/python") == [
         "python3", "etl.py", "--day", "to day"]
-    # experiments share the command line without an interpreter: plain python, no kernel
+    # experiments share the command line without the kernel: plain python
     run = SimpleNamespace(script="fit.py", arguments="--alpha 0.5")
-    assert launch.command(run) == ["python3", "fit.py", "--alpha", "0.5"]  # type: ignore[arg-type]
-    assert launch.command(job("etl.R"))[:2] == ["Rscript", "etl.R"]
+    assert launch.command(run, "/venv/bin/python", kernel=False) == [  # type: ignore[arg-type]
+        "python3", "fit.py", "--alpha", "0.5"]
+    assert launch.command(job("etl.R"), "/venv/bin/python")[:2] == ["Rscript", "etl.R"]
+
+
+def test_scala_scripts_run_in_the_engines_scala_repl_for_jobs_and_experiments() -> None:
+    expected = ["/venv/bin/python", "-I", "-c", launch.SCALA_RUNNER, "etl.scala", "--day",
+                "to day"]
+    assert launch.command(job("etl.scala"), "/venv/bin/python") == expected
+    assert launch.command(job("etl.scala"), "/venv/bin/python", kernel=False) == expected
+    assert launch.check_script_path("jobs/ETL.Scala") == "jobs/ETL.Scala"
+    with pytest.raises(ValueError, match=r"\.py, \.R, \.sh or \.scala"):
+        launch.check_script_path("etl.java")
+
+
+def test_scala_job_arguments_are_scala_string_literals() -> None:
+    from cdsw_agent.engine import scala_job
+
+    assert scala_job.args_code([]) == "val args: Array[String] = Array[String]()"
+    assert scala_job.args_code(['a "b"', "c\\d\n", "$x"]) == (
+        'val args: Array[String] = Array[String]("a \\"b\\"", "c\\\\d\\n", "$x")')
 
 
 def spec() -> WorkloadSpec:

@@ -12,7 +12,7 @@ from fastapi import Depends, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from ...jobs.launch import INTERPRETERS
+from ...jobs.launch import SUFFIXES
 from ...server.deps import get_db, get_state
 from ...server.permissions import Access, require
 from ...server.routes.admin import list_images, list_profiles
@@ -43,7 +43,7 @@ def project_scripts(state: ServerState, access: Access) -> List[str]:
         for e in files.list(folder):
             if e.type == "directory" and not e.name.startswith("."):
                 folders.append(e.path)
-            elif e.type == "file" and any(e.name.lower().endswith(s) for s in INTERPRETERS):
+            elif e.type == "file" and any(e.name.lower().endswith(s) for s in SUFFIXES):
                 found.append(e.path)
     return sorted(found)[:MAX_SCRIPTS]
 
