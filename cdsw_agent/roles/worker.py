@@ -3,7 +3,8 @@
 Start: wait for the local dockerd, ask the master for a join token (POST /api/v1/cluster/join
 with the cluster secret), join unless already a member (a restarted worker keeps its
 membership), then heartbeat until SIGTERM; each heartbeat also fetches the engine images the
-master holds and this host lacks (sync_images). Beside it, at the same interval but never
+master holds and this host lacks, and removes the model images the master no longer has
+(sync_images). Beside it, at the same interval but never
 held up by an image download, keep_engine_firewall narrows this node's engine firewall to the
 CDSW nodes the master lists (POST /api/v1/cluster/engine-nodes; engine_firewall.NodeFirewall:
 the broad rule stays until then, and comes back when the worker stops). On SIGTERM the master
@@ -13,6 +14,7 @@ drains the node
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import signal
@@ -20,7 +22,7 @@ import socket
 import tempfile
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 
 import docker
 import requests
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = float(os.environ.get("CDSW_WORKER_HEARTBEAT_SECONDS", "10"))
 DOCKER_WAIT_SECONDS = 300.0
 DRAIN_WAIT_SECONDS = 60.0
+PRUNE_MIN_AGE = dt.timedelta(hours=1)  # model images younger than this are never pruned
 
 
 def _first_line(e: BaseException) -> str:
@@ -174,7 +177,8 @@ def sync_images(client: docker.DockerClient, master: MasterClient, settings: Set
     from ..images import transfer
 
     fetched = 0
-    for image in master.post("/images").get("images", []):
+    listing = master.post("/images").get("images", [])
+    for image in listing:
         ref, image_id = image["ref"], image["id"]
         try:
             if client.images.get(ref).id == image_id:
@@ -210,7 +214,39 @@ def sync_images(client: docker.DockerClient, master: MasterClient, settings: Set
         except (UserError, MasterUnavailable, DockerException, OSError) as e:
             log.warning("engine image %s not fetched (%s); trying again at the next heartbeat",
                         ref, _first_line(e))
+    prune_model_images(client, {i["ref"] for i in listing})
     return fetched
+
+
+def prune_model_images(client: docker.DockerClient, listed: Set[str], repository: str = "",
+                       min_age: dt.timedelta = PRUNE_MIN_AGE) -> List[str]:
+    """Removes the model images (REPOSITORY:m<model>-b<build>) this host holds and the master no
+    longer lists: their model was deleted there, and each build is hundreds of MB. One still in
+    use (a replica stopping) stays until a later heartbeat; one built less than `min_age` ago
+    stays too, so a build that a replica pulled before this listing knew of is never taken from
+    under it. Engine images are the administrator's to remove. Returns the refs removed."""
+    from ..models.builds import IMAGE_REPOSITORY
+    from ..orchestrators.swarm import parse_time
+
+    repository = repository or IMAGE_REPOSITORY
+    now = dt.datetime.now(dt.timezone.utc)
+    removed = []
+    for image in client.images.list(name=repository):
+        created = parse_time(image.attrs.get("Created"))
+        if created is None or now - created < min_age:
+            continue
+        for ref in image.tags:
+            if ref.rpartition(":")[0] != repository or ref in listed:
+                continue
+            try:
+                client.images.remove(ref, noprune=False)
+                removed.append(ref)
+                log.info("model image %s removed: the master no longer has it", ref)
+            except ImageNotFound:
+                pass
+            except APIError as e:  # 409: a container still uses it
+                log.info("model image %s kept for now: %s", ref, _first_line(e))
+    return removed
 
 
 def run(settings: Settings, stop: threading.Event) -> None:

@@ -134,3 +134,47 @@ def test_worker_fetches_missing_images_and_refuses_damaged_ones(tiny: Dict[str, 
     client.images.remove(ref)
     assert worker.sync_images(client, master, tiny["settings"]) == 1
     assert master.downloads == 1 and client.images.get(ref).id == tiny["id"]
+
+
+def test_worker_removes_model_images_the_master_no_longer_has(tiny: Dict[str, Any],
+                                                              tmp_path: Path,
+                                                              caplog: Any) -> None:
+    """Model builds reach workers as engine images; once the master has removed one (its model
+    was deleted), the worker removes its copy, unless a container still uses it or it is newer
+    than the grace period."""
+    import datetime as dt
+
+    caplog.set_level("INFO", logger="cdsw_agent.roles.worker")
+    client = tiny["client"]
+    repository = "cdsw-test/model-%s" % os.urandom(3).hex()
+    image = client.images.get(tiny["ref"])
+    for tag in ("m1-b1", "m1-b2"):  # another tag of the tiny image: removing it untags
+        image.tag(repository, tag)
+    # an image of its own, used by a (created, never started) container: Docker refuses
+    busy = "%s:m2-b3" % repository
+    client.api.import_image_from_file(str(busybox_rootfs(tmp_path / "busy.tar")),
+                                      repository=repository, tag="m2-b3",
+                                      changes=["LABEL com.cdsw.engine=true"])
+    container = client.containers.create(busy, command=["true"])
+    try:
+        listed = {"%s:m1-b2" % repository, tiny["ref"]}
+        # younger than the grace period: nothing goes
+        assert worker.prune_model_images(client, listed, repository) == []
+        removed = worker.prune_model_images(client, listed, repository, min_age=dt.timedelta(0))
+        assert removed == ["%s:m1-b1" % repository], removed
+        assert {t for i in client.images.list(name=repository) for t in i.tags
+                if t.startswith(repository + ":")} == {"%s:m1-b2" % repository, busy}
+        assert "model image %s kept for now" % busy in caplog.text
+        assert client.images.get(tiny["ref"]).id == tiny["id"]  # engine images are never touched
+        container.remove()
+        assert worker.prune_model_images(client, listed, repository,
+                                         min_age=dt.timedelta(0)) == [busy]
+    finally:
+        try:
+            container.remove(force=True)
+        except Exception:
+            pass
+        for leftover in client.images.list(name=repository):
+            for tag in leftover.tags:
+                if tag.startswith(repository + ":"):
+                    client.images.remove(tag, force=True)
