@@ -124,6 +124,27 @@ def swarm_nodes(ctx: HealthContext) -> Outcome:
     return ok("%d of %d nodes ready%s" % (len(ready), len(rows), suffix), **data)
 
 
+@REGISTRY.register("engine_isolation", "Docker's default bridge keeps engines apart (icc "
+                   "disabled, as the CDSW_DOCKER role configures it).", roles=("master", "worker"))
+def engine_isolation(ctx: HealthContext) -> Outcome:
+    if _not_used(ctx):
+        return ok("not used (orchestrator is %s)" % ctx.settings.orchestrator)
+    try:
+        bridge = docker_client(ctx).api.inspect_network("bridge")
+    except DockerUnavailable as e:
+        return unknown(str(e))
+    except Exception as e:  # noqa: BLE001 - the SDK's errors: said, not raised
+        return unknown("cannot read Docker's default bridge: %s" % reason(e))
+    icc = (bridge.get("Options") or {}).get("com.docker.network.bridge.enable_icc", "true")
+    if icc == "false":
+        return ok("engines on this host cannot reach each other's containers (icc disabled)")
+    return warning("Docker's default bridge lets containers reach each other (icc enabled): "
+                   "restart the CDSW_DOCKER role so dockerd runs with the daemon.json it renders "
+                   "(\"icc\": false); until then the master gives every engine an overlay network "
+                   "of its own when its own bridge is open, and engines on this host are only "
+                   "kept apart by their servers' tokens", icc=icc)
+
+
 @REGISTRY.register("engine_image", "An engine image (label %s) is present locally." % ENGINE_LABEL,
                    roles=("master", "worker"))
 def engine_image(ctx: HealthContext) -> Outcome:

@@ -10,9 +10,9 @@ address, on this node (hairpin through the bridge or docker-proxy) or on another
 both those for this host (INPUT: docker-proxy) and those forwarded or DNATed to a container
 (DOCKER-USER, which Docker evaluates first in FORWARD). The original destination port is matched
 (conntrack), so the rule also holds after Docker's DNAT; only connections opened from a
-container are refused, not the replies of the master's. Containers of different engines do not
-share a network either: the swarm backend gives each workload its own overlay network
-(orchestrators/swarm.py).
+container are refused, not the replies of the master's. Containers of different engines cannot
+reach each other directly either: they sit on their node's default bridge, where the Docker
+role's daemon.json turns inter-container traffic off ("icc": false; orchestrators/swarm.py).
 
 Hadoop services use the same range on other hosts (HBase 16000-16030, Hive LLAP 15001-15004,
 Spark History Server 18080/18088, MapReduce JobHistory 19888), so the drop is narrowed to CDSW

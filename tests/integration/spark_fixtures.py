@@ -56,6 +56,15 @@ def _zip_tree(source: Path, arcname: str, target: Path, skip: tuple = ()) -> Non
             z.write(path, "%s/%s" % (arcname, rel.as_posix()))
 
 
+def spark_client_settings() -> Dict[str, Any]:
+    """Master settings whose engines get the SPARK3 parcel's Spark and Debian's Java: what a
+    Scala session or job needs on the local backend."""
+    java = java_home()
+    assert java, "no Java 17: install openjdk-17-jre-headless (scripts/ci/apt-packages.txt)"
+    return dict(cluster_client_kind="cm-parcels", cluster_client_dirs=[str(parcels_dir())],
+                java_home=java)
+
+
 def parcels_dir() -> Path:
     """SPARK_CACHE/parcels with SPARK3 activated; made on first use (pip install from PyPI)."""
     parcels = SPARK_CACHE / "parcels"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from cdsw_agent.orchestrators.swarm import bridge_isolated
 from cdsw_agent.roles import docker as role
 from cdsw_agent.settings import load_settings
 
@@ -45,6 +46,7 @@ def test_daemon_config_has_socket_dirs_and_own_cgroup_parent(tmp_path):
     assert config["storage-driver"] == "vfs"
     assert config["insecure-registries"] == ["reg.example:5000"]
     assert config["log-opts"]["max-file"] == "3"
+    assert config["icc"] is False  # containers on the default bridge cannot talk to each other
     other = settings_for(tmp_path / "other")
     assert config["cgroup-parent"] != json.loads(role.daemon_config(other))["cgroup-parent"]
     assert role.cgroup_parent(load_settings(environ={})) == "/cdsw"
@@ -104,6 +106,17 @@ def test_role_runs_dockerd_until_sigterm(lab, tmp_path):
     out = client.containers.run(image, ["sh", "-c", "echo from $(hostname -s 2>/dev/null "
                                                     "|| echo container)"], remove=True)
     assert out.startswith(b"from ")
+    # the attack: a container connects to another's address on the default bridge, where swarm
+    # engines run (orchestrators/swarm.py); icc is off, so only the listener's own connection works
+    assert bridge_isolated(client)
+    listener = client.containers.run(image, ["busybox", "nc", "-l", "-p", "8000"], detach=True)
+    try:
+        address = client.containers.get(listener.id).attrs["NetworkSettings"]["IPAddress"]
+        probe = ["sh", "-c", "echo hi | busybox nc -w 3 %s 8000 && echo reached || echo refused" % address]
+        assert client.containers.run(image, probe, remove=True).strip() == b"refused"
+        assert listener.exec_run(probe).output.strip() == b"reached"
+    finally:
+        listener.remove(force=True)
     # a second daemon on the same socket is refused before it starts
     again = host.run([CDSW, "role", "docker", "prepare"], env=env)
     assert again.returncode != 0 and "already answers" in again.stderr

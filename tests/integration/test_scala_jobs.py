@@ -13,7 +13,7 @@ import pytest
 from cdsw_agent.server import scheduler
 
 from ..conftest import Api, build_api, make_settings
-from .spark_fixtures import java_home, parcels_dir
+from .spark_fixtures import spark_client_settings
 from .test_jobs_api import Jobs, start_jobs
 
 pytestmark = pytest.mark.timeout(600)
@@ -36,10 +36,7 @@ def _jobs(tmp_path_factory: pytest.TempPathFactory, name: str, **overrides: Any)
 
 @pytest.fixture(scope="module")
 def jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jobs]:
-    java = java_home()
-    assert java, "no Java 17: install openjdk-17-jre-headless (scripts/ci/apt-packages.txt)"
-    yield from _jobs(tmp_path_factory, "scala-jobs", cluster_client_kind="cm-parcels",
-                     cluster_client_dirs=[str(parcels_dir())], java_home=java)
+    yield from _jobs(tmp_path_factory, "scala-jobs", **spark_client_settings())
 
 
 def start(jobs: Jobs, name: str, text: str, arguments: str = "") -> Tuple[int, int]:

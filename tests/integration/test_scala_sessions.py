@@ -19,7 +19,7 @@ import pytest
 from cdsw_agent.sessions.monitor import manager_for
 
 from ..conftest import Api, build_api, make_settings
-from .spark_fixtures import java_home, parcels_dir
+from .spark_fixtures import spark_client_settings
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -75,10 +75,7 @@ def _world(tmp_path_factory: pytest.TempPathFactory, name: str,
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    java = java_home()
-    assert java, "no Java 17: install openjdk-17-jre-headless (scripts/ci/apt-packages.txt)"
-    yield from _world(tmp_path_factory, "scala", cluster_client_kind="cm-parcels",
-                      cluster_client_dirs=[str(parcels_dir())], java_home=java)
+    yield from _world(tmp_path_factory, "scala", **spark_client_settings())
 
 
 @pytest.fixture(scope="module")

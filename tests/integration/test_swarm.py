@@ -145,16 +145,32 @@ def test_one_shot_succeeds_with_logs(orch, manager):
     assert service["Spec"]["TaskTemplate"]["RestartPolicy"]["Condition"] == "none"
     assert service["Spec"]["EndpointSpec"]["Mode"] == "dnsrr"
     engines = manager["client"].api.inspect_network(swarm_mgr.ENGINE_NETWORK)["Id"]
-    own = manager["client"].api.inspect_network(network_name("hello"))
-    assert own["Labels"]["io.cdsw.name"] == "hello" and not own["Attachable"]
-    # its own network first (no other workload is on it), then the one configured for all
-    assert [n["Target"] for n in service["Spec"]["TaskTemplate"]["Networks"]] == \
-        [own["Id"], engines]
+    # the Docker role keeps the bridge closed (icc off): no overlay network of its own, which
+    # would cost about a second per start; only the one configured for all
+    assert not orch.own_networks
+    assert [n["Target"] for n in service["Spec"]["TaskTemplate"]["Networks"]] == [engines]
+    assert not manager["client"].api.networks(names=[network_name("hello")])
     container = service["Spec"]["TaskTemplate"]["ContainerSpec"]
     assert container["CapabilityDrop"] == ["ALL"] and not container.get("CapabilityAdd")
     orch.remove(ref.id)
+
+
+def test_a_workload_gets_a_network_of_its_own_where_the_bridge_is_open(orch, manager):
+    """A dockerd the role did not configure (icc on) cannot keep engines apart on its bridge:
+    each workload then gets an overlay network of its own, removed after it."""
+    orch._own_networks = True  # as bridge_isolated() finds on such a dockerd
+    ref = orch.launch(job(manager, "apart", "echo apart"))
+    assert wait_final(orch, ref.id).state == SUCCEEDED
+    service = manager["client"].api.inspect_service(ref.id)
+    engines = manager["client"].api.inspect_network(swarm_mgr.ENGINE_NETWORK)["Id"]
+    own = manager["client"].api.inspect_network(network_name("apart"))
+    assert own["Labels"]["io.cdsw.name"] == "apart" and not own["Attachable"]
+    # its own network first (no other workload is on it), then the one configured for all
+    assert [n["Target"] for n in service["Spec"]["TaskTemplate"]["Networks"]] == \
+        [own["Id"], engines]
+    orch.remove(ref.id)
     wait_for(lambda: orch._remove_networks() or not manager["client"].api.networks(
-        names=[network_name("hello")]), 60, "the workload's network to go")
+        names=[network_name("apart")]), 60, "the workload's network to go")
 
 
 def test_follow_streams_until_the_workload_ends(orch, manager):

@@ -29,7 +29,8 @@ from cdsw_agent.orchestrators.base import Node, WorkloadRef, WorkloadStatus
 from cdsw_agent.settings import load_settings
 from cdsw_agent.store.db import Database
 
-ALL_CHECKS = ["docker_daemon", "swarm_membership", "swarm_nodes", "engine_image", "master_api",
+ALL_CHECKS = ["docker_daemon", "swarm_membership", "swarm_nodes", "engine_isolation",
+              "engine_image", "master_api",
               "clock_skew", "database", "storage", "hadoop_client_configs", "kerberos",
               "cluster_clients",
               "tls_certificate"]
@@ -102,6 +103,8 @@ class DockerApi(JsonHandler):
                                  "MinAPIVersion": "1.12"})
         elif path == "/info":
             self.send_json(200, {"ID": "x", "Swarm": state["swarm"]})
+        elif path == "/networks/bridge":
+            self.send_json(200, {"Name": "bridge", "Options": state["bridge"]})
         elif path == "/nodes":
             self.send_json(200, state["nodes"])
         elif path == "/images/json":
@@ -133,7 +136,8 @@ OTHER = {"Id": "sha256:" + "f" * 64, "RepoTags": ["debian:bookworm"], "Config": 
 def docker_api():
     server = Server(DockerApi)
     server.state = {"swarm": dict(MANAGER), "nodes": [node("gw1", "ready")],  # type: ignore
-                    "images": [ENGINE, OTHER]}
+                    "images": [ENGINE, OTHER],
+                    "bridge": {"com.docker.network.bridge.enable_icc": "false"}}
     yield server
     server.close()
 
@@ -277,6 +281,19 @@ def test_swarm_nodes_readiness(tmp_path, docker_api):
     docker_api.state["swarm"] = dict(MANAGER, ControlAvailable=False)  # a worker cannot list
     r = run_check("swarm_nodes", s)
     assert r.status == Status.OK and "not a swarm manager" in r.message
+
+
+def test_engine_isolation_says_when_the_bridge_lets_containers_talk(tmp_path, docker_api):
+    s = make_settings(tmp_path, docker_host="tcp://127.0.0.1:%d" % docker_api.port)
+    r = run_check("engine_isolation", s)
+    assert r.status == Status.OK and "icc disabled" in r.message
+    for options in ({"com.docker.network.bridge.enable_icc": "true"}, {}):  # {}: Docker's default
+        docker_api.state["bridge"] = options
+        r = run_check("engine_isolation", s)
+        assert r.status == Status.WARNING and "restart the CDSW_DOCKER role" in r.message
+    r = run_check("engine_isolation", make_settings(tmp_path, docker_host="tcp://127.0.0.1:%d"
+                                                    % closed_port()))
+    assert r.status == Status.UNKNOWN
 
 
 def test_engine_image_present_or_missing(tmp_path, docker_api):
