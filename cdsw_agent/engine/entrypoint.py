@@ -32,6 +32,8 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 DEFAULT_PORT = 8888
 DIGEST_VARIABLE = "CDSW_ENGINE_TOKEN_SHA256"  # read and removed from os.environ by engine.server
+# the session's kernelspec, which engine.server starts before it listens (read and removed too)
+PRESTART_VARIABLE = "CDSW_PRESTART_KERNEL"
 # variables that would hand jupyter_server (and so every kernel) a token: never passed on
 TOKEN_VARIABLES = ("CDSW_ENGINE_TOKEN", "JUPYTER_TOKEN", "JUPYTER_TOKEN_FILE",
                    "CDSW_ENGINE_TOKEN_FILE")

@@ -38,9 +38,10 @@ from traitlets import default  # noqa: E402
 from traitlets.config import Config  # noqa: E402
 
 from . import scala_repl  # noqa: E402
-from .entrypoint import DIGEST_VARIABLE, token_digest  # noqa: E402
+from .entrypoint import DIGEST_VARIABLE, PRESTART_VARIABLE, token_digest  # noqa: E402
 
 KERNEL_MODULE = "cdsw_agent.engine.kernel"
+PRESTART_TIMEOUT = 60.0
 USER = User(username="cdsw", name="cdsw", display_name="CDSW")
 
 
@@ -150,11 +151,26 @@ class EngineServerApp(ServerApp):
     def write_browser_open_files(self) -> None:
         pass
 
+    prestart_kernel = ""  # a kernelspec to start before the server listens (main() sets it)
+
     def init_webapp(self) -> None:
         super().init_webapp()
         from .spark_ui import handlers  # the session's Spark UI (engine/spark_ui.py)
 
         self.web_app.add_handlers(".*$", handlers(self.base_url))
+
+    def init_httpserver(self) -> None:
+        """Starts the session's kernel, then listens: the kernel's own start-up (imports, IPython)
+        overlaps the master seeing the server answer, and whoever sees the server answer finds
+        the kernel in GET /api/kernels (the master adopts it instead of creating one)."""
+        if self.prestart_kernel:
+            try:
+                self.io_loop.run_sync(lambda: self.kernel_manager.start_kernel(
+                    kernel_name=self.prestart_kernel), timeout=PRESTART_TIMEOUT)
+            except Exception as e:  # noqa: BLE001 - the master creates one and says why not
+                self.log.warning("cdsw engine: kernel %s not started ahead: %s",
+                                 self.prestart_kernel, e)
+        super().init_httpserver()
 
 
 def shell_command() -> List[str]:
@@ -178,6 +194,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                          "`python -I -m cdsw_agent.engine`" % DIGEST_VARIABLE)
     make_undumpable()
     EngineIdentityProvider.digest = digest
+    EngineServerApp.prestart_kernel = os.environ.pop(PRESTART_VARIABLE, "")
     EngineServerApp.launch_instance(argv=sys.argv[1:] if argv is None else argv, config=config())
 
 

@@ -90,6 +90,17 @@ def ready(ep: Endpoint) -> bool:
         return False
 
 
+def started_kernel(ep: Endpoint, kernelspec: str) -> Optional[str]:
+    """The id of a live kernel of this kernelspec the engine started itself, if any."""
+    r = _call(ep, "GET", "api/kernels")
+    if r.status_code != 200:
+        return None
+    for kernel in r.json():
+        if kernel.get("name") == kernelspec and kernel.get("execution_state") != "dead":
+            return str(kernel["id"])
+    return None
+
+
 def create_kernel(ep: Endpoint, kernelspec: str) -> str:
     r = _call(ep, "POST", "api/kernels", {"name": kernelspec}, timeout=httpx.Timeout(60.0))
     if r.status_code != 201:

@@ -12,7 +12,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..engine.entrypoint import DIGEST_VARIABLE, token_digest
+from ..engine.entrypoint import DIGEST_VARIABLE, PRESTART_VARIABLE, token_digest
 from ..images.recipe import VENV
 from ..orchestrators import Orchestrator, Port, WorkloadSpec
 from ..settings import Settings
@@ -128,7 +128,8 @@ def engine_env(settings: Settings, orchestrator: Orchestrator, session: EngineSe
     # the engine gets the token's digest only: the token stays in the master (engine/entrypoint.py)
     env = {DIGEST_VARIABLE: token_digest(token), "CDSW_ENGINE_PORT": str(container_port),
            "CDSW_ENGINE_BASE_URL": base_path(session.id), "CDSW_SESSION_ID": str(session.id),
-           "CDSW_KERNEL": session.kernel}
+           "CDSW_KERNEL": session.kernel,
+           PRESTART_VARIABLE: session.kernelspec}  # started before the server listens
     if orchestrator.name == "local":
         # a plain process: /home/cdsw does not exist, so the server shows the project folder
         # itself and keeps its runtime files (connection files) in the engine's private

@@ -483,8 +483,9 @@ class SessionManager:
                     return ("start", "the engine did not answer within %d minutes"
                             % (START_TIMEOUT.seconds // 60))
                 return None
-            try:
-                session.kernel_id = engine_client.create_kernel(ep, session.kernelspec)
+            try:  # the engine starts the kernel before it listens (engine/server.py)
+                session.kernel_id = engine_client.started_kernel(ep, session.kernelspec) \
+                    or engine_client.create_kernel(ep, session.kernelspec)
             except EngineUnavailable as e:
                 return ("start", str(e))
             session.status, session.started_at, session.last_activity_at = "running", now, now

@@ -144,6 +144,22 @@ def test_execute_streams_every_kind_of_output_in_order(world: World, session: in
     assert len(error["traceback"]) >= 3 and failed[2]["status"] == "error"
 
 
+def test_the_engine_starts_the_kernel_the_master_adopts(world: World, session: int) -> None:
+    """The engine starts the session's kernel before it listens (engine/server.py); the master
+    adopts it instead of creating a second one."""
+    import httpx
+
+    from cdsw_agent.engine.entrypoint import PRESTART_VARIABLE
+
+    row, ep = world.manager.running(session)
+    r = httpx.get(ep.http + "api/kernels", headers={"Authorization": "token " + ep.token})
+    assert r.status_code == 200, r.text
+    assert [(k["id"], k["name"]) for k in r.json()] == [(row.kernel_id, "python3")]
+    # the variable stays with the server: kernels do not inherit it
+    out = world.execute(session, "import os; print(os.environ.get(%r))" % PRESTART_VARIABLE)
+    assert out[0]["text"] == "None\n", out
+
+
 def test_environment_and_project_files(world: World, session: int) -> None:
     (world.api.settings.projects_dir / str(world.pid) / "data.csv").write_text("a,b\n1,2\n")
     out = world.execute(session, "import os\nprint(os.environ['HADOOP_USER_NAME'], "
