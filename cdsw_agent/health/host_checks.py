@@ -11,9 +11,6 @@ from typing import Dict, List, Optional
 
 from .registry import REGISTRY, HealthContext, Outcome, critical, ok, warning
 
-# free space thresholds of the data directory's file system, percent
-FREE_WARNING_PERCENT = 10.0
-FREE_CRITICAL_PERCENT = 5.0
 # below this many free bytes the data volume counts as full (writes are failing or about to):
 # the storage check and /healthz say so
 FULL_BELOW_BYTES = 16 * 1024 ** 2
@@ -46,9 +43,9 @@ def storage(ctx: HealthContext) -> Outcome:
             "free_percent": round(free_pct, 2)}
     text = "%s writable, %s free of %s (%.1f%%)" % (data_dir, _gib(usage.free), _gib(usage.total),
                                                     free_pct)
-    if free_pct < FREE_CRITICAL_PERCENT:
+    if free_pct < ctx.settings.storage_free_critical_percent:
         return critical(text + "; free space now", **data)
-    if free_pct < FREE_WARNING_PERCENT:
+    if free_pct < ctx.settings.storage_free_warning_percent:
         return warning(text + "; free space soon", **data)
     return ok(text, **data)
 

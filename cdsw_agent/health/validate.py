@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from ..netutil import port_free
-from . import host_checks
 from .registry import HealthContext, Outcome, Registry, critical, ok, unknown, warning
 
 VALIDATE = Registry()
@@ -66,9 +65,9 @@ def disk_space(ctx: HealthContext) -> Outcome:
     pct = 100.0 * usage.free / usage.total if usage.total else 0.0
     data = {"path": str(where), "free_bytes": usage.free, "free_percent": round(pct, 2)}
     text = "%.1f GiB free on %s (%.1f%%)" % (usage.free / 1024 ** 3, where, pct)
-    if pct < host_checks.FREE_CRITICAL_PERCENT:
+    if pct < ctx.settings.storage_free_critical_percent:
         return critical(text + "; free space first", **data)
-    if pct < host_checks.FREE_WARNING_PERCENT or usage.free < MIN_FREE_BYTES:
+    if pct < ctx.settings.storage_free_warning_percent or usage.free < MIN_FREE_BYTES:
         return warning(text + "; %d GiB or more is recommended" % (MIN_FREE_BYTES // 1024 ** 3),
                        **data)
     return ok(text, **data)

@@ -198,6 +198,12 @@ SETTINGS: List[Setting] = [
       "Mount options of the NFS export.", group="storage"),
     S("storage_check_seconds", "int", 15, "How often a node checks its project mount and remounts it "
       "when it dropped.", minimum=1, maximum=3600, group="storage"),
+    S("storage_free_warning_percent", "float", 10.0, "Health check storage: warning when the data "
+      "directory's file system has less than this share free.", minimum=0, maximum=100,
+      group="storage"),
+    S("storage_free_critical_percent", "float", 5.0, "Health check storage: critical when the data "
+      "directory's file system has less than this share free (0 checks only that it is not "
+      "full).", minimum=0, maximum=100, group="storage"),
     # --- engines and workloads
     S("session_idle_minutes", "int", 60, "Stop a session after this long without activity.",
       minimum=1, maximum=10080, group="engines"),

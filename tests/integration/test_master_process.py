@@ -15,6 +15,8 @@ from typing import Dict, List
 
 import requests
 
+from ..conftest import NO_FREE_SPACE_THRESHOLDS
+
 CDSW = [sys.executable, "-m", "cdsw_agent.cli.main"]
 
 
@@ -26,6 +28,7 @@ def free_port() -> int:
 
 def env_for(tmp: Path, **extra: str) -> Dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDSW_")}
+    env.update(NO_FREE_SPACE_THRESHOLDS)
     env.update({"CDSW_ARGON2_TIME_COST": "1", "CDSW_ARGON2_MEMORY_KIB": "1024", "CDSW_ORCHESTRATOR": "local",
                 "CDSW_CONF": str(tmp / "empty.conf"), "CDSW_PROPERTIES": str(tmp / "empty.properties"),
                 "CDSW_ENGINE_PORT": str(free_port())})  # the engine-content listener

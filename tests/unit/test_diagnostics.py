@@ -108,16 +108,18 @@ def test_validate_data_dir(tmp_path):
 
 
 def test_validate_disk_space_thresholds(tmp_path, monkeypatch):
-    s = load_settings(environ={}, overrides={"data_dir": str(tmp_path / "new")})
-    monkeypatch.setattr(validate, "MIN_FREE_BYTES", 0)
-    assert run("disk_space", s).status == Status.OK
-    monkeypatch.setattr(validate, "MIN_FREE_BYTES", 2 ** 62)
-    r = run("disk_space", s)
-    assert r.status == Status.WARNING and r.data["path"] == str(tmp_path)
-    from cdsw_agent.health import host_checks
+    def settings(warning: float, critical: float):  # not the test machine's own free share
+        return load_settings(environ={}, overrides={
+            "data_dir": str(tmp_path / "new"), "storage_free_warning_percent": warning,
+            "storage_free_critical_percent": critical})
 
-    monkeypatch.setattr(host_checks, "FREE_CRITICAL_PERCENT", 100.1)
-    assert run("disk_space", s).status == Status.CRITICAL
+    monkeypatch.setattr(validate, "MIN_FREE_BYTES", 0)
+    assert run("disk_space", settings(0, 0)).status == Status.OK
+    assert run("disk_space", settings(100, 0)).status == Status.WARNING
+    assert run("disk_space", settings(100, 100)).status == Status.CRITICAL
+    monkeypatch.setattr(validate, "MIN_FREE_BYTES", 2 ** 62)
+    r = run("disk_space", settings(0, 0))
+    assert r.status == Status.WARNING and r.data["path"] == str(tmp_path)
 
 
 def test_validate_docker_binary_python_and_cgroups(tmp_path, monkeypatch):

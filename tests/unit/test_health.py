@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from cdsw_agent.cli import health as health_cli
 from cdsw_agent.cli.main import cli
 from cdsw_agent.health import (REGISTRY, HealthContext, Registry, Status, UnknownCheck,
-                               host_checks, prometheus, report, worst)
+                               prometheus, report, worst)
 from cdsw_agent.health.registry import ok, warning
 from cdsw_agent.orchestrators.base import Node, WorkloadRef, WorkloadStatus
 from cdsw_agent.settings import load_settings
@@ -393,16 +393,23 @@ def test_database_behind_and_ahead(tmp_path, monkeypatch):
 # --- storage ---------------------------------------------------------------------------------
 
 def test_storage_thresholds(tmp_path, monkeypatch):
-    s = make_settings(tmp_path)
+    # thresholds of the test's own, not the test machine's free share
+    s = make_settings(tmp_path, storage_free_warning_percent=0, storage_free_critical_percent=0)
     assert run_check("storage", s).status == Status.CRITICAL  # not created yet
     Path(s.data_dir).mkdir(parents=True)
     r = run_check("storage", s)
     assert r.status == Status.OK and 0 < r.data["free_percent"] <= 100
     assert list(Path(s.data_dir).iterdir()) == []  # the probe file is gone
-    monkeypatch.setattr(host_checks, "FREE_WARNING_PERCENT", 100.1)
-    assert run_check("storage", s).status == Status.WARNING
-    monkeypatch.setattr(host_checks, "FREE_CRITICAL_PERCENT", 100.1)
-    assert run_check("storage", s).status == Status.CRITICAL
+    s = make_settings(tmp_path, storage_free_warning_percent=100, storage_free_critical_percent=0)
+    r = run_check("storage", s)
+    assert r.status == Status.WARNING and "free space soon" in r.message
+    s = make_settings(tmp_path, storage_free_warning_percent=100, storage_free_critical_percent=100)
+    r = run_check("storage", s)
+    assert r.status == Status.CRITICAL and "free space now" in r.message
+    # the defaults: a warning below 10 % free, critical below 5 %
+    defaults = make_settings(tmp_path)
+    assert (defaults.storage_free_warning_percent, defaults.storage_free_critical_percent) == \
+        (10.0, 5.0)
 
 
 def test_storage_not_writable(tmp_path):
@@ -562,7 +569,7 @@ def test_cli_exit_codes_follow_the_worst_check(tmp_path, runner, monkeypatch):
     r = health(runner, props, "--check", "storage")
     assert r.exit_code == 0, r.output
     assert r.output.startswith("OK       storage: ")
-    monkeypatch.setattr(host_checks, "FREE_WARNING_PERCENT", 100.1)
+    monkeypatch.setenv("CDSW_STORAGE_FREE_WARNING_PERCENT", "100")
     r = health(runner, props, "--check", "storage")
     assert r.exit_code == 1 and r.output.startswith("WARNING  storage: ")
     r = health(runner, props, "--check", "storage", "--check", "database")
