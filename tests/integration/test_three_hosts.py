@@ -115,10 +115,13 @@ class Cluster:
         return {n.name: n for n in self.orch.nodes()}
 
     def workers_ready(self) -> None:
-        """h2 and h3 run their worker role (started if not yet), are ready swarm nodes and
-        hold the engine image."""
+        """h2 and h3 run their dockerd and worker role (started again if a test before left
+        them dead, so its failure does not cascade), are ready swarm nodes and hold the engine
+        image."""
         for host in (self.h2, self.h3):
-            if host.name not in self.workers:
+            if self.docker[host.name][0].poll() is not None:
+                self.start_docker(host)
+            if host.name not in self.workers or self.workers[host.name].poll() is not None:
                 self.start_worker(host)
         wait_for(lambda: all(self.node_state(h) == "ready" for h in ("h2", "h3")), 120,
                  "h2 and h3 to be ready")
