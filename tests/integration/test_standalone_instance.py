@@ -12,14 +12,12 @@ from pathlib import Path
 from cdsw_agent.cli import instance
 from cdsw_agent.settings import load_settings
 
-from ..conftest import NO_FREE_SPACE_THRESHOLDS
 from .test_master_process import CDSW, env_for, free_port, start, stop, wait_for
 
 
 def _bare_env(pointer: Path) -> dict:
     """An admin's shell: no CDSW_* settings, no configuration files."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDSW_")}
-    env.update(NO_FREE_SPACE_THRESHOLDS)  # not the shared test machine's disk (tests/conftest)
     env["CDSW_INSTANCE_FILE"] = str(pointer)
     return env
 
