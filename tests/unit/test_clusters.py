@@ -193,7 +193,7 @@ def test_engines_run_on_their_clusters_nodes_with_its_configuration(world, tmp_p
 
 def test_swarm_maps_node_constraints_and_reads_node_labels() -> None:
     swarm = SwarmOrchestrator.__new__(SwarmOrchestrator)
-    swarm.default_network = None
+    swarm.default_network, swarm._own_networks = None, False  # no Docker here: the bridge
     spec = WorkloadSpec(name="job-run-1", image="img", command=["true"], node="prod1",
                         node_constraints=[("cdsw.cluster", "==", "PROD")])
     task = swarm._service_kwargs(spec)["task_template"]

@@ -90,7 +90,7 @@ def test_script_paths_and_interpreters(tmp_path) -> None:  # type: ignore[no-unt
     for bad in ("/etc/passwd.py", "../other/x.py", "a/../../x.py"):
         with pytest.raises(ValueError, match="inside the project"):
             check_script_path(bad)
-    with pytest.raises(ValueError, match=r"\.py, \.R or \.sh"):
+    with pytest.raises(ValueError, match=r"\.py, \.R, \.sh or \.scala"):
         check_script_path("notes.txt")
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "ok.py").write_text("")
@@ -101,8 +101,8 @@ def test_script_paths_and_interpreters(tmp_path) -> None:  # type: ignore[no-unt
         with pytest.raises(LaunchError, match="script %s not found" % missing):
             script_file(tmp_path / "p", missing)
     job = Job(script="fit.R", arguments="--alpha '0.5 1' x")
-    assert command(job) == ["Rscript", "fit.R", "--alpha", "0.5 1", "x"]
-    assert command(Job(script="a.sh", arguments=""))[0] == "bash"
+    assert command(job, "/venv/bin/python") == ["Rscript", "fit.R", "--alpha", "0.5 1", "x"]
+    assert command(Job(script="a.sh", arguments=""), "/venv/bin/python")[0] == "bash"
 
 
 def test_mail_content_and_choice() -> None:
