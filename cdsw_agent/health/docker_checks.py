@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
+from ..orchestrators.bridge import bridge_icc, icc_disabled
 from .registry import (NETWORK_TIMEOUT, REGISTRY, HealthContext, Outcome, critical, ok,
                        reason, unknown, warning)
 
@@ -130,13 +131,12 @@ def engine_isolation(ctx: HealthContext) -> Outcome:
     if _not_used(ctx):
         return ok("not used (orchestrator is %s)" % ctx.settings.orchestrator)
     try:
-        bridge = docker_client(ctx).api.inspect_network("bridge")
+        icc = bridge_icc(docker_client(ctx).api)
     except DockerUnavailable as e:
         return unknown(str(e))
     except Exception as e:  # noqa: BLE001 - the SDK's errors: said, not raised
         return unknown("cannot read Docker's default bridge: %s" % reason(e))
-    icc = (bridge.get("Options") or {}).get("com.docker.network.bridge.enable_icc", "true")
-    if icc == "false":
+    if icc_disabled(icc):
         return ok("engines on this host cannot reach each other's containers (icc disabled)")
     return warning("Docker's default bridge lets containers reach each other (icc enabled): "
                    "restart the CDSW_DOCKER role so dockerd runs with the daemon.json it renders "

@@ -57,6 +57,7 @@ from .base import (
     WorkloadStatus,
     split_lines,
 )
+from .bridge import bridge_icc, icc_disabled
 from .reasons import (ENGINE_GONE, backend_error, exit_reason, first_line,
                       image_missing_reason)
 
@@ -74,16 +75,12 @@ RESTART_CONDITIONS = {"never": "none", "on-failure": "on-failure", "always": "an
 CAPABILITIES: Tuple[str, ...] = ()
 
 
-ICC_OPTION = "com.docker.network.bridge.enable_icc"
-
-
 def bridge_isolated(client: docker.DockerClient) -> bool:
     """Whether this dockerd's default bridge keeps containers apart (icc disabled)."""
     try:
-        options = client.api.inspect_network("bridge").get("Options") or {}
+        return icc_disabled(bridge_icc(client.api))
     except DOCKER_ERRORS:
         return False
-    return options.get(ICC_OPTION) == "false"
 
 
 def network_name(workload: str) -> str:
