@@ -5,7 +5,9 @@ target is the workload's workdir runs there), and limits are not enforced. Each 
 directory under DATA_DIR/orchestrator/local/ID holding its spec, log, the runner's pid and
 process group and, once it ended, its exit code, so a new instance (a restarted master) re-adopts
 running workloads. When the runner is gone (killed, host trouble) the workload is lost: whatever
-is left of its process group is killed, so no engine of a lost workload writes on unseen.
+is left of it is killed, so no engine of a lost workload writes on unseen. What is left of a
+workload is its process group and every process carrying its marker variable (local_runner):
+a kernel runs in a session of its own and would otherwise escape.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from .base import (
     WorkloadSpec,
     WorkloadStatus,
 )
-from .local_runner import write_atomic
+from .local_runner import WORKLOAD_VARIABLE, write_atomic
 from .reasons import exit_reason
 
 RUNNER_GONE = "the workload's runner process disappeared (host reboot or killed)"
@@ -87,18 +89,53 @@ def group_members(pgid: int) -> List[int]:
     return members
 
 
-def kill_group(pgid: int, timeout: float) -> None:
-    """SIGTERM to the group, SIGKILL to what is left after `timeout`; waits for the end."""
+def marked(workload_id: str) -> List[int]:
+    """Live processes started in the workload (its marker variable in their environment at
+    start), wherever they went: another session, re-parented to init."""
+    mark = ("%s=%s" % (WORKLOAD_VARIABLE, workload_id)).encode() + b"\0"
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/environ" % entry, "rb") as f:
+                environ = b"\0" + f.read()
+        except OSError:  # gone, or another user's
+            continue
+        if b"\0" + mark in environ:
+            st = _stat(int(entry))
+            if st is not None and st[0] != "Z":
+                found.append(int(entry))
+    return found
+
+
+def workload_members(pgid: int, workload_id: str) -> List[int]:
+    """The live processes of a workload: its process group (0: none) and its marked ones."""
+    return sorted(set(group_members(pgid) if pgid else []) | set(marked(workload_id)))
+
+
+def kill_workload(pgid: int, workload_id: str, timeout: float) -> None:
+    """SIGTERM to the workload's processes, SIGKILL to what is left after `timeout`; waits for
+    the end."""
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 2.0)):
         if not wait and sig == signal.SIGTERM:
             continue
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
+        members = workload_members(pgid, workload_id)
+        if not members:
             return
+        if pgid:
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                pass
+        for pid in members:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            if not group_members(pgid):
+            if not workload_members(pgid, workload_id):
                 return
             time.sleep(0.02)
 
@@ -166,8 +203,8 @@ class LocalOrchestrator(Orchestrator):
         (d / "pgid").write_text(str(os.getpgid(child.pid)))
         return WorkloadRef(workload_id, spec.name)
 
-    def _orphans(self, d: Path) -> int:
-        """The workload's process group while any process is left in it, else 0."""
+    def _group(self, d: Path) -> int:
+        """The workload's process group, or 0 when no process of it can be left in it."""
         text = _read(d / "pgid") or _read(d / "pid") or ""
         if not text.isdigit():
             return 0
@@ -177,7 +214,11 @@ class LocalOrchestrator(Orchestrator):
             # the number now names another process: Linux reuses a pid only once no process
             # is left in the group of that number, so ours ended
             return 0
-        return pgid if group_members(pgid) else 0
+        return pgid
+
+    def _orphans(self, d: Path) -> bool:
+        """Whether any process of the workload is left."""
+        return bool(workload_members(self._group(d), d.name))
 
     def stop(self, workload_id: str, timeout: float = 10.0) -> None:
         d = self._dir(workload_id)
@@ -189,9 +230,8 @@ class LocalOrchestrator(Orchestrator):
                 grace = 0.5
         # what is left of the group: an engine whose runner died, a kernel still shutting
         # down, anything the engine started in the background
-        leftovers = self._orphans(d)
-        if leftovers:
-            kill_group(leftovers, grace)
+        if self._orphans(d):
+            kill_workload(self._group(d), d.name, grace)
 
     def _stop_runner(self, d: Path, timeout: float) -> None:
         pid = int(_read(d / "pid") or 0)
@@ -242,7 +282,7 @@ class LocalOrchestrator(Orchestrator):
         if reason is None:
             orphans = self._orphans(d)
             if orphans:
-                kill_group(orphans, 2.0)
+                kill_workload(self._group(d), d.name, 2.0)
             reason = RUNNER_GONE + ("; its engine was stopped" if orphans else "")
             try:
                 write_atomic(d / "lost", reason)

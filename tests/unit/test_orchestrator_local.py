@@ -282,3 +282,56 @@ def test_stop_ends_a_restarting_workload(orch):
     runs = list(orch.logs(ref.id)).count("run")
     time.sleep(1.0)
     assert list(orch.logs(ref.id)).count("run") == runs
+
+
+def _escaping(orch, tmp_path, name, then="time.sleep(60)"):
+    """A workload that starts a process in a session of its own (as jupyter_client starts a
+    kernel), which writes its pid to a file."""
+    pidfile = tmp_path / (name + ".pid")
+    inner = "import os, time\nopen(%r, 'w').write(str(os.getpid()))\ntime.sleep(300)" \
+        % str(pidfile)
+    code = ("import subprocess, sys, time\n"
+            "subprocess.Popen([sys.executable, '-c', %r], start_new_session=True)\n"
+            "print('up', flush=True)\n%s") % (inner, then)
+    ref = orch.launch(spec(name, code))
+    deadline = time.monotonic() + 10
+    while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    escaped = int(pidfile.read_text())
+    assert os.getpgid(escaped) == escaped, "the test process did not leave the group"
+    return ref, escaped
+
+
+def _gone(pid, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            stat = Path("/proc/%d/stat" % pid).read_text()
+        except FileNotFoundError:
+            return True
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_process_that_left_the_group_ends_with_its_workload(orch, tmp_path):
+    # the command ends on its own: what it left running ends with it, as in a container
+    ref, escaped = _escaping(orch, tmp_path, "ends", then="time.sleep(0.5)")
+    assert wait_final(orch, ref.id).state == SUCCEEDED
+    assert _gone(escaped), "a process the workload started outlived it"
+    # stopped: the kernel-like process goes with the engine
+    ref, escaped = _escaping(orch, tmp_path, "stopped")
+    orch.stop(ref.id, timeout=5)
+    assert _gone(escaped, timeout=1.0)
+
+
+def test_a_lost_workload_loses_the_process_that_left_its_group(orch, tmp_path):
+    ref, escaped = _escaping(orch, tmp_path, "lost")
+    runner = int((orch.root / ref.id / "pid").read_text())
+    os.killpg(runner, 9)  # runner and engine; the escaped process is re-parented to init
+    orch._children[ref.id].wait()
+    assert not _gone(escaped, timeout=0.3), "SIGKILL of the group reached the escaped process"
+    st = orch.status(ref.id)
+    assert st.state == LOST and st.reason.endswith("its engine was stopped"), st
+    assert _gone(escaped, timeout=1.0), "a lost workload's process runs on"
