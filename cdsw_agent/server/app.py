@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Optional
+from typing import AsyncIterator, Dict, Optional
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,6 +27,15 @@ ROOT_ROUTERS = ("health", "metrics", "model_endpoint",  # model_endpoint: POST /
                 "inference_v2")  # the Open Inference Protocol at /v2
 
 
+def security_headers(hsts: bool) -> Dict[bytes, bytes]:
+    """The headers every answer of the master carries."""
+    headers = {b"x-content-type-options": b"nosniff", b"x-frame-options": b"DENY",
+               b"referrer-policy": b"same-origin"}
+    if hsts:
+        headers[b"strict-transport-security"] = b"max-age=31536000"
+    return headers
+
+
 class SecurityHeaders:
     """Pure ASGI middleware adding the security headers every answer carries (and no-store on
     the API). `@app.middleware("http")` would wrap each response in a streaming copy through
@@ -34,11 +43,7 @@ class SecurityHeaders:
 
     def __init__(self, app: ASGIApp, hsts: bool) -> None:
         self.app = app
-        headers = {b"x-content-type-options": b"nosniff", b"x-frame-options": b"DENY",
-                   b"referrer-policy": b"same-origin"}
-        if hsts:
-            headers[b"strict-transport-security"] = b"max-age=31536000"
-        self.headers = headers
+        self.headers = headers = security_headers(hsts)
         self.api_headers = {**headers, b"cache-control": b"no-store"}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -58,6 +63,23 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class MasterApp(FastAPI):
+    """The FastAPI application, with POST /model answered before its middleware stack: the
+    model hot path (routes/model_endpoint.ModelFrontDoor) crosses no middleware, no router and
+    no dependency; everything else, and what the front door does not take, goes through
+    FastAPI as usual."""
+
+    front_door: Optional[ModelFrontDoor] = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        door = self.front_door
+        if door is not None and scope["type"] == "http" and door.takes(scope):
+            scope["app"] = self
+            await door(scope, receive, send, super().__call__)
+            return
+        await super().__call__(scope, receive, send)
 
 
 @asynccontextmanager
@@ -100,7 +122,7 @@ def _api_docs(app: FastAPI, path: str) -> None:
 
 
 def create_app(settings: Settings, db: Optional[Database] = None) -> FastAPI:
-    app = FastAPI(
+    app = MasterApp(
         lifespan=_lifespan,
         title="CDSW workbench API",
         version=__version__,
@@ -111,10 +133,9 @@ def create_app(settings: Settings, db: Optional[Database] = None) -> FastAPI:
     _api_docs(app, API_PREFIX + "/docs")
     app.state.server = ServerState.create(settings, db)
     errors.install(app)
-    # innermost first: POST /model is answered before FastAPI's router (routes/model_endpoint)
-    app.add_middleware(ModelFrontDoor)
+    # innermost first
     app.add_middleware(SecurityHeaders, hsts=settings.tls_enable)
-    request_metrics.install(app)  # times every request for /metrics
+    stats = request_metrics.install(app)  # times every request for /metrics
     engine_access.install(app, settings)  # engine content on its own origin
     for name in API_ROUTERS:
         app.include_router(importlib.import_module("cdsw_agent.server.routes." + name).router,
@@ -122,4 +143,7 @@ def create_app(settings: Settings, db: Optional[Database] = None) -> FastAPI:
     for name in ROOT_ROUTERS:
         app.include_router(importlib.import_module("cdsw_agent.server.routes." + name).router)
     importlib.import_module("cdsw_agent.web").install(app)  # pages, static files, page errors
+    # POST /model, before all of the above (it adds their headers and metrics itself)
+    app.front_door = ModelFrontDoor(app.state.server,
+                                    list(security_headers(settings.tls_enable).items()), stats)
     return app

@@ -61,6 +61,12 @@ class HttpStats:
             series.total += seconds
             series.count += 1
 
+    def count(self, handler: str, code: str) -> int:
+        """Requests counted for (handler, "2xx"...)."""
+        with self._lock:
+            series = self._series.get((handler, code))
+            return series.count if series else 0
+
     def export(self, exp: Exposition) -> None:
         with self._lock:
             rows = sorted((k, list(s.buckets), s.total, s.count) for k, s in self._series.items())

@@ -19,6 +19,7 @@ from cdsw_agent.engine.model_server import TOKEN_HEADER
 from cdsw_agent.models.keys import digest
 from cdsw_agent.models.router import Route
 from cdsw_agent.models.service import service_for
+from cdsw_agent.server.request_metrics import STATS_KEY
 
 from ..conftest import Api
 
@@ -66,6 +67,8 @@ def test_model_call_answered_without_the_database(api: Api, replica: Tuple[str, 
     url, token = replica
     key = "mkey-" + os.urandom(8).hex()
     service.router.publish({7: [Route(replica_id=70, url=url, token=token)]}, {digest(key): 7})
+    stats = state.extras[STATS_KEY]
+    counted = stats.count("model", "2xx"), stats.count("model", "4xx")
     real = state.db.sessionmaker
     state.db.sessionmaker = _no_database
     try:
@@ -74,13 +77,17 @@ def test_model_call_answered_without_the_database(api: Api, replica: Tuple[str, 
             assert r.status_code == 200, r.text
             assert r.json() == {"success": True, "response": {"echo": {"x": [1, "é"]}}}
             assert r.headers["content-type"] == "application/json"
-            assert r.headers["x-content-type-options"] == "nosniff"  # security headers too
+            # the middlewares' work it skips: the security headers, the count for /metrics
+            assert r.headers["x-content-type-options"] == "nosniff"
+            assert r.headers["x-frame-options"] == "DENY"
         r = api.client.post("/model", content=b'{"accessKey": "nope", "request": 1}')
         assert r.status_code == 401 and r.json()["error"] == "unknown or revoked accessKey"
         r = api.client.post("/model", json={"request": 1})
         assert r.status_code == 401 and r.json()["error"].startswith("missing accessKey")
     finally:
         state.db.sessionmaker = real
+    assert (stats.count("model", "2xx"), stats.count("model", "4xx")) == \
+        (counted[0] + 2, counted[1] + 2)
     assert service.router.summary(70)["requests"] == 2
     assert service.router.summary(70)["successes"] == 2
     # a body the front door does not accept goes to the FastAPI route: the API's 422 shape

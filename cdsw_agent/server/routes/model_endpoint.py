@@ -12,9 +12,10 @@ the router's memory (keys, replicas, pooled connections), without a database que
 read as JSON whatever its content type says: `curl -d '{...}'` sends none (or a form type), and
 CDSW accepted it.
 
-The hot path is `ModelFrontDoor`, a pure ASGI middleware in front of FastAPI's router: a call
-that carries no cookie and no Authorization header (every model client: curl, SDKs) and a well
-formed body is answered there, with no dependency injection, database session or thread pool.
+The hot path is `ModelFrontDoor`, which the application (server/app.MasterApp) hands a call to
+before any middleware or FastAPI's router: a call that carries no cookie and no Authorization
+header (every model client: curl, SDKs) and a well formed body is answered there, with no
+middleware, dependency injection, database session or thread pool.
 Anything else (a browser's cookie, whose CSRF rule applies; an Authorization header, which must
 be valid; a body that does not validate, which gets the API's 422) goes on to the FastAPI route
 below, which declares the permission and documents the call in OpenAPI. Both answer through
@@ -24,6 +25,8 @@ below, which declares the permission and documents the call in OpenAPI. Both ans
 from __future__ import annotations
 
 import json
+import logging
+import time
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 
 from fastapi import APIRouter, Depends, Request
@@ -31,12 +34,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import Field, ValidationError
 
-from ...models.service import service_for
+from ...models.service import SERVICE_KEY, service_for
 from ..deps import get_state
+from ..request_metrics import HttpStats
 from ..permissions import Access, require
 from ..schemas import Strict
 from ..state import ServerState
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["models"])
 MISSING_KEY = "missing accessKey: send {\"accessKey\": \"...\", \"request\": {...}}"
 UNKNOWN_KEY = "unknown or revoked accessKey"
@@ -57,7 +62,7 @@ async def answer_call(state: ServerState, key: str, payload: bytes) -> Tuple[int
     """(status, answer as bytes or a dict) for a call with this key and this JSON request."""
     if not key:
         return 401, _refusal(MISSING_KEY)
-    service = service_for(state)
+    service = state.extras.get(SERVICE_KEY) or service_for(state)
     model_id = service.router.model_for(key)
     if model_id is None:
         return 401, _refusal(UNKNOWN_KEY)
@@ -72,17 +77,28 @@ def _dumps(answer: Any) -> bytes:
 
 
 class ModelFrontDoor:
-    """ASGI middleware answering POST /model (and the legacy address) before FastAPI's router;
-    see the module's docstring for what it leaves to the route."""
+    """Answers POST /model (and the legacy address) before anything else of the app runs (see
+    MasterApp in server/app.py, and this module's docstring for what it leaves to the route).
+    It adds the security headers every answer carries and counts the call for /metrics itself,
+    as the middlewares it skips would."""
 
-    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
-        self.app = app
+    def __init__(self, state: ServerState, headers: List[Tuple[bytes, bytes]],
+                 stats: HttpStats) -> None:
+        self.state, self.stats = state, stats
+        self.headers = [(b"content-type", b"application/json")] + list(headers)
 
-    async def __call__(self, scope: Dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in PATHS \
-                or any(k in (b"cookie", b"authorization") for k, _ in scope["headers"]):
-            await self.app(scope, receive, send)
-            return
+    @staticmethod
+    def takes(scope: Dict[str, Any]) -> bool:
+        """A call for the front door: POST to a model path, with no cookie and no
+        Authorization header (whose rules the route applies)."""
+        return scope["type"] == "http" and scope["method"] == "POST" \
+            and scope["path"] in PATHS \
+            and not any(k in (b"cookie", b"authorization") for k, _ in scope["headers"])
+
+    async def __call__(self, scope: Dict[str, Any], receive: Any, send: Any,
+                       app: Callable[..., Awaitable[None]]) -> None:
+        """Answers the call; `app` (the whole application) gets what it cannot answer."""
+        started = time.perf_counter()
         chunks: List[bytes] = []
         while True:
             message = await receive()
@@ -102,15 +118,19 @@ class ModelFrontDoor:
                 replayed[0] = True
                 return {"type": "http.request", "body": raw, "more_body": False}
 
-            await self.app(scope, replay, send)
+            await app(scope, replay, send)
             return
         key, payload = call
-        status, answer = await answer_call(scope["app"].state.server, key, payload)
+        try:
+            status, answer = await answer_call(self.state, key, payload)
+        except Exception:  # noqa: BLE001 - a bug here must not become a bare 500 page
+            log.exception("model call failed in the master")
+            status, answer = 500, _refusal("internal error in the workbench; see its log")
         data = _dumps(answer)
-        await send({"type": "http.response.start", "status": status, "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(data)).encode())]})
+        await send({"type": "http.response.start", "status": status,
+                    "headers": self.headers + [(b"content-length", str(len(data)).encode())]})
         await send({"type": "http.response.body", "body": data})
+        self.stats.observe("model", status, time.perf_counter() - started)
 
 
 def _parse(raw: bytes) -> Optional[Tuple[str, bytes]]:
