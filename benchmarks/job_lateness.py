@@ -135,7 +135,8 @@ def _schedule_and_wait(url: str, image: str, runs: int) -> List[Dict[str, float]
     rows = []
     for run in sorted(done, key=lambda r: r["id"])[:runs]:
         created = utc(run["created_at"])
-        minute = created.replace(second=0, microsecond=0)
+        # the fire time: the nearest minute (a run is recorded up to PRESTART_SECONDS ahead)
+        minute = (created + dt.timedelta(seconds=30)).replace(second=0, microsecond=0)
         log = http.get("%s/%d/runs/%d/log" % (jobs, job, run["id"])).text.split()
         engine = float(log[0]) - minute.timestamp() if log else float("nan")
         rows.append({"run": run["id"], "status": run["status"],

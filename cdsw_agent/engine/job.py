@@ -10,6 +10,10 @@ run's plain-text log. Its rich outputs (tables as HTML, PNG/SVG images, plotly f
 appended, one JSON object a line, to the file named by CDSW_OUTPUTS_FILE, which the master
 keeps with the run (workloads/outputs.py).
 
+A cron run the scheduler started ahead of its fire time (server/scheduler.py) has the instant in
+START_AT_VARIABLE: the kernel starts at once and the script is read and run at that instant, so
+a scheduled script starts on time however long the engine took to come up.
+
 Exit status: 0 when the script ran to its end, the code given to `sys.exit(N)`, 1 on an
 uncaught exception, 2 when the kernel could not start or died, 143 when stopped (SIGTERM: the
 kernel, which jupyter_client starts in a session of its own, is shut down first).
@@ -25,6 +29,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from typing import IO, Any, Dict, List, Optional
 
 OUTPUTS_VARIABLE = "CDSW_OUTPUTS_FILE"
@@ -33,6 +38,9 @@ RICH_TYPES = ("text/plain", "text/html", "image/png", "image/jpeg", "image/svg+x
               "application/vnd.plotly.v1+json")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 START_TIMEOUT = 120.0  # a busy two-core node
+# when the script is to start, in seconds since the epoch (jobs/launch.py sets it)
+START_AT_VARIABLE = "CDSW_JOB_START_AT"
+MAX_START_WAIT = 60.0  # an instant further away is not the scheduler's: start at once
 
 
 class Stopped(Exception):
@@ -130,6 +138,26 @@ def execute(km: Any, client: Any, code: str, hook: Outputs, silent: bool = False
             return dict(reply.get("content") or {})
 
 
+def wait_for_start(env: Optional[Dict[str, str]] = None) -> None:
+    """Sleeps until START_AT_VARIABLE's instant, if it is ahead (at most MAX_START_WAIT)."""
+    text = (os.environ if env is None else env).get(START_AT_VARIABLE, "")
+    try:
+        delay = float(text) - time.time() if text else 0.0
+    except ValueError:
+        return
+    if 0 < delay <= MAX_START_WAIT:
+        time.sleep(delay)
+
+
+def read_script(script: str, stderr: IO[str]) -> Optional[str]:
+    try:
+        with open(script, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        stderr.write("cdsw job: cannot read %s: %s\n" % (script, e))
+        return None
+
+
 def run(script: str, args: List[str], outputs: Optional[IO[str]] = None,
         stdout: IO[str] = sys.stdout, stderr: IO[str] = sys.stderr) -> int:
     from jupyter_client.manager import KernelManager
@@ -137,11 +165,8 @@ def run(script: str, args: List[str], outputs: Optional[IO[str]] = None,
     from .kernel import WARM_UP_VARIABLE
     from .server import EngineKernelSpecManager
 
-    try:
-        with open(script, encoding="utf-8") as f:
-            source = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        stderr.write("cdsw job: cannot read %s: %s\n" % (script, e))
+    if not os.path.isfile(script):
+        stderr.write("cdsw job: cannot read %s: no such file\n" % script)
         return 2
     runtime = tempfile.mkdtemp(prefix="cdsw-job-")  # the connection file stays private
     # IPC sockets in a private folder: no TCP port another process on the node could try
@@ -162,6 +187,10 @@ def run(script: str, args: List[str], outputs: Optional[IO[str]] = None,
         setup = execute(km, client, prelude(script, args), hook, silent=True)
         if setup.get("status") != "ok":
             stderr.write("cdsw job: cannot set the script's arguments\n")
+            return 2
+        wait_for_start()  # a scheduled run: the kernel is ready, the script starts on time
+        source = read_script(script, stderr)  # read now: the version of the fire time runs
+        if source is None:
             return 2
         return exit_code(execute(km, client, source, hook))
     except RuntimeError as e:  # the kernel died

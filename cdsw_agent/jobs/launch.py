@@ -27,16 +27,34 @@ RUN_LABEL = "io.cdsw.job-run"
 RUNNER_VARIABLE = "CDSW_JOB_RUNNER"  # "python": plain `python3 script.py`, no kernel
 # `python -I -c KERNEL_RUNNER SCRIPT ARGS...`: engine/job.py, or plain python in an image built
 # by a version of CDSW before it (an upgraded master keeps using the images it had)
+# A scheduled run may start ahead of its fire time (server/scheduler.py): START_AT_VARIABLE
+# says when its script is to start. engine/job.py waits with its kernel ready; WAIT_UNTIL_START
+# (standard library only, so any image runs it) waits before the other interpreters, and
+# before engine/job.py of an image too old to wait itself.
+START_AT_VARIABLE = "CDSW_JOB_START_AT"  # engine/job.py START_AT_VARIABLE; asserted equal in tests
+WAIT_UNTIL_START = (
+    "import os, time\n"
+    "try:\n"
+    "    _d = float(os.environ.get('CDSW_JOB_START_AT') or 0) - time.time()\n"
+    "except ValueError:\n"
+    "    _d = 0\n"
+    "if 0 < _d <= 60:\n"
+    "    time.sleep(_d)\n")
+WAIT_RUNNER = WAIT_UNTIL_START + "import sys\nos.execvp(sys.argv[1], sys.argv[1:])\n"
 KERNEL_RUNNER = (
     "import os, sys\n"
     "try:\n"
-    "    from cdsw_agent.engine.job import main\n"
+    "    from cdsw_agent.engine import job\n"
     "except ImportError:\n"
     "    sys.stderr.write('cdsw job: this engine image cannot run jobs in a kernel (built by an "
     "older CDSW); the script runs with plain python, without display(); rebuild the image with "
     "`cdsw images build`\\n')\n"
+    "    job = None\n"
+    "if not hasattr(job, 'START_AT_VARIABLE'):\n"
+    + "".join("    " + line + "\n" for line in WAIT_UNTIL_START.splitlines()) +
+    "if job is None:\n"
     "    os.execvp('python3', ['python3'] + sys.argv[1:])\n"
-    "main(sys.argv[1:])\n")
+    "job.main(sys.argv[1:])\n")
 # `python -I -c SCALA_RUNNER SCRIPT ARGS...`: engine/scala_job.py, or one line saying why not
 SCALA_RUNNER = (
     "import sys\n"
@@ -91,25 +109,30 @@ def engine_python(orchestrator: Orchestrator) -> str:
     return sys.executable if orchestrator.name == "local" else VENV + "/bin/python"
 
 
-def command(job: Job, python: str, kernel: bool = True) -> List[str]:
+def command(job: Job, python: str, kernel: bool = True, start_at: bool = False) -> List[str]:
     """The run's command line; `python` is the engine's interpreter (engine_python). A Scala
     script runs in the engine's Scala REPL; with `kernel` (jobs), a Python job runs in the
-    engine's kernel; otherwise (experiments) the script runs with its plain interpreter."""
+    engine's kernel; otherwise (experiments) the script runs with its plain interpreter.
+    `start_at`: the run has a START_AT_VARIABLE to wait for."""
     args = parse_arguments(job.arguments)
     suffix = PurePosixPath(job.script).suffix.lower()
     # -I: nothing from the project runs before the kernel or the REPL (engine/kernel.py)
+    if kernel and suffix != SCALA and in_kernel(job):
+        return [python, "-I", "-c", KERNEL_RUNNER, job.script] + args  # waits itself
     if suffix == SCALA:
-        return [python, "-I", "-c", SCALA_RUNNER, job.script] + args
-    if kernel and in_kernel(job):
-        return [python, "-I", "-c", KERNEL_RUNNER, job.script] + args
-    return [INTERPRETERS[suffix], job.script] + args
+        cmd = [python, "-I", "-c", SCALA_RUNNER, job.script] + args
+    else:
+        cmd = [INTERPRETERS[suffix], job.script] + args
+    return [python, "-I", "-S", "-c", WAIT_RUNNER] + cmd if start_at else cmd
 
 
-def environment(job: Job, run: JobRun) -> Dict[str, str]:
+def environment(job: Job, run: JobRun, start_at: Optional[float] = None) -> Dict[str, str]:
     """The job's own variables, then the run's identity (engine.py adds site, project and CDSW's)."""
     env = {str(k): str(v) for k, v in (job.env or {}).items()}
     env.update(CDSW_JOB_ID=str(job.id), CDSW_RUN_ID=str(run.id), CDSW_JOB_NAME=job.name,
-               CDSW_RUN_TRIGGER=run.trigger)
+               CDSW_RUN_TRIGGER=run.trigger,
+               # the scheduler's alone (set, even empty, so no project variable stands in)
+               **{START_AT_VARIABLE: "%.3f" % start_at if start_at is not None else ""})
     return env
 
 
@@ -118,18 +141,21 @@ def engine_name(run: JobRun) -> str:
 
 
 def workload_spec(db: Session, settings: Settings, orchestrator: Orchestrator, job: Job,
-                  run: JobRun, project_dir: Path) -> WorkloadSpec:
-    """The run's engine; it acts as the run's person (jobs/identity.py), never the creator."""
+                  run: JobRun, project_dir: Path, start_at: Optional[float] = None
+                  ) -> WorkloadSpec:
+    """The run's engine; it acts as the run's person (jobs/identity.py), never the creator.
+    `start_at` (seconds since the epoch): when its script is to start, if later than now."""
     script_file(project_dir, job.script)
     local = orchestrator.name == "local"
     try:
-        cmd = command(job, engine_python(orchestrator))
+        cmd = command(job, engine_python(orchestrator), start_at=start_at is not None)
     except ValueError as e:
         raise LaunchError(str(e))
     request = EngineRequest(
         kind="job", name=engine_name(run), project=job.project,
         launcher=run.run_as, command=cmd, files_dir=project_dir,
-        image_id=job.engine_image_id, profile_id=job.profile_id, env=environment(job, run),
+        image_id=job.engine_image_id, profile_id=job.profile_id,
+        env=environment(job, run, start_at),
         labels={RUN_LABEL: str(run.id)})
     try:
         spec = build_spec(db, settings, orchestrator, request)

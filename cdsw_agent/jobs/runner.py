@@ -82,11 +82,13 @@ class JobRunner:
     # --- starting
     def start_run(self, job_id: int, trigger: str, user_id: Optional[int] = None,
                   parent_run_id: Optional[int] = None,
-                  in_txn: Optional[Callable[[Session, Job], None]] = None) -> int:
+                  in_txn: Optional[Callable[[Session, Job], None]] = None,
+                  start_at: Optional[float] = None) -> int:
         """Records a run, launches it and returns its id. While another run of the job is
         active, a manual start is refused (409) and any other start is recorded as skipped.
         `in_txn` runs in the transaction that records the run (the scheduler marks the fire
-        time there, so a fire time is handled exactly when its run is recorded)."""
+        time there, so a fire time is handled exactly when its run is recorded). `start_at`
+        (seconds since the epoch): the engine starts now, its script then (jobs/launch.py)."""
         with self.lock:
             with self.db.session() as s:
                 job = s.get(Job, job_id)
@@ -122,11 +124,11 @@ class JobRunner:
                 with self.db.session() as s:
                     fresh = s.get(JobRun, run.id)
                     assert fresh is not None
-                    self._launch(s, fresh)
+                    self._launch(s, fresh, start_at)
                 self._follow_up_if_final(run.id)
             return run.id
 
-    def _launch(self, s: Session, run: JobRun) -> None:
+    def _launch(self, s: Session, run: JobRun, start_at: Optional[float] = None) -> None:
         job = run.job
         refused = identity.refusal(run)
         if refused:
@@ -134,7 +136,7 @@ class JobRunner:
             return
         ref, reason = oneshot.start(
             self.orchestrator, lambda: workload_spec(s, self.settings, self.orchestrator, job, run,
-                                                     self.project_dir(job.project_id)),
+                                                     self.project_dir(job.project_id), start_at),
             "run %d of job %s" % (run.id, job.name))
         if ref is None:
             self._end(run, "failed", reason)

@@ -5,10 +5,16 @@ timeouts, results, dependent jobs, mail), then starts the cron jobs that are due
 previous run is still active gets a "skipped" run instead, and fire times missed while the
 master was down are made up by one catch-up run. The clock is injectable for tests.
 
-Between ticks the thread sleeps until whichever comes first: the next tick, or the next fire
-time of any cron job (known from the last look at the jobs), when it starts the due jobs at
-once instead of up to a tick later. A tick is timed from the start of the previous one, so a
-slow tick does not make the schedule drift.
+Between ticks the thread sleeps until whichever comes first: the next tick, or the moment a
+cron job needs it (known from the last look at the jobs), instead of up to a tick later. A tick
+is timed from the start of the previous one, so a slow tick does not make the schedule drift.
+
+A cron run starts ahead: PRESTART_SECONDS before its fire time the run is recorded and its
+engine launched, with the fire time as the moment its script starts (jobs/launch.py,
+engine/job.py), so the container, the interpreter and a Python job's kernel come up
+beforehand and the script starts on the second. The engine is the run's own, made for the
+person it acts as, exactly as at the fire time. A job whose previous run is still active then
+is decided at the fire time, as before (it may end meanwhile).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from typing import Any, List, Optional
 
 from sqlalchemy import select
@@ -29,7 +36,7 @@ from ..orchestrators import OrchestratorError, shared_orchestrator
 from ..models import service as model_service
 from ..kerberos import tickets as kerberos_tickets
 from ..sessions import monitor as session_monitor
-from ..store.jobs_models import Job
+from ..store.jobs_models import ACTIVE_STATUSES, Job, JobRun
 from ..store.models import utcnow
 from .state import ServerState
 
@@ -38,6 +45,9 @@ RUNNER_KEY, SCHEDULER_KEY = "jobs.runner", "jobs.scheduler"
 EXPERIMENTS_KEY = "experiments.runner"
 DEFAULT_INTERVAL = 2.0
 FIRE_SLACK_SECONDS = 0.002  # wake this much after a fire time, so that it is due
+# a cron run's engine starts this long before its fire time: a container and a kernel start
+# in 1-3 s on a busy 2-core node
+PRESTART_SECONDS = 5.0
 _create_lock = threading.Lock()
 _orchestrator = shared_orchestrator  # the one orchestrator client of the server
 
@@ -81,7 +91,10 @@ class Scheduler:
     def __init__(self, runner: JobRunner, interval: float = DEFAULT_INTERVAL):
         self.runner, self.interval = runner, interval
         self.followers: List[Any] = []  # other runners whose sync() each tick calls
-        self.next_fire: Optional[dt.datetime] = None  # the earliest fire time seen (clock's time)
+        self.prestart = dt.timedelta(seconds=PRESTART_SECONDS)
+        # when a cron job next needs the scheduler (clock's time): a fire time, or the
+        # moment its run starts ahead of it
+        self.next_wake: Optional[dt.datetime] = None
         self._loop = Loop("cdsw-job-scheduler", lambda: self.tick(), lambda: self.interval,
                           log=log, what="job scheduler", quiet=(OrchestratorError,),
                           on_error=self._forget_fire, from_start=True,
@@ -98,14 +111,15 @@ class Scheduler:
         self._loop.stop(timeout)
 
     def _forget_fire(self) -> None:  # a failed tick: the next one looks at the jobs again
-        self.next_fire = None
+        self.next_wake = None
 
     def _until_fire(self) -> Optional[float]:
-        """Seconds until the next fire time known (the loop wakes then if before the tick)."""
-        fire = self.next_fire
-        if fire is None:
+        """Seconds until a cron job next needs the scheduler (the loop wakes then if before
+        the tick)."""
+        wake = self.next_wake
+        if wake is None:
             return None
-        return (fire - self.clock()).total_seconds() + FIRE_SLACK_SECONDS
+        return (wake - self.clock()).total_seconds() + FIRE_SLACK_SECONDS
 
     def tick(self) -> None:
         self.runner.sync()
@@ -114,27 +128,37 @@ class Scheduler:
         self.start_due()
 
     def start_due(self) -> None:
-        with self.runner.db.session() as s:
-            jobs = s.execute(select(Job.id, Job.cron, Job.timezone).where(
-                Job.schedule_kind == "cron", Job.enabled.is_(True)).order_by(Job.id)).all()
-        for job_id, _, _ in jobs:
+        for job_id in self._cron_jobs():
             if self._loop.stopping:
                 return
             try:
                 self._consider(job_id)
             except Exception:
                 log.exception("cannot schedule job %d", job_id)
-        self.next_fire = self._earliest_fire(jobs)
+        self.next_wake = self._next_wake()
 
-    def _earliest_fire(self, jobs: Any) -> Optional[dt.datetime]:
+    def _cron_jobs(self) -> List[int]:
+        with self.runner.db.session() as s:
+            return list(s.scalars(select(Job.id).where(
+                Job.schedule_kind == "cron", Job.enabled.is_(True)).order_by(Job.id)))
+
+    def _next_wake(self) -> Optional[dt.datetime]:
+        """The earliest moment a cron job needs the scheduler: its next fire time not yet
+        handled, less the prestart while that is still ahead."""
         now, earliest = self.clock(), None
-        for job_id, cron, timezone in jobs:
+        with self.runner.db.session() as s:
+            jobs = s.execute(select(Job.cron, Job.timezone, Job.last_scheduled_at).where(
+                Job.schedule_kind == "cron", Job.enabled.is_(True))).all()
+        for cron, timezone, last in jobs:
             try:
-                fire = schedule.next_fire(cron, timezone, now)
+                fire = schedule.next_fire(cron, timezone, max(now, last) if last else now)
             except Exception:  # a job with a broken schedule is reported by _consider
                 continue
-            if earliest is None or fire < earliest:
-                earliest = fire
+            # within the prestart and not started ahead (its previous run was still active):
+            # decided at the fire time
+            wake = fire - self.prestart if fire - self.prestart > now else fire
+            if earliest is None or wake < earliest:
+                earliest = wake
         return earliest
 
     def _consider(self, job_id: int) -> None:
@@ -151,8 +175,15 @@ class Scheduler:
                 job.last_scheduled_at = now
                 return
             due = schedule.due(job.cron, job.timezone, job.last_scheduled_at, now)
-        if due is None:
-            return
+            start_at: Optional[float] = None
+            if due is None:  # a fire time within the prestart: its engine starts now
+                due = schedule.due(job.cron, job.timezone, job.last_scheduled_at,
+                                   now + self.prestart)
+                if due is None or s.scalar(select(JobRun.id).where(
+                        JobRun.job_id == job_id, JobRun.status.in_(ACTIVE_STATUSES)).limit(1)):
+                    return  # nothing ahead, or decided at the fire time (skip or run)
+                # the instant on this host's clock, whatever clock the scheduler reads
+                start_at = time.time() + (due.at - now).total_seconds()
         fire_time: dt.datetime = due.at
 
         def mark(_: Session, locked_job: Job) -> None:
@@ -161,7 +192,7 @@ class Scheduler:
         if due.trigger == "catch-up":
             log.info("job %d: making up missed fire times with one run (latest %s UTC)",
                      job_id, fire_time)
-        self.runner.start_run(job_id, due.trigger, in_txn=mark)
+        self.runner.start_run(job_id, due.trigger, in_txn=mark, start_at=start_at)
 
 
 def start(state: ServerState, interval: float = DEFAULT_INTERVAL,

@@ -538,27 +538,65 @@ def test_jobs_schema_matches_the_models_and_goes_back(db_url: str) -> None:
         db.engine.dispose()
 
 
-def test_scheduler_wakes_at_the_fire_time_not_the_next_tick(api: Api) -> None:
-    """With ticks 60 s apart, a job due in 3 s starts about 3 s from now: the scheduler sleeps
-    until the next fire time it knows of, not until its next tick."""
+def test_scheduler_wakes_when_a_run_is_due_not_at_the_next_tick(api: Api) -> None:
+    """With ticks 60 s apart, a job firing in 10 s is started PRESTART_SECONDS before that, 5 s
+    from now: the scheduler sleeps until the moment a job needs it, not until its next tick."""
     j = start_jobs(api, threaded=False)
     try:
         j.script("quick.py", "print('on time')\n")
         job = j.create(name="every-minute", script="quick.py", schedule="* * * * *")
         now = utcnow()
         minute = now.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
-        j.clock.offset = minute - dt.timedelta(seconds=3) - now  # the clock reads hh:mm:57
+        j.clock.offset = minute - dt.timedelta(seconds=10) - now  # the clock reads hh:mm:50
         j.sched.interval = 60.0
-        fire_at = time.monotonic() + 3.0
+        due_at = time.monotonic() + 10.0 - scheduler.PRESTART_SECONDS
         j.sched.start()  # the first tick counts the job from now: nothing before it is due
-        deadline = fire_at + 20.0  # well before the next tick, 60 s away
+        deadline = due_at + 20.0  # well before the next tick, 60 s away
         while not j.runs(job["id"]):
-            assert time.monotonic() < deadline, "no run %.1f s after the fire time" % (
-                time.monotonic() - fire_at)
+            assert time.monotonic() < deadline, "no run %.1f s after it was due" % (
+                time.monotonic() - due_at)
             time.sleep(0.05)
-        late = time.monotonic() - fire_at
+        late = time.monotonic() - due_at
         [run] = j.runs(job["id"])
         assert run["trigger"] == "schedule", run
-        assert late > -0.5, "started before its fire time (%.2f s early)" % -late
+        assert late > -0.5, "started before it was due (%.2f s early)" % -late
+        assert late < 2.0, "started %.2f s after it was due" % late
+    finally:
+        scheduler.stop(api.client.app.state.server)
+
+
+def test_a_cron_run_starts_its_engine_ahead_and_its_script_on_the_second(api: Api) -> None:
+    """The run is recorded and its engine launched PRESTART_SECONDS before the fire time; the
+    script (a shell script, and a Python one in the engine's kernel) starts at the fire time."""
+    j = start_jobs(api, threaded=False)
+    try:
+        j.script("clock.sh", "date +%s.%N\n")
+        j.script("clock.py", "import time\nprint(repr(time.time()))\n")
+        jobs = [j.create(name="sh", script="clock.sh", schedule="* * * * *"),
+                j.create(name="py", script="clock.py", schedule="* * * * *")]
+        now = utcnow()
+        minute = now.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+        j.clock.offset = minute - dt.timedelta(seconds=9) - now  # the clock reads hh:mm:51
+        fire_at = time.time() + 9.0
+        j.sched.interval = 0.5
+        j.sched.start()  # the first tick counts the jobs from now
+        recorded: Dict[int, float] = {}
+        deadline = time.time() + 30
+        while len(recorded) < 2:
+            assert time.time() < deadline, "no run ahead of the fire time"
+            for job in jobs:
+                if job["id"] not in recorded and j.runs(job["id"]):
+                    recorded[job["id"]] = time.time()
+            time.sleep(0.05)
+        for job in jobs:
+            ahead = fire_at - recorded[job["id"]]
+            assert scheduler.PRESTART_SECONDS - 1.5 < ahead <= scheduler.PRESTART_SECONDS + 0.1, \
+                (job["name"], ahead)
+            [run] = j.runs(job["id"])
+            assert run["trigger"] == "schedule", run
+            done = j.wait(job["id"], run["id"])
+            assert done["status"] == "succeeded", done
+            started = float(j.log(job["id"], run["id"]).strip().splitlines()[-1])
+            assert fire_at - 0.05 <= started < fire_at + 1.0, (job["name"], started - fire_at)
     finally:
         scheduler.stop(api.client.app.state.server)

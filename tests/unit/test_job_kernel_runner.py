@@ -231,3 +231,60 @@ def test_the_workbench_draws_plots_with_the_plotly_js_the_engines_plotly_expects
     web = json.loads((WEB_DIR / "package.json").read_text())["dependencies"]
     assert web["plotly.js-dist-min"] == get_plotlyjs_version()
     assert "plotly==%s" % plotly.__version__ in BASE_REQUIREMENTS
+
+
+# --- runs the scheduler starts ahead of their fire time (server/scheduler.py) --------------
+
+def test_a_run_started_ahead_waits_for_its_instant_in_every_runner() -> None:
+    assert launch.START_AT_VARIABLE == engine_job.START_AT_VARIABLE
+    # the kernel runner waits itself (engine/job.py, with its kernel ready); the others wait
+    # in a standard-library prelude before the interpreter is exec'd
+    assert launch.command(job("etl.py"), "/py", start_at=True) == launch.command(job("etl.py"), "/py")
+    assert launch.command(job("etl.sh"), "/py", start_at=True) == [
+        "/py", "-I", "-S", "-c", launch.WAIT_RUNNER, "bash", "etl.sh", "--day", "to day"]
+    assert launch.command(job("etl.scala"), "/py", start_at=True)[:5] == [
+        "/py", "-I", "-S", "-c", launch.WAIT_RUNNER]
+    run = SimpleNamespace(id=7, trigger="schedule")
+    own = SimpleNamespace(id=3, name="etl", env={"CDSW_JOB_START_AT": "1"})
+    env = launch.environment(own, run, 1234.5)  # type: ignore[arg-type]
+    assert env["CDSW_JOB_START_AT"] == "1234.500"
+    # a job's own variable never stands in for the scheduler's instant
+    env = launch.environment(own, run)  # type: ignore[arg-type]
+    assert env["CDSW_JOB_START_AT"] == ""
+
+
+@pytest.mark.parametrize("runner", ["wait", "kernel-fallback"])
+def test_the_wait_prelude_execs_the_script_at_its_instant(tmp_path: Path, runner: str) -> None:
+    import subprocess
+    import time
+
+    (tmp_path / "clock.py").write_text("import time\nprint(repr(time.time()))\n")
+    if runner == "wait":
+        argv = [sys.executable, "-I", "-S", "-c", launch.WAIT_RUNNER, sys.executable, "clock.py"]
+    else:  # an image without engine/job.py: the kernel runner waits, then plain python
+        argv = ["/usr/bin/python3", "-I", "-c", launch.KERNEL_RUNNER, "clock.py"]
+    for ahead, minimum in ((1.5, 1.5), (-30.0, None), ("garbage", None), (3600.0, None)):
+        at = "garbage" if ahead == "garbage" else "%.3f" % (time.time() + ahead)  # type: ignore[operator]
+        began = time.time()
+        r = subprocess.run(argv, cwd=str(tmp_path), capture_output=True, text=True, timeout=60,
+                           env={"PATH": "/usr/bin:/bin", "CDSW_JOB_START_AT": at})
+        assert r.returncode == 0, r.stderr
+        started = float(r.stdout.strip().splitlines()[-1])
+        if minimum is not None:  # waited until the instant, not much longer
+            assert float(at) <= started < float(at) + 1.0, (started - float(at))
+        else:  # in the past, unreadable or not the scheduler's (over 60 s away): at once
+            assert started - began < 1.0, (ahead, started - began)
+
+
+def test_a_kernel_job_started_ahead_runs_its_script_at_the_instant(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    (tmp_path / "clock.py").write_text("import time\nprint(repr(time.time()))\n")
+    monkeypatch.chdir(tmp_path)
+    at = time.time() + 6.0  # longer than the kernel takes to start on a busy machine
+    monkeypatch.setenv("CDSW_JOB_START_AT", "%.3f" % at)
+    out, err = io.StringIO(), io.StringIO()
+    assert engine_job.run("clock.py", [], None, out, err) == 0, err.getvalue()
+    started = float(out.getvalue().strip())
+    assert at <= started < at + 1.0, started - at
