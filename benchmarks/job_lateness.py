@@ -3,12 +3,13 @@
 Starts one gateway host (a network namespace with its own dockerd from the CDSW_DOCKER role, as
 in tests/integration/netns.py) running the real master (`cdsw role master start`), loads the
 engine image (built, or found in the test image cache, on the test dockerd), and schedules a job
-every minute (`* * * * *`) whose script prints the engine's clock. For each run it reports how
+every minute (`* * * * *`) whose script prints the engine's clock: a shell script, or with
+`--language py` a Python script, which runs in the engine's kernel. For each run it reports how
 long after the scheduled minute the master recorded the run, launched its engine (the swarm
-service was created) and the script started inside the container. Needs root and dockerd.
-Measures, never asserts.
+service was created) and the script started inside the container (negative: ahead of the
+minute, as cron runs start their engine). Needs root and dockerd. Measures, never asserts.
 
-    .venv/bin/python benchmarks/job_lateness.py [--runs 3]
+    .venv/bin/python benchmarks/job_lateness.py [--runs 3] [--language sh|py]
 """
 
 from __future__ import annotations
@@ -58,7 +59,11 @@ def utc(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text).replace(tzinfo=dt.timezone.utc)
 
 
-def measure(runs: int) -> List[Dict[str, float]]:
+SCRIPTS = {"sh": ("clock.sh", "date +%s.%N\n"),
+           "py": ("clock.py", "import time\nprint(repr(time.time()))\n")}
+
+
+def measure(runs: int, language: str = "sh") -> List[Dict[str, float]]:
     from cdsw_agent.images import transfer
 
     reason = available()
@@ -97,7 +102,7 @@ def measure(runs: int) -> List[Dict[str, float]]:
                                     "--password-stdin"]), input=PASSWORD + "\n", text=True,
                            capture_output=True, env=dict(os.environ, **env), timeout=60,
                            check=True)
-            return _schedule_and_wait(url, image, runs)
+            return _schedule_and_wait(url, image, runs, language)
     finally:
         tar.unlink(missing_ok=True)
 
@@ -109,7 +114,8 @@ def _ok(r: requests.Response) -> Any:
     return r.json()
 
 
-def _schedule_and_wait(url: str, image: str, runs: int) -> List[Dict[str, float]]:
+def _schedule_and_wait(url: str, image: str, runs: int, language: str
+                       ) -> List[Dict[str, float]]:
     http = requests.Session()
     r = _ok(http.post(url + "/api/v1/auth/signin",
                       json={"username": ADMIN, "password": PASSWORD}))
@@ -118,10 +124,11 @@ def _schedule_and_wait(url: str, image: str, runs: int) -> List[Dict[str, float]
     _ok(http.post(url + "/api/v1/engine-images", json={"repository": repository, "tag": tag,
                                                        "is_default": True}))
     project = _ok(http.post(url + "/api/v1/projects", json={"name": "lateness"}))["id"]
+    script, text = SCRIPTS[language]
     _ok(http.put(url + "/api/v1/projects/%d/files/content" % project,
-                 json={"path": "clock.sh", "content": "date +%s.%N\n"}))
+                 json={"path": script, "content": text}))
     jobs = url + "/api/v1/projects/%d/jobs" % project
-    job = _ok(http.post(jobs, json={"name": "every-minute", "script": "clock.sh",
+    job = _ok(http.post(jobs, json={"name": "every-minute", "script": script,
                                     "schedule": "* * * * *", "timezone": "UTC"}))["id"]
     deadline = time.monotonic() + 70 * (runs + 2)
     while True:
@@ -149,12 +156,15 @@ def _schedule_and_wait(url: str, image: str, runs: int) -> List[Dict[str, float]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3, help="scheduled runs to measure (one a minute)")
+    ap.add_argument("--language", choices=sorted(SCRIPTS), default="sh",
+                    help="the job's script: shell, or Python (run in the engine's kernel)")
     args = ap.parse_args()
     before = "%.2f %.2f %.2f" % os.getloadavg()
-    rows = measure(args.runs)
-    print("> job lateness after the cron minute, swarm backend (1 node), %s, %d cores, Python %s;"
-          " load average before/after: %s / %s" % (
-              platform.machine(), os.cpu_count() or 0, platform.python_version(), before,
+    rows = measure(args.runs, args.language)
+    print("> job lateness after the cron minute, %s script, swarm backend (1 node), %s, %d "
+          "cores, Python %s; load average before/after: %s / %s" % (
+              SCRIPTS[args.language][0], platform.machine(), os.cpu_count() or 0,
+              platform.python_version(), before,
               "%.2f %.2f %.2f" % os.getloadavg()))
     print()
     print("| run | status | run recorded s | engine launched s | script started s |")
