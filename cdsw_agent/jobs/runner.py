@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Union
 
@@ -83,12 +84,13 @@ class JobRunner:
     def start_run(self, job_id: int, trigger: str, user_id: Optional[int] = None,
                   parent_run_id: Optional[int] = None,
                   in_txn: Optional[Callable[[Session, Job], None]] = None,
-                  start_at: Optional[float] = None) -> int:
+                  start_at: Optional[dt.datetime] = None) -> int:
         """Records a run, launches it and returns its id. While another run of the job is
         active, a manual start is refused (409) and any other start is recorded as skipped.
         `in_txn` runs in the transaction that records the run (the scheduler marks the fire
         time there, so a fire time is handled exactly when its run is recorded). `start_at`
-        (seconds since the epoch): the engine starts now, its script then (jobs/launch.py)."""
+        (the clock's time, a fire time ahead): the engine starts now, its script then
+        (jobs/launch.py), and the run counts as started then (its timeout too)."""
         with self.lock:
             with self.db.session() as s:
                 job = s.get(Job, job_id)
@@ -128,21 +130,26 @@ class JobRunner:
                 self._follow_up_if_final(run.id)
             return run.id
 
-    def _launch(self, s: Session, run: JobRun, start_at: Optional[float] = None) -> None:
+    def _launch(self, s: Session, run: JobRun, start_at: Optional[dt.datetime] = None) -> None:
         job = run.job
+        ahead = (start_at - self.clock()).total_seconds() if start_at is not None else 0.0
+        # the instant on this host's clock, whatever clock the runner reads
+        wait_until = time.time() + ahead if ahead > 0 else None
         refused = identity.refusal(run)
         if refused:
             self._end(run, "failed", refused)
             return
         ref, reason = oneshot.start(
             self.orchestrator, lambda: workload_spec(s, self.settings, self.orchestrator, job, run,
-                                                     self.project_dir(job.project_id), start_at),
+                                                     self.project_dir(job.project_id),
+                                                     wait_until),
             "run %d of job %s" % (run.id, job.name))
         if ref is None:
             self._end(run, "failed", reason)
             return
         # queued until the orchestrator says it runs (it may wait for a node with room)
-        run.workload_id, run.started_at = ref.id, self.clock()
+        run.workload_id = ref.id
+        run.started_at = self.clock() + dt.timedelta(seconds=ahead) if ahead > 0 else self.clock()
         log.info("job %s: run %d started (%s) as %s", job.name, run.id, run.trigger, ref.id)
 
     def _end(self, run: JobRun, status: str, reason: str, exit_code: Optional[int] = None,

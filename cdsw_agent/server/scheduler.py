@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-import time
 from typing import Any, List, Optional
 
 from sqlalchemy import select
@@ -175,15 +174,14 @@ class Scheduler:
                 job.last_scheduled_at = now
                 return
             due = schedule.due(job.cron, job.timezone, job.last_scheduled_at, now)
-            start_at: Optional[float] = None
+            start_at: Optional[dt.datetime] = None
             if due is None:  # a fire time within the prestart: its engine starts now
                 due = schedule.due(job.cron, job.timezone, job.last_scheduled_at,
                                    now + self.prestart)
                 if due is None or s.scalar(select(JobRun.id).where(
                         JobRun.job_id == job_id, JobRun.status.in_(ACTIVE_STATUSES)).limit(1)):
                     return  # nothing ahead, or decided at the fire time (skip or run)
-                # the instant on this host's clock, whatever clock the scheduler reads
-                start_at = time.time() + (due.at - now).total_seconds()
+                start_at = due.at
         fire_time: dt.datetime = due.at
 
         def mark(_: Session, locked_job: Job) -> None:

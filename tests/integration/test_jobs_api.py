@@ -596,6 +596,9 @@ def test_a_cron_run_starts_its_engine_ahead_and_its_script_on_the_second(api: Ap
             assert run["trigger"] == "schedule", run
             done = j.wait(job["id"], run["id"])
             assert done["status"] == "succeeded", done
+            # the run counts as started at its fire time (its timeout too), not 5 s before
+            counted = dt.datetime.fromisoformat(done["started_at"]).replace(tzinfo=None)
+            assert abs((counted - minute.replace(tzinfo=None)).total_seconds()) < 0.5, counted
             started = float(j.log(job["id"], run["id"]).strip().splitlines()[-1])
             assert fire_at - 0.05 <= started < fire_at + 1.0, (job["name"], started - fire_at)
     finally:
