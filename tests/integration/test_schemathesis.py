@@ -269,10 +269,24 @@ def _make_target(data: Path) -> Target:
     return target
 
 
+def _end_engines(data: Path) -> None:
+    """The engines the fuzzer's calls started (sessions, runs) on the local backend: a master
+    leaves them running for the next one to adopt; a test must not."""
+    from cdsw_agent.orchestrators.local import LocalOrchestrator
+
+    state = data / "orchestrator" / "local"
+    if state.is_dir():
+        orchestrator = LocalOrchestrator(state)
+        for ref in orchestrator.list():
+            orchestrator.remove(ref.id)
+
+
 @pytest.fixture(scope="module")
 def fuzz_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    target = _make_target(tmp_path_factory.mktemp("schemathesis") / "data")
+    data = tmp_path_factory.mktemp("schemathesis") / "data"
+    target = _make_target(data)
     yield target
+    _end_engines(data)
     if STATS:
         print("\nschemathesis: %d requests" % sum(STATS.values()))
         for label in sorted({op for op, _ in STATS}):
@@ -415,8 +429,10 @@ READ_BACK = ("/api/v1/auth/me", "/api/v1/account", "/api/v1/admin/settings", "/a
 
 @pytest.fixture(scope="module")
 def probe_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    target = _make_target(tmp_path_factory.mktemp("unicode") / "data")
+    data = tmp_path_factory.mktemp("unicode") / "data"
+    target = _make_target(data)
     yield target
+    _end_engines(data)
     target.client.close()
     target.db.engine.dispose()
 
