@@ -109,12 +109,17 @@ def test_role_runs_dockerd_until_sigterm(lab, tmp_path):
     # the attack: a container connects to another's address on the default bridge, where swarm
     # engines run (orchestrators/swarm.py); icc is off, so only the listener's own connection works
     assert bridge_isolated(client)
-    listener = client.containers.run(image, ["busybox", "nc", "-l", "-p", "8000"], detach=True)
+    # in a loop: a one-shot `nc -l` ends with its first connection, and its container with it,
+    # which killed the probe's exec before it could print (a flaky empty answer)
+    listener = client.containers.run(image, ["sh", "-c", "while :; do busybox nc -l -p 8000; done"],
+                                     detach=True)
     try:
         address = client.containers.get(listener.id).attrs["NetworkSettings"]["IPAddress"]
         probe = ["sh", "-c", "echo hi | busybox nc -w 3 %s 8000 && echo reached || echo refused" % address]
+        # first the listener reaches itself (so it listens), then another container cannot
+        wait_for(lambda: listener.exec_run(probe).output.strip() == b"reached", 20,
+                 "the listener to answer its own connection")
         assert client.containers.run(image, probe, remove=True).strip() == b"refused"
-        assert listener.exec_run(probe).output.strip() == b"reached"
     finally:
         listener.remove(force=True)
     # a second daemon on the same socket is refused before it starts
