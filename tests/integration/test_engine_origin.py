@@ -175,6 +175,10 @@ def test_engine_origin_answers_engine_paths_only(port_world: World, port_session
     r = owner.call("POST", origin + "/api/v1/account/api-keys", cookies=both,
                    headers={"X-CSRF-Token": owner.csrf, "Origin": origin}, json={"name": "x"})
     assert r.status_code == 404
+    # the model front door answers before the middlewares: it must not answer here either
+    for path in ("/model", "/api/altus-ds-1/models/call-model"):
+        r = owner.call("POST", origin + path, json={"accessKey": "k", "request": {}})
+        assert r.status_code == 404 and "engines only" in r.json()["error"], (path, r.text)
 
 
 def test_state_changes_on_the_engine_origin_need_its_own_origin(port_world: World,
@@ -313,6 +317,8 @@ def test_subdomain_mode_serves_each_session_on_its_own_host(sub_world: World) ->
     for path in ("/api/v1/sessions/%d/engine/api/status" % second, "/api/v1/auth/me", "/"):
         r = owner.call("GET", origin + path, cookies=owner.engine_cookies)
         assert r.status_code == 404, (path, r.text)
+    r = owner.call("POST", origin + "/model", json={"accessKey": "k", "request": {}})
+    assert r.status_code == 404 and "engines only" in r.json()["error"], r.text
     # a made-up host for the session (wrong tag) is not its origin
     fake = "http://s-%d-000000000000.cdsw.example.com" % first
     assert owner.call("GET", fake + base + "api/status",

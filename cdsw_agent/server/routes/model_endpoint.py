@@ -35,6 +35,7 @@ from fastapi.responses import Response
 from pydantic import Field, ValidationError
 
 from ...models.service import SERVICE_KEY, service_for
+from ...sessions import engine_origin
 from ..deps import get_state
 from ..request_metrics import HttpStats
 from ..permissions import Access, require
@@ -87,13 +88,14 @@ class ModelFrontDoor:
         self.state, self.stats = state, stats
         self.headers = [(b"content-type", b"application/json")] + list(headers)
 
-    @staticmethod
-    def takes(scope: Dict[str, Any]) -> bool:
-        """A call for the front door: POST to a model path, with no cookie and no
-        Authorization header (whose rules the route applies)."""
+    def takes(self, scope: Dict[str, Any]) -> bool:
+        """A call for the front door: POST to a model path on the workbench's origin (an
+        engine origin answers engine paths only: server/engine_access.py refuses the rest),
+        with no cookie and no Authorization header (whose rules the route applies)."""
         return scope["type"] == "http" and scope["method"] == "POST" \
             and scope["path"] in PATHS \
-            and not any(k in (b"cookie", b"authorization") for k, _ in scope["headers"])
+            and not any(k in (b"cookie", b"authorization") for k, _ in scope["headers"]) \
+            and not engine_origin.classify(scope, self.state.settings).engine
 
     async def __call__(self, scope: Dict[str, Any], receive: Any, send: Any,
                        app: Callable[..., Awaitable[None]]) -> None:
