@@ -13,6 +13,7 @@ from typing import Dict, List, Optional
 
 from sqlalchemy.orm import Session
 
+from ..engine.job import MAX_START_WAIT, START_AT_VARIABLE
 from ..orchestrators import Orchestrator, WorkloadSpec
 from ..settings import Settings
 from ..images.recipe import VENV
@@ -31,15 +32,14 @@ RUNNER_VARIABLE = "CDSW_JOB_RUNNER"  # "python": plain `python3 script.py`, no k
 # says when its script is to start. engine/job.py waits with its kernel ready; WAIT_UNTIL_START
 # (standard library only, so any image runs it) waits before the other interpreters, and
 # before engine/job.py of an image too old to wait itself.
-START_AT_VARIABLE = "CDSW_JOB_START_AT"  # engine/job.py START_AT_VARIABLE; asserted equal in tests
-WAIT_UNTIL_START = (
+WAIT_UNTIL_START = (  # engine/job.wait_for_start's rule, for any image's Python
     "import os, time\n"
     "try:\n"
-    "    _d = float(os.environ.get('CDSW_JOB_START_AT') or 0) - time.time()\n"
+    "    _d = float(os.environ.get(%r) or 0) - time.time()\n"
     "except ValueError:\n"
     "    _d = 0\n"
-    "if 0 < _d <= 60:\n"
-    "    time.sleep(_d)\n")
+    "if 0 < _d <= %r:\n"
+    "    time.sleep(_d)\n") % (START_AT_VARIABLE, MAX_START_WAIT)
 WAIT_RUNNER = WAIT_UNTIL_START + "import sys\nos.execvp(sys.argv[1], sys.argv[1:])\n"
 KERNEL_RUNNER = (
     "import os, sys\n"
@@ -117,7 +117,7 @@ def command(job: Job, python: str, kernel: bool = True, start_at: bool = False) 
     args = parse_arguments(job.arguments)
     suffix = PurePosixPath(job.script).suffix.lower()
     # -I: nothing from the project runs before the kernel or the REPL (engine/kernel.py)
-    if kernel and suffix != SCALA and in_kernel(job):
+    if kernel and in_kernel(job):
         return [python, "-I", "-c", KERNEL_RUNNER, job.script] + args  # waits itself
     if suffix == SCALA:
         cmd = [python, "-I", "-c", SCALA_RUNNER, job.script] + args
