@@ -230,8 +230,7 @@ class LocalOrchestrator(Orchestrator):
                 grace = 0.5
         # what is left of the group: an engine whose runner died, a kernel still shutting
         # down, anything the engine started in the background
-        if self._orphans(d):
-            kill_workload(self._group(d), d.name, grace)
+        kill_workload(self._group(d), d.name, grace)
 
     def _stop_runner(self, d: Path, timeout: float) -> None:
         pid = int(_read(d / "pid") or 0)
