@@ -16,6 +16,9 @@ the kernels (cdsw_agent.engine.kernel) run with `python -I`, so neither the work
 nor PYTHON* variables nor the user site reach their sys.path, and Jupyter's and IPython's
 configuration comes from $HOME, which the master points outside the project.
 
+A session's Python kernel (CDSW_PRESTART_KERNEL=python3) is started here, before this process
+becomes jupyter_server, which takes it over (early_kernel.py): the two start-ups overlap.
+
 The digest goes to jupyter_server in its environment, which the server removes from os.environ
 at start, so kernels and terminals do not inherit even the digest; the server then makes itself
 non-dumpable, so code running as the same user cannot read its memory (where the master's
@@ -29,6 +32,8 @@ import os
 import re
 import sys
 from typing import Dict, List, Mapping, Optional, Tuple
+
+from .kernel_launch import EARLY_KERNEL_VARIABLE, PYTHON_KERNELSPEC, start_python_kernel
 
 DEFAULT_PORT = 8888
 DIGEST_VARIABLE = "CDSW_ENGINE_TOKEN_SHA256"  # read and removed from os.environ by engine.server
@@ -84,8 +89,26 @@ def jupyter_command(env: Mapping[str, str]) -> Tuple[List[str], Dict[str, str]]:
     ]
     if env.get("CDSW_ENGINE_ALLOW_ROOT") == "1":
         argv.append("--allow-root")
-    child_env = {k: v for k, v in env.items() if k not in TOKEN_VARIABLES}
+    # which kernel the server is to take over is the entrypoint's to say, never the project's
+    child_env = {k: v for k, v in env.items()
+                 if k not in TOKEN_VARIABLES and k != EARLY_KERNEL_VARIABLE}
     return argv, child_env
+
+
+def start_early_kernel(server_env: Dict[str, str]) -> None:
+    """A session's Python kernel starts now, before jupyter_server (which takes it over, see
+    early_kernel.py), with the environment the server would give it; server_env then tells the
+    server which kernel that is. Other kernelspecs start in the server, as before."""
+    if server_env.get(PRESTART_VARIABLE) != PYTHON_KERNELSPEC:
+        return
+    kernel_env = {k: v for k, v in server_env.items()
+                  if k not in (DIGEST_VARIABLE, PRESTART_VARIABLE, EARLY_KERNEL_VARIABLE)}
+    try:
+        started = start_python_kernel(kernel_env)
+    except OSError as e:  # the server starts it, a moment later
+        sys.stderr.write("cdsw engine: the kernel did not start ahead of the server: %s\n" % e)
+        return
+    server_env[EARLY_KERNEL_VARIABLE] = started.variable()
 
 
 def main(env: Optional[Mapping[str, str]] = None) -> None:
@@ -95,4 +118,5 @@ def main(env: Optional[Mapping[str, str]] = None) -> None:
     except EntrypointError as e:
         sys.stderr.write("cdsw engine: %s\n" % e)
         sys.exit(2)
+    start_early_kernel(child_env)
     os.execve(argv[0], argv, child_env)

@@ -39,8 +39,9 @@ from traitlets.config import Config  # noqa: E402
 
 from . import scala_repl  # noqa: E402
 from .entrypoint import DIGEST_VARIABLE, PRESTART_VARIABLE, token_digest  # noqa: E402
+from .kernel_launch import (EARLY_KERNEL_VARIABLE, StartedKernel, kernel_env,  # noqa: E402
+                            parse_variable, python_kernel_argv)
 
-KERNEL_MODULE = "cdsw_agent.engine.kernel"
 PRESTART_TIMEOUT = 60.0
 USER = User(username="cdsw", name="cdsw", display_name="CDSW")
 
@@ -93,21 +94,12 @@ class EngineIdentityProvider(IdentityProvider):
 def kernel_argv(name: str, argv: List[str]) -> List[str]:
     """The command line of a kernel: Python kernels go through the isolated launcher; R ignores
     .Rprofile, .Renviron and .RData in the working directory (R_PROFILE_USER and
-    R_ENVIRON_USER point into $HOME, see kernel_env)."""
+    R_ENVIRON_USER point into $HOME, see kernel_launch.kernel_env)."""
     if "ipykernel_launcher" in argv or "ipykernel" in argv:
-        return [sys.executable, "-I", "-m", KERNEL_MODULE, "-f", "{connection_file}"]
+        return python_kernel_argv("{connection_file}")
     if argv and os.path.basename(argv[0]) in ("R", "Rscript"):
         return [argv[0], "--no-restore", "--no-save"] + argv[1:]
     return argv
-
-
-def kernel_env(env: dict) -> dict:
-    home = os.environ.get("HOME", "")
-    out = dict(env)
-    if home:
-        out.setdefault("R_PROFILE_USER", os.path.join(home, ".Rprofile"))
-        out.setdefault("R_ENVIRON_USER", os.path.join(home, ".Renviron"))
-    return out
 
 
 class EngineKernelSpecManager(KernelSpecManager):
@@ -152,6 +144,7 @@ class EngineServerApp(ServerApp):
         pass
 
     prestart_kernel = ""  # a kernelspec to start before the server listens (main() sets it)
+    early_kernel: Optional[StartedKernel] = None  # that kernel, started by the entrypoint
 
     def init_webapp(self) -> None:
         super().init_webapp()
@@ -162,7 +155,15 @@ class EngineServerApp(ServerApp):
     def init_httpserver(self) -> None:
         """Starts the session's kernel, then listens: the kernel's own start-up (imports, IPython)
         overlaps the master seeing the server answer, and whoever sees the server answer finds
-        the kernel in GET /api/kernels (the master adopts it instead of creating one)."""
+        the kernel in GET /api/kernels (the master adopts it instead of creating one). A Python
+        kernel was already started by the entrypoint, alongside this server (early_kernel.py):
+        starting it here takes that one over."""
+        from . import early_kernel
+
+        early = self.early_kernel
+        if early is not None and not (self.prestart_kernel and early_kernel.install(early)):
+            early_kernel.discard(early)
+            early = None
         if self.prestart_kernel:
             try:
                 self.io_loop.run_sync(lambda: self.kernel_manager.start_kernel(
@@ -170,6 +171,9 @@ class EngineServerApp(ServerApp):
             except Exception as e:  # noqa: BLE001 - the master creates one and says why not
                 self.log.warning("cdsw engine: kernel %s not started ahead: %s",
                                  self.prestart_kernel, e)
+        if early is not None and early_kernel.EarlyKernelProvisioner.waiting is early:
+            early_kernel.EarlyKernelProvisioner.waiting = None  # not taken: it would run on
+            early_kernel.discard(early)
         super().init_httpserver()
 
 
@@ -195,6 +199,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     make_undumpable()
     EngineIdentityProvider.digest = digest
     EngineServerApp.prestart_kernel = os.environ.pop(PRESTART_VARIABLE, "")
+    EngineServerApp.early_kernel = parse_variable(os.environ.pop(EARLY_KERNEL_VARIABLE, ""))
     EngineServerApp.launch_instance(argv=sys.argv[1:] if argv is None else argv, config=config())
 
 
