@@ -208,3 +208,34 @@ def test_an_early_kernel_that_is_gone_is_not_taken_and_the_server_starts_its_own
     assert pid != ended.pid and alive
     assert gone(ended.pid)  # reaped
     assert not Path(gone_kernel.connection_file).exists()
+
+
+WARM_UP = """
+import sys, threading, time
+from cdsw_agent.engine import kernel
+before = sys.getswitchinterval()
+kernel.warm_up_completion()
+warm_up = next(t for t in threading.enumerate() if t.name == "cdsw-completion-warm-up")
+while sys.getswitchinterval() == before and warm_up.is_alive():
+    time.sleep(0.001)
+during = sys.getswitchinterval()
+if sys.argv[1] == "user-sets-one":
+    sys.setswitchinterval(0.01)
+warm_up.join(120)
+print(during, before, sys.getswitchinterval())
+"""
+
+
+def test_the_completion_warm_up_shortens_the_switch_interval_while_it_runs_only() -> None:
+    """The warm-up (jedi, pure Python) would hold the GIL for 5 ms at a time while the user's
+    first cell waits; it runs with a tenth of that, then the interval is as it was, or as the
+    user's code set it meanwhile."""
+    from cdsw_agent.engine.kernel import WARM_UP_SWITCH_SECONDS
+
+    for case, expected_after in (("alone", None), ("user-sets-one", 0.01)):
+        out = subprocess.run([sys.executable, "-c", WARM_UP, case], capture_output=True,
+                             text=True, timeout=180)
+        assert out.returncode == 0, out.stderr
+        during, before, after = (float(x) for x in out.stdout.split())
+        assert during == WARM_UP_SWITCH_SECONDS
+        assert after == (before if expected_after is None else expected_after)
