@@ -173,6 +173,15 @@ class ClusterGrant(Base):
                                       name="ck_cluster_grant_one_grantee"))
 
 
+class ClusterNode(Base):
+    """What a CDSW_WORKER host last told the master (join, heartbeats, leave), kept in the
+    database: a report reaching any master process is seen by all, and survives a restart."""
+    __tablename__ = "cluster_nodes"
+    hostname: Mapped[str] = mapped_column(String(253), primary_key=True)
+    report: Mapped[Any] = mapped_column(JSON, default=dict)  # the fields of cluster.nodes()
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
 class Collaborator(Base):
     __tablename__ = "collaborators"
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"),

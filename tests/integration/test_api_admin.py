@@ -1,8 +1,13 @@
-"""Site administration: engine images and profiles, site environment, settings, audit log."""
+"""Site administration: engine images and profiles, site environment, settings, audit log,
+what the worker hosts report."""
 
 from __future__ import annotations
 
-from ..conftest import Api
+from typing import Any, Dict
+
+from cdsw_agent.settings import Settings
+
+from ..conftest import Api, build_api
 
 
 def test_engine_images_and_profiles(any_api: Api) -> None:
@@ -59,3 +64,39 @@ def test_site_settings_validate(api: Api) -> None:
     r = admin.patch("/api/v1/admin/settings", json={"values": {"announcement": "x", "signup_enabled": "yes"}})
     assert r.status_code == 422
     assert admin.get("/api/v1/admin/settings").json()["announcement"] == "maintenance at 6"
+
+
+def test_worker_reports_reach_every_master_process_and_outlive_a_restart(
+        settings: Settings, db_url: str) -> None:
+    """Heartbeats are rows, not one process's memory: what reaches one master process is what
+    every other one lists, and a master started later still has it (SQLite and PostgreSQL)."""
+    s = settings.with_overrides(db_url=db_url, cluster_secret="the-cluster-secret")
+    first, second = build_api(s, db_url), build_api(s, db_url)  # two processes, one database
+    try:
+        admin = second.user(admin=True)
+
+        def listed(api: Api) -> Dict[str, Dict[str, Any]]:
+            r = api.client_for(admin).get("/api/v1/cluster/nodes")
+            assert r.status_code == 200, r.text
+            return {n["hostname"]: n for n in r.json()["nodes"]}
+
+        beat = {"secret": "the-cluster-secret", "hostname": "w1", "cpus": 4,
+                "memory_bytes": 1 << 33, "addresses": ["10.0.0.5"], "checks": {"docker": "ok"}}
+        assert first.client.post("/api/v1/cluster/heartbeat", json=beat).status_code == 200
+        seen = listed(second)["w1"]
+        assert (seen["cpus"], seen["memory_bytes"], seen["addresses"], seen["healthy"]) == \
+            (4, 1 << 33, ["10.0.0.5"], True)
+        r = second.client.post("/api/v1/cluster/heartbeat", json=dict(beat, healthy=False))
+        assert r.status_code == 200
+        assert listed(first)["w1"]["healthy"] is False
+        r = first.client.post("/api/v1/cluster/heartbeat",
+                              json=dict(beat, secret="wrong", hostname="intruder"))
+        assert r.status_code == 403
+        later = build_api(s, db_url)  # the master restarted
+        try:
+            assert set(listed(later)) == {"w1"} and listed(later)["w1"]["healthy"] is False
+        finally:
+            later.db.engine.dispose()
+    finally:
+        first.db.engine.dispose()
+        second.db.engine.dispose()

@@ -272,6 +272,7 @@ def test_cluster_api_checks_the_secret_and_never_logs_it(manager, caplog):
     app = FastAPI()
     app.state.server = ServerState.create(manager["settings"].with_overrides(
         data_dir=str(manager["host"].root / "api")))
+    app.state.server.db.upgrade()
     errors.install(app)
     app.include_router(cluster.router, prefix="/api/v1")
     caplog.set_level(logging.DEBUG)
@@ -288,7 +289,8 @@ def test_cluster_api_checks_the_secret_and_never_logs_it(manager, caplog):
             "secret": SECRET, "hostname": "w1", "cpus": 2, "memory_bytes": 1 << 30,
             "checks": {"docker": "ok"}})
         assert r.status_code == 200
-        assert app.state.server.extras["nodes"]["w1"]["memory_bytes"] == 1 << 30
+        with app.state.server.db.session() as db:
+            assert cluster._nodes(db)["w1"]["memory_bytes"] == 1 << 30
         # the CDSW nodes for the workers' engine firewall: the swarm's nodes (here the manager
         # h1) with the host addresses their heartbeats reported; w1 is no swarm node (yet), so
         # its addresses do not count

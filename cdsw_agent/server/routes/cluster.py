@@ -3,7 +3,8 @@ from the master: storage access, engine images, the CDSW nodes for the engine fi
 
 These routes are public at the permission layer because workers have no user account; each
 request proves itself with the cluster secret in its body (compared in constant time, never
-logged or echoed). Heartbeats are kept in memory (extras["nodes"]) until a table exists.
+logged or echoed). What workers report (join, heartbeats, leave) is kept in the database
+(`cluster_nodes`), so that any master process sees it and a master restart keeps it.
 """
 
 from __future__ import annotations
@@ -20,11 +21,15 @@ import docker
 from docker.errors import APIError, DockerException
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from ...errors import UserError
 from ...roles import engine_firewall
 from ...roles import swarm as swarm_mgr
-from ..deps import get_state
+from ...store.models import ClusterNode
+from ..deps import get_db, get_state
 from ..errors import ApiError
 from ..permissions import Access, require
 from ..state import ServerState
@@ -80,8 +85,27 @@ def _docker(state: ServerState) -> docker.DockerClient:
         return client
 
 
-def _nodes(state: ServerState) -> Dict[str, Dict[str, Any]]:
-    return state.extras.setdefault("nodes", {})
+def _nodes(db: Session) -> Dict[str, Dict[str, Any]]:
+    """hostname -> what that worker last reported."""
+    return {n.hostname: dict(n.report or {}) for n in db.scalars(select(ClusterNode))}
+
+
+def _report(db: Session, hostname: str, **fields: Any) -> None:
+    """Adds fields to the host's report and commits. Two first reports of a host at once: the
+    second finds the first's row and updates it."""
+    for attempt in (1, 2):
+        node = db.get(ClusterNode, hostname)
+        if node is None:
+            db.add(ClusterNode(hostname=hostname, report=dict(fields)))
+        else:
+            node.report = dict(node.report or {}, **fields)  # a new value: the JSON is saved
+        try:
+            db.commit()
+            return
+        except IntegrityError:
+            db.rollback()
+            if attempt == 2:
+                raise
 
 
 def _now() -> str:
@@ -90,7 +114,8 @@ def _now() -> str:
 
 @router.post("/join")
 def join(body: JoinRequest, request: Request, access: Access = require("public"),
-         state: ServerState = Depends(get_state)) -> Dict[str, Any]:
+         state: ServerState = Depends(get_state),
+         db: Session = Depends(get_db)) -> Dict[str, Any]:
     """The swarm worker join token and the manager address(es) to join."""
     _authenticate(state, body.secret)
     client = _docker(state)
@@ -101,7 +126,7 @@ def join(body: JoinRequest, request: Request, access: Access = require("public")
         raise ApiError(503, "the master's swarm is unavailable", str(e).splitlines()[0])
     except UserError as e:  # e.g. this Docker is a swarm worker: an admin's fix, say which
         raise ApiError(503, "the master's swarm is unavailable", str(e)) from None
-    _nodes(state).setdefault(body.hostname, {})["joined_at"] = _now()
+    _report(db, body.hostname, joined_at=_now())
     log.info("join token handed to %s (%s)", body.hostname,
              request.client.host if request.client else "?")
     return {"join_token": tokens["worker"], "manager_addresses": info.manager_addresses}
@@ -109,13 +134,13 @@ def join(body: JoinRequest, request: Request, access: Access = require("public")
 
 @router.post("/heartbeat")
 def heartbeat(body: HeartbeatRequest, access: Access = require("public"),
-              state: ServerState = Depends(get_state)) -> Dict[str, Any]:
+              state: ServerState = Depends(get_state),
+              db: Session = Depends(get_db)) -> Dict[str, Any]:
     _authenticate(state, body.secret)
-    record = _nodes(state).setdefault(body.hostname, {})
-    record.update(node_id=body.node_id, cpus=body.cpus, memory_bytes=body.memory_bytes,
-                  healthy=body.healthy, checks=dict(body.checks), storage=dict(body.storage),
-                  cluster=body.cluster, addresses=[str(a) for a in body.addresses],
-                  last_seen=_now())
+    _report(db, body.hostname, node_id=body.node_id, cpus=body.cpus,
+            memory_bytes=body.memory_bytes, healthy=body.healthy, checks=dict(body.checks),
+            storage=dict(body.storage), cluster=body.cluster,
+            addresses=[str(a) for a in body.addresses], last_seen=_now())
     if body.node_id and state.settings.orchestrator == "swarm":
         _label_cluster(state, body)
     return {"ok": True}
@@ -139,8 +164,9 @@ def engine_nodes(state: ServerState) -> Optional[List[str]]:
     they cannot be known now (no swarm, the master's Docker does not answer)."""
     if state.settings.orchestrator != "swarm":
         return None
-    reported = {name: list(record.get("addresses") or [])
-                for name, record in list(_nodes(state).items())}
+    with state.db.session() as db:
+        reported = {name: list(record.get("addresses") or [])
+                    for name, record in _nodes(db).items()}
     try:
         found = swarm_mgr.engine_node_addresses(_docker(state), reported)
     except (ApiError, APIError, DockerException, OSError) as e:
@@ -172,7 +198,8 @@ def _label_cluster(state: ServerState, body: HeartbeatRequest) -> None:
 
 @router.post("/leave")
 def leave(body: LeaveRequest, access: Access = require("public"),
-          state: ServerState = Depends(get_state)) -> Dict[str, Any]:
+          state: ServerState = Depends(get_state),
+          db: Session = Depends(get_db)) -> Dict[str, Any]:
     """Drain the worker's node so the swarm moves its tasks; the worker then leaves itself."""
     _authenticate(state, body.secret)
     client = _docker(state)
@@ -187,16 +214,16 @@ def leave(body: LeaveRequest, access: Access = require("public"),
         swarm_mgr.set_availability(client, node, "drain")
     except (APIError, DockerException) as e:
         raise ApiError(503, "cannot drain node %s" % body.hostname, str(e).splitlines()[0])
-    _nodes(state).setdefault(body.hostname, {})["left_at"] = _now()
+    _report(db, body.hostname, left_at=_now())
     log.info("node %s (%s) drained on request of its worker", body.hostname, node["ID"])
     return {"drained": True, "node_id": node["ID"]}
 
 
 @router.get("/nodes")
 def nodes(access: Access = require("site.admin"),
-          state: ServerState = Depends(get_state)) -> Dict[str, Any]:
+          db: Session = Depends(get_db)) -> Dict[str, Any]:
     """What the workers last reported (admins only)."""
-    return {"nodes": [dict(v, hostname=k) for k, v in sorted(_nodes(state).items())]}
+    return {"nodes": [dict(v, hostname=k) for k, v in sorted(_nodes(db).items())]}
 
 
 class StorageRequest(Authenticated):

@@ -89,6 +89,6 @@ async def health_page(request: Request, access: Access = require("site.admin"),
                       state: ServerState = Depends(get_state)) -> Response:
     # the same (cached) master checks that /metrics exposes; they may block, so off the loop
     checks = await run_in_threadpool(workbench_metrics.master_health, state)
-    workers = nodes(access=access, state=state)["nodes"]
+    workers = nodes(access=access, db=db)["nodes"]
     return _admin_page(request, access, db, "admin_health.html", "health", "Health",
                        checks=checks, nodes=workers)
