@@ -16,6 +16,9 @@ the kernels (cdsw_agent.engine.kernel) run with `python -I`, so neither the work
 nor PYTHON* variables nor the user site reach their sys.path, and Jupyter's and IPython's
 configuration comes from $HOME, which the master points outside the project.
 
+With CDSW_WARM_CLAIM_SHA256 set, the engine is a warm one: it waits for a session to claim it
+and takes the session's variables then (warm.py).
+
 A session's Python kernel (CDSW_PRESTART_KERNEL=python3) is started here, before this process
 becomes jupyter_server, which takes it over (early_kernel.py): the two start-ups overlap.
 
@@ -113,6 +116,13 @@ def start_early_kernel(server_env: Dict[str, str]) -> None:
 
 def main(env: Optional[Mapping[str, str]] = None) -> None:
     source = os.environ if env is None else env
+    from .warm import is_warm
+
+    if is_warm(source):  # a warm engine: waits for its session (warm.py)
+        from . import warm
+
+        warm.main()
+        return
     try:
         argv, child_env = jupyter_command(source)
     except EntrypointError as e:
