@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 # workload states, the same for every backend
 PENDING, RUNNING, SUCCEEDED, FAILED, LOST = "pending", "running", "succeeded", "failed", "lost"
@@ -166,6 +166,20 @@ class Orchestrator(abc.ABC):
     @abc.abstractmethod
     def nodes(self) -> List[Node]:
         """The nodes workloads may run on, with capacity and what is reserved on them."""
+
+    def local_node(self) -> Optional[str]:
+        """The node whose processes this master reaches as its own (same kernel): where
+        inject_mounts works. None when there is none."""
+        return None
+
+    def inject_mounts(self, workload_id: str, mounts: Sequence[Mount]) -> None:
+        """Bind-mounts host paths into a running workload on local_node() (warm engines)."""
+        raise OrchestratorError("the %s backend cannot add mounts to a running workload"
+                                % self.name)
+
+    def relabel(self, workload_id: str, labels: Dict[str, str]) -> None:
+        """Replaces a workload's labels (what list() filters by and names it by)."""
+        raise OrchestratorError("the %s backend cannot relabel a workload" % self.name)
 
     def close(self) -> None:
         """Release connections; the workloads keep running."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import docker
 import requests
@@ -48,6 +48,7 @@ from .base import (
     STOPPED_REASON,
     SUCCEEDED,
     WORKLOAD_LABEL,
+    Mount,
     Node,
     Orchestrator,
     OrchestratorError,
@@ -139,6 +140,7 @@ class SwarmOrchestrator(Orchestrator):
         self.default_network = network  # attached to every workload, e.g. "cdsw-engines"
         self._logged_tasks: Set[str] = set()  # tasks whose error was logged once
         self._own_networks: Optional[bool] = None  # see the module's docstring; on first launch
+        self._local_node: Optional[str] = None  # "" once known to be none
 
     @property
     def own_networks(self) -> bool:
@@ -473,6 +475,58 @@ class SwarmOrchestrator(Orchestrator):
                 availability=n["Spec"].get("Availability", "active"), id=n["ID"],
                 labels=dict(n["Spec"].get("Labels") or {})))
         return out
+
+    # --- warm engines (sessions/warm_pool.py)
+    def local_node(self) -> Optional[str]:
+        """The swarm node of the dockerd this master talks to. Its containers' processes are
+        the master's to reach when both run on one host as root; the first injection says
+        whether they are (inject_mounts fails otherwise)."""
+        if self._local_node is None:
+            try:
+                node_id = self.client.info().get("Swarm", {}).get("NodeID") or ""
+            except DOCKER_ERRORS:
+                return None
+            self._local_node = (self._node_name(node_id) or "") if node_id else ""
+        return self._local_node or None
+
+    def inject_mounts(self, workload_id: str, mounts: Sequence[Mount]) -> None:
+        from .mount_inject import MountInjectError, inject
+
+        service = self._service(workload_id)
+        try:
+            tasks = self.client.api.tasks(filters={"service": service.id})
+            running = [t for t in tasks if t["Status"].get("State") == "running"]
+            if not running:
+                raise OrchestratorError("workload %s is not running" % workload_id)
+            container = running[0]["Status"].get("ContainerStatus", {}).get("ContainerID", "")
+            pid = int(self.client.api.inspect_container(container)["State"].get("Pid") or 0)
+        except NotFound:
+            raise OrchestratorError("workload %s does not run on this master's node"
+                                    % workload_id)
+        except DOCKER_ERRORS as e:
+            raise self._failure("cannot find the container of workload %s" % workload_id, e)
+        if not pid:
+            raise OrchestratorError("workload %s has no running process" % workload_id)
+        try:
+            inject(pid, mounts)
+        except MountInjectError as e:
+            raise OrchestratorError(str(e))
+
+    def relabel(self, workload_id: str, labels: Dict[str, str]) -> None:
+        """The service's spec is sent back exactly as stored, with new labels. The SDK's
+        update_service(fetch_current_spec=True) reads the spec with its defaults filled in,
+        which the swarm takes for a changed task template: it replaced the running container
+        (harmless when stop() scales to 0, fatal for a claimed warm engine)."""
+        service = self._service(workload_id)
+        api = self.client.api
+        try:
+            current = api.inspect_service(service.id)
+            spec = dict(current["Spec"], Labels=dict(labels))
+            response = api._post_json(api._url("/services/{0}/update", service.id), data=spec,
+                                      params={"version": current["Version"]["Index"]})
+            api._raise_for_status(response)
+        except DOCKER_ERRORS as e:
+            raise self._failure("cannot relabel workload %s" % workload_id, e)
 
     def close(self) -> None:
         self.client.close()

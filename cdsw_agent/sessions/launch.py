@@ -7,7 +7,7 @@ import random
 import socket
 import sys
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, AbstractSet, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -19,6 +19,9 @@ from ..settings import Settings
 from ..store.models import EngineImage, Project, User
 from ..store.sessions_models import ACTIVE_STATUSES, EngineSession
 from ..workloads import EngineRequest, build_spec, place
+
+if TYPE_CHECKING:
+    from .warm_pool import WarmEngine, WarmPool
 
 ENGINE_PORT = 8888  # jupyter_server's port inside the container (the image EXPOSEs it)
 # host ports sessions publish on their node; below Spark's 20050-32767 driver range
@@ -110,10 +113,11 @@ def _free_local_port() -> int:
         return int(s.getsockname()[1])
 
 
-def node_port(db: Session, node: str, rng: Optional[random.Random] = None) -> int:
-    """A host port no active session uses on that node."""
+def node_port(db: Session, node: str, rng: Optional[random.Random] = None,
+              reserved: AbstractSet[int] = frozenset()) -> int:
+    """A host port no active session uses on that node, nor any of `reserved` (warm engines')."""
     used = set(db.scalars(select(EngineSession.host_port).where(
-        EngineSession.node == node, EngineSession.status.in_(ACTIVE_STATUSES))))
+        EngineSession.node == node, EngineSession.status.in_(ACTIVE_STATUSES)))) | set(reserved)
     rng = rng or random.SystemRandom()
     low, high = SESSION_PORT_RANGE
     for _ in range(200):
@@ -145,8 +149,10 @@ def engine_env(settings: Settings, orchestrator: Orchestrator, session: EngineSe
 
 def session_spec(db: Session, settings: Settings, orchestrator: Orchestrator,
                  session: EngineSession, project: Project, launcher: User, token: str,
-                 files_dir: Path) -> WorkloadSpec:
-    """The engine workload; sets session.node and session.host_port. Raises EngineError."""
+                 files_dir: Path, pool: Optional["WarmPool"] = None, claim: bool = True
+                 ) -> Tuple[WorkloadSpec, Optional["WarmEngine"]]:
+    """The engine workload, and the warm engine of `pool` it is to become (when `claim` and
+    one fits, see warm_pool.py); sets session.node and session.host_port. Raises EngineError."""
     local = orchestrator.name == "local"
     if local:
         port = _free_local_port()
@@ -165,14 +171,19 @@ def session_spec(db: Session, settings: Settings, orchestrator: Orchestrator,
     spec = build_spec(db, settings, orchestrator, request)
     if local:
         session.node, session.host_port = "local", port
-        return spec
-    # The master reaches the engine at its node's address: choose the node now (build_spec did
-    # when client configs are mounted) and publish jupyter_server there in host mode.
-    if spec.node is None:
-        spec.node = place(orchestrator, spec.cpu_reservation, spec.memory_reservation).name
-    session.node, session.host_port = spec.node, node_port(db, spec.node)
+        return spec, None
+    warm = pool.claim(spec) if pool is not None and claim else None
+    if warm is not None:  # its node and port are the session's
+        spec.node, session.node, session.host_port = warm.node, warm.node, warm.host_port
+    else:
+        # The master reaches the engine at its node's address: choose the node now (build_spec
+        # did when client configs are mounted) and publish jupyter_server there in host mode.
+        if spec.node is None:
+            spec.node = place(orchestrator, spec.cpu_reservation, spec.memory_reservation).name
+        session.node, session.host_port = spec.node, node_port(
+            db, spec.node, reserved=pool.ports(spec.node) if pool is not None else frozenset())
     spec.ports.append(Port(container=ENGINE_PORT, host=session.host_port))
-    return spec
+    return spec, warm
 
 
 def node_address(orchestrator: Orchestrator, node: Optional[str],

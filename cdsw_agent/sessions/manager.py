@@ -27,7 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..orchestrators import (LOST, PENDING, RUNNING, Orchestrator, OrchestratorError,
-                             WorkloadNotFound, WorkloadSpec, WorkloadStatus)
+                             WorkloadNotFound, WorkloadRef, WorkloadSpec, WorkloadStatus)
 from ..orchestrators.reasons import signal_of
 from ..store.db import Database
 from ..store.models import EngineImage, EngineProfile, Project, User, utcnow
@@ -36,9 +36,10 @@ from ..workloads import KIND_LABEL, EngineError
 from . import engine_client, transcript
 from .engine_client import Endpoint, EngineUnavailable
 from .launch import (SessionLaunchError, base_path, choose_image, kernelspec_for, local_kernels,
-                     node_address, session_spec)
+                     node_address, node_port, session_spec)
 from .secret import engine_token
 from .transcript import session_dir
+from .warm_pool import WarmEngine, WarmPool
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], dt.datetime]  # naive UTC, like the database
@@ -93,6 +94,8 @@ class SessionManager:
         self._launching: Set[int] = set()  # sessions whose engine is being launched here
         self._launching_lock = threading.Lock()  # not self.lock, which a tick holds for long
         self._orphans_checked = float("-inf")  # time.monotonic() of the last sweep
+        self.warm = WarmPool(db, settings, lambda: self.orchestrator, self.address,
+                             self._free_port)
 
     @property
     def orchestrator(self) -> Orchestrator:
@@ -145,7 +148,7 @@ class SessionManager:
             with self._launching_lock:  # the sweep and sync() leave it alone until recorded
                 self._launching.add(session_id)
             try:
-                spec = self._describe(s, session, project, user)
+                spec, warm = self._describe(s, session, project, user)
             except BaseException:
                 with self._launching_lock:
                     self._launching.discard(session_id)
@@ -154,11 +157,22 @@ class SessionManager:
         # the orchestrator works), and a crash from here on leaves a row sync() sorts out
         try:
             try:
-                ref = self.orchestrator.launch(spec)
+                if warm is not None:
+                    try:
+                        self.warm.hand_over(warm, spec)
+                        ref = WorkloadRef(warm.workload_id, spec.name)
+                    except OrchestratorError:  # said in the log; a new engine instead
+                        spec = self._describe_again(session_id)
+                        warm = None
+                if warm is None:
+                    ref = self.orchestrator.launch(spec)
             except OrchestratorError as e:
                 reason = "cannot start the engine: %s" % e
                 self._fail_launch(session_id, reason)
                 raise SessionLaunchError(503, reason)
+            except SessionLaunchError as e:  # described again after a failed warm hand-over
+                self._fail_launch(session_id, str(e))
+                raise
             except Exception:
                 log.exception("cannot launch the engine of session %d", session_id)
                 self._fail_launch(session_id, "cannot start the engine because of an internal "
@@ -179,17 +193,34 @@ class SessionManager:
                                "reason": spec.env["CDSW_KERBEROS_NOTICE"]})
         return session_id
 
+    def _free_port(self, node: str, reserved: Set[int]) -> int:
+        with self.db.session() as s:
+            return node_port(s, node, reserved=reserved)
+
+    def _describe_again(self, session_id: int) -> WorkloadSpec:
+        """A new engine for a session whose warm engine could not be handed over: another
+        node or port may be chosen, so the row is updated."""
+        with self.db.session() as s:
+            session = s.get(EngineSession, session_id)
+            assert session is not None
+            project, user = s.get(Project, session.project_id), s.get(User, session.user_id)
+            assert project is not None and user is not None
+            spec, _ = self._describe(s, session, project, user, claim=False)
+            return spec
+
     def _describe(self, s: Session, session: EngineSession, project: Project,
-                  user: User) -> WorkloadSpec:
-        """The engine of a session being recorded; SessionLaunchError rolls the row back."""
+                  user: User, claim: bool = True) -> Tuple[WorkloadSpec, Optional[WarmEngine]]:
+        """The engine of a session being recorded, and the warm engine it takes, if any;
+        SessionLaunchError rolls the row back."""
         # a fresh id may be the id of a deleted session (SQLite reuses the highest one): what
         # that session left must never show up in this one
         shutil.rmtree(session_dir(self.settings.data_dir, session.id), ignore_errors=True)
         files = self.project_dir(project.id)
         files.mkdir(parents=True, exist_ok=True)
         try:
-            spec = session_spec(s, self.settings, self.orchestrator, session, project, user,
-                                engine_token(self.settings.data_dir, session.name), files)
+            spec, warm = session_spec(s, self.settings, self.orchestrator, session, project,
+                                      user, engine_token(self.settings.data_dir, session.name),
+                                      files, self.warm, claim)
         except EngineError as e:
             s.rollback()
             raise SessionLaunchError(422, "cannot start the session: %s" % e)
@@ -197,7 +228,7 @@ class SessionManager:
             s.rollback()
             raise SessionLaunchError(503, "cannot start the engine: %s" % e)
         session.image = spec.image if spec.image != "none" else session.image
-        return spec
+        return spec, warm
 
     def _fail_launch(self, session_id: int, reason: str) -> None:
         with self.db.session() as s:
@@ -339,6 +370,7 @@ class SessionManager:
                 log.exception("cannot follow session %d", session_id)
         if time.monotonic() - self._orphans_checked >= ORPHAN_CHECK_SECONDS:
             self.remove_orphans()
+        self.warm.tick()
 
     def remove_orphans(self) -> List[str]:
         """Removes session engines that no live session row owns (their session ended or was

@@ -52,7 +52,9 @@ def start(state: Any, interval: float = DEFAULT_INTERVAL) -> Monitor:
 
 
 def stop(state: Any) -> None:
-    """Stops the loop; sessions keep running and are re-adopted by the next master."""
+    """Stops the loop and removes the warm engines; sessions keep running and are re-adopted
+    by the next master."""
     monitor = state.extras.pop(MONITOR_KEY, None)
     if monitor is not None:
         monitor.stop()
+        monitor.manager.warm.clear()  # nobody's engines: a next master would remove them

@@ -209,6 +209,14 @@ SETTINGS: List[Setting] = [
       minimum=1, maximum=10080, group="engines"),
     S("session_max_minutes", "int", 480, "Stop a session after this long in any case.", minimum=1,
       maximum=43200, group="engines"),
+    S("session_warm_engines", "int", 0, "Engines kept started ahead of sessions on the master's "
+      "node (Docker Swarm backend): a session of the default engine image with the profile "
+      "session_warm_profile takes one and answers in about half the time. A warm engine holds "
+      "nothing of anyone until a session claims it, and ends with that session; each reserves "
+      "its profile's CPU and memory while it waits. 0 turns them off.", minimum=0, maximum=20,
+      group="engines"),
+    S("session_warm_profile", "str", "", "Engine profile (name) of the warm engines; empty: "
+      "sessions started with the site default (no profile).", group="engines"),
     S("job_default_timeout_minutes", "int", 0, "Timeout of a job that sets none; 0 means none.",
       minimum=0, maximum=43200, group="engines"),
     S("engine_origin", "choice", "port", "Where browsers reach engine content (JupyterLab, "

@@ -1,0 +1,289 @@
+"""Warm engines: a small pool of session engines started ahead of the sessions that take them.
+
+A session's start is mostly the container (about 0.4 s through the swarm) and jupyter_server's
+imports (0.4 s). A warm engine has both behind it: a container of the default engine image,
+with the warm profile's resources, running engine/warm.py, which has imported jupyter_server and
+waits. It is nobody's: the pool starts it with no project folder, no home, no credential, none
+of a user's or project's variables and none of their labels; only the digest of a secret the
+pool keeps in memory, and a host port of its own on the master's node.
+
+A session that would start exactly such an engine (the same image, CPU, memory and GPUs, no
+user, no other port, no node it must run on) claims one instead, in this order:
+1. the workload is relabelled as the session's (kind, name, project, user, session): from then
+   on it is the session's engine for the orphan sweep and a restarted master's adoption, and
+   no longer the pool's;
+2. the session's mounts (project folder, the launcher's home, client configuration, Kerberos
+   ticket) are bind-mounted into the running container (orchestrators/mount_inject.py);
+3. the session's variables and working directory are sent with the engine's secret; the engine
+   takes them as a cold engine's container would have had them, and starts the session's kernel
+   and jupyter_server, which answers the session's token only.
+A claim that fails at any step removes the engine, and the session starts cold. An engine is
+claimed once: it ends with its session and is never returned to the pool.
+
+The pool is kept by the session monitor's tick (and right after each claim): engines that ended
+or no longer match the settings (session_warm_engines, session_warm_profile, the default image)
+are removed; missing ones are started, on the master's node only, since only there can the
+master reach a container's mounts; at most session_warm_engines wait at any time. On the first
+tick, warm engines a previous master left (their secrets are gone with it) are removed.
+
+The pool lives in the memory of the process that runs the control loops; sessions started by
+another process would not find it (one master process serves and controls today).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+
+import httpx
+from sqlalchemy import select
+
+from ..engine.entrypoint import token_digest
+from ..engine.warm import CLAIM_PATH, READY_PATH, WARM_VARIABLE
+from ..images.recipe import VENV
+from ..orchestrators import (Orchestrator, OrchestratorError, Port, WorkloadNotFound,
+                             WorkloadSpec)
+from ..orchestrators.base import FAILED, RUNNING, RESTART_NEVER, SUCCEEDED, LOST
+from ..store.db import Database
+from ..store.models import EngineImage, EngineProfile
+from ..workloads import KIND_LABEL
+from ..workloads.engine import PROJECT_MOUNT
+
+log = logging.getLogger(__name__)
+WARM_LABEL = "io.cdsw.warm"
+ENGINE_PORT = 8888  # as sessions/launch.py
+CLAIM_TIMEOUT = 10.0
+PROBE_TIMEOUT = 1.0
+
+# (image reference, cpu cores, memory bytes, gpus): what a warm engine is, and what a session
+# must ask for exactly to take it
+Shape = Tuple[str, float, int, int]
+
+
+@dataclass
+class WarmEngine:
+    workload_id: str
+    name: str
+    shape: Shape
+    node: str
+    host_port: int
+    secret: str = field(repr=False)
+    ready: bool = False
+
+
+def shape_of(spec: WorkloadSpec) -> Optional[Shape]:
+    """The shape a session's spec asks for, or None when a warm engine cannot be it: it runs
+    as another user, publishes other ports, or must run on a given node (a Spark driver's, or
+    its cluster's)."""
+    if spec.user or spec.node or spec.node_constraints or spec.ports \
+            or spec.cpu_reservation != spec.cpu_limit \
+            or spec.memory_reservation != spec.memory_limit:
+        return None
+    return (spec.image, float(spec.cpu_limit), int(spec.memory_limit), int(spec.gpus))
+
+
+class WarmPool:
+    def __init__(self, db: Database, settings: Any, orchestrator: Callable[[], Orchestrator],
+                 address: Callable[[Optional[str]], Optional[str]],
+                 free_port: Callable[[str, Set[int]], int]):
+        self.db, self.settings = db, settings
+        self._orchestrator, self._address, self._free_port = orchestrator, address, free_port
+        self._lock = threading.Lock()  # the engines
+        self._tick_lock = threading.Lock()  # one tick at a time
+        self._engines: Dict[str, WarmEngine] = {}  # workload id -> engine
+        self._swept = False
+        self._disabled = ""  # why warm engines are off in this process, after a failed mount
+        self._said: Set[str] = set()  # warnings logged once
+
+    # --- what the pool holds
+    def size(self) -> int:
+        return int(getattr(self.settings, "session_warm_engines", 0) or 0)
+
+    def engines(self) -> List[WarmEngine]:
+        with self._lock:
+            return list(self._engines.values())
+
+    def ports(self, node: Optional[str]) -> Set[int]:
+        """Host ports warm engines hold on a node (sessions must not take them)."""
+        return {e.host_port for e in self.engines() if e.node == node}
+
+    def target(self) -> Optional[Shape]:
+        """The shape warm engines have now: the default image with the warm profile."""
+        with self.db.session() as s:
+            image = s.scalars(select(EngineImage).where(EngineImage.is_default.is_(True))).first()
+            if image is None:
+                return None
+            name = str(getattr(self.settings, "session_warm_profile", "") or "")
+            cpu, memory, gpus = 0.0, 0, 0
+            if name:
+                profile = s.scalars(select(EngineProfile).where(EngineProfile.name == name)).first()
+                if profile is None:
+                    self._say("session_warm_profile names no engine profile (%s); no engine is "
+                              "kept warm" % name)
+                    return None
+                cpu, memory, gpus = profile.cpu, int(profile.memory_gb * 2**30), profile.gpus
+            return ("%s:%s" % (image.repository, image.tag), float(cpu), memory, int(gpus))
+
+    # --- claiming
+    def claim(self, spec: WorkloadSpec) -> Optional[WarmEngine]:
+        """A ready warm engine of the spec's shape, taken out of the pool (never given back)."""
+        shape = shape_of(spec)
+        if shape is None or self.size() <= 0:  # turned off: what still waits is removed
+            return None
+        with self._lock:
+            for engine in self._engines.values():
+                if engine.ready and engine.shape == shape:
+                    del self._engines[engine.workload_id]
+                    break
+            else:
+                return None
+        return engine
+
+    def hand_over(self, engine: WarmEngine, spec: WorkloadSpec) -> None:
+        """Makes a claimed engine the spec's (see the module's docstring); OrchestratorError
+        when it could not, after removing the engine."""
+        orchestrator = self._orchestrator()
+        # refilled only now: the session's row, which holds the engine's port, is committed
+        self.refill_soon()
+        try:
+            orchestrator.relabel(engine.workload_id, spec.all_labels())
+            if spec.mounts:
+                orchestrator.inject_mounts(engine.workload_id, spec.mounts)
+            self._send_claim(engine, spec)
+        except (OrchestratorError, httpx.HTTPError) as e:
+            log.warning("warm engine %s could not be handed over (%s); the session starts "
+                        "a new engine", engine.workload_id, e)
+            if isinstance(e, OrchestratorError) and "mount" in str(e).lower():
+                self._disabled = "warm engines are off: %s" % e  # this host cannot
+                self._say(self._disabled)
+            self._remove(orchestrator, engine.workload_id)
+            raise OrchestratorError(str(e))
+
+    def _send_claim(self, engine: WarmEngine, spec: WorkloadSpec) -> None:
+        address = self._address(engine.node)
+        if address is None:
+            raise OrchestratorError("node %s has no address" % engine.node)
+        r = httpx.post("http://%s:%d%s" % (address, engine.host_port, CLAIM_PATH),
+                       json={"env": dict(spec.env), "workdir": spec.workdir or PROJECT_MOUNT},
+                       headers={"Authorization": "token " + engine.secret},
+                       timeout=CLAIM_TIMEOUT)
+        if r.status_code != 200:
+            raise OrchestratorError("the warm engine refused its claim (HTTP %d: %s)"
+                                    % (r.status_code, r.text.strip()[:200]))
+
+    # --- keeping the pool
+    def refill_soon(self) -> None:
+        threading.Thread(target=self.tick, name="cdsw-warm-refill", daemon=True).start()
+
+    def tick(self) -> None:
+        """Sweeps, probes, trims and refills; a tick already under way makes this one a no-op."""
+        if not self._tick_lock.acquire(blocking=False):
+            return
+        try:
+            self._tick()
+        finally:
+            self._tick_lock.release()
+
+    def _tick(self) -> None:
+        orchestrator = self._orchestrator()
+        if not self._swept:
+            self._sweep(orchestrator)
+        wanted = self.target() if self.size() > 0 and not self._disabled else None
+        node = orchestrator.local_node() if wanted is not None else None
+        if wanted is not None and (node is None or os.geteuid() != 0):
+            self._say("warm engines need the Docker Swarm backend and the master running as "
+                      "root on a manager's node (it mounts a session's folders into its "
+                      "engine); none is kept")
+            wanted = None
+        for engine in self.engines():
+            try:
+                status = orchestrator.status(engine.workload_id)
+            except WorkloadNotFound:
+                status = None
+            except OrchestratorError as e:
+                log.warning("cannot read warm engine %s: %s", engine.workload_id, e)
+                continue
+            if status is None or status.state in (SUCCEEDED, FAILED, LOST) \
+                    or engine.shape != wanted or engine.node != node:
+                self._remove(orchestrator, engine.workload_id)
+            elif status.state == RUNNING and not engine.ready:
+                engine.ready = self._probe(engine)
+        if wanted is None or node is None:
+            return
+        excess = len(self.engines()) - self.size()
+        for engine in self.engines()[:max(excess, 0)]:
+            self._remove(orchestrator, engine.workload_id)
+        for _ in range(self.size() - len(self.engines())):
+            if not self._start(orchestrator, wanted, node):
+                break
+
+    def _start(self, orchestrator: Orchestrator, shape: Shape, node: str) -> bool:
+        image, cpu, memory, gpus = shape
+        secret = secrets.token_urlsafe(32)
+        name = "cdsw-warm-" + secrets.token_hex(6)
+        try:
+            port = self._free_port(node, self.ports(node))
+            ref = orchestrator.launch(WorkloadSpec(
+                name=name, image=image, command=[VENV + "/bin/python", "-I", "-m",
+                                                 "cdsw_agent.engine"],
+                env={WARM_VARIABLE: token_digest(secret), "CDSW_ENGINE_PORT": str(ENGINE_PORT)},
+                workdir=PROJECT_MOUNT, cpu_reservation=cpu, cpu_limit=cpu,
+                memory_reservation=memory, memory_limit=memory, gpus=gpus,
+                ports=[Port(ENGINE_PORT, port)], labels={WARM_LABEL: "1", KIND_LABEL: "warm"},
+                restart=RESTART_NEVER, node=node))
+        except Exception as e:  # noqa: BLE001 - the next tick tries again
+            log.warning("cannot start a warm engine: %s", e)
+            return False
+        with self._lock:
+            self._engines[ref.id] = WarmEngine(ref.id, name, shape, node, port, secret)
+        log.info("warm engine %s started on %s (port %d)", ref.id, node, port)
+        return True
+
+    def _probe(self, engine: WarmEngine) -> bool:
+        address = self._address(engine.node)
+        try:
+            r = httpx.get("http://%s:%d%s" % (address, engine.host_port, READY_PATH),
+                          headers={"Authorization": "token " + engine.secret},
+                          timeout=PROBE_TIMEOUT)
+        except httpx.HTTPError:
+            return False
+        return r.status_code == 200
+
+    def _sweep(self, orchestrator: Orchestrator) -> None:
+        """Warm engines no pool of this process started (a previous master's) are removed."""
+        try:
+            refs = orchestrator.list({WARM_LABEL: "1"})
+        except OrchestratorError as e:
+            log.warning("cannot list warm engines: %s", e)
+            return
+        known = {e.workload_id for e in self.engines()}
+        for ref in refs:
+            if ref.id not in known:
+                log.info("removing warm engine %s, left by an earlier master", ref.id)
+                self._remove(orchestrator, ref.id)
+        self._swept = True
+
+    def _remove(self, orchestrator: Orchestrator, workload_id: str) -> None:
+        with self._lock:
+            self._engines.pop(workload_id, None)
+        try:
+            orchestrator.remove(workload_id)
+        except WorkloadNotFound:
+            pass
+        except OrchestratorError as e:
+            log.warning("cannot remove warm engine %s: %s", workload_id, e)
+
+    def clear(self) -> None:
+        """Removes every waiting engine (the master stops)."""
+        orchestrator = self._orchestrator()
+        for engine in self.engines():
+            self._remove(orchestrator, engine.workload_id)
+
+    def _say(self, message: str) -> None:
+        if message not in self._said:
+            self._said.add(message)
+            log.warning("%s", message)

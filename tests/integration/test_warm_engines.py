@@ -1,0 +1,241 @@
+"""Warm engines on the swarm backend (sessions/warm_pool.py, engine/warm.py), real engine image.
+
+What is proven, as a user and as an attacker would see it:
+- a warm engine holds nothing of anyone before its claim: no mount, no user's or project's
+  variable or label, an empty /home/cdsw;
+- two users' sessions take two warm engines, and each sees its own identity, project folder and
+  home, nothing of the other's; an engine is never given back: a session's engine ends with it;
+- only the pool's secret claims an engine: a collaborator's code in a session next to it cannot,
+  and after the claim the port answers the session's token only;
+- the pool is bounded (never more than session_warm_engines wait), refills after a claim, gives
+  up engines the settings no longer want, and a restarted master removes what the last one left;
+- a claim that fails (the engine vanished) starts the session cold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterator, List
+
+import httpx
+import pytest
+
+from cdsw_agent.engine.warm import CLAIM_PATH, WARM_VARIABLE
+from cdsw_agent.images import transfer
+from cdsw_agent.sessions.monitor import manager_for
+from cdsw_agent.sessions.warm_pool import WARM_LABEL, WarmPool
+from cdsw_agent.workloads.engine import PROJECT_LABEL, USER_LABEL
+
+from .docker_fixtures import docker_engine, engine_image, engine_image_build  # noqa: F401
+from .netns import Lab, available
+from .test_sessions_swarm import SwarmMaster, swarm_master
+
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
+
+
+@pytest.fixture(scope="module")
+def master(engine_image: str, docker_engine: Any,  # noqa: F811
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwarmMaster]:
+    reason = available()
+    if reason:
+        pytest.skip(reason)
+    saved = transfer.save_image(docker_engine.client, engine_image,
+                                tmp_path_factory.mktemp("engine") / "engine.tar")
+    with Lab(Path("/var/lib/cdsw-lab") / ("warm-" + os.urandom(3).hex())) as lab:
+        m = swarm_master(lab, saved.path, engine_image,
+                         tmp_path_factory.mktemp("warm") / "data", session_warm_engines=2)
+        try:
+            yield m
+        finally:
+            p = pool(m)
+            p.settings = p.settings.with_overrides(session_warm_engines=0)
+            orch = manager_for(m.api.client.app.state.server).orchestrator
+            for ref in orch.list():
+                orch.remove(ref.id)
+            m.api.db.engine.dispose()
+
+
+def pool(m: SwarmMaster) -> WarmPool:
+    return manager_for(m.api.client.app.state.server).warm
+
+
+def ready_engines(m: SwarmMaster, count: int, timeout: float = 120) -> List[Any]:
+    """Ticks the pool until exactly `count` engines wait, all ready."""
+    p, deadline = pool(m), time.monotonic() + timeout
+    while True:
+        p.tick()
+        engines = p.engines()
+        if len(engines) == count and all(e.ready for e in engines):
+            return engines
+        assert time.monotonic() < deadline, engines
+        time.sleep(0.3)
+
+
+def service_spec(m: SwarmMaster, workload_id: str) -> Dict[str, Any]:
+    return m.docker.api.inspect_service(workload_id)["Spec"]
+
+
+def container_of(m: SwarmMaster, workload_id: str) -> Any:
+    found = m.docker.containers.list(filters={"label": "com.docker.swarm.service.id=" +
+                                              workload_id})
+    assert len(found) == 1, found
+    return found[0]
+
+
+def kernel_facts(m: SwarmMaster, client: Any, sid: int) -> Dict[str, Any]:
+    code = ("import json, os\nprint(json.dumps({'env': dict(os.environ), 'cwd': os.getcwd(), "
+            "'files': sorted(os.listdir('.')), 'home': sorted(os.listdir(os.environ['HOME']))}))")
+    with client.stream("POST", "/api/v1/sessions/%d/execute" % sid, json={"code": code}) as r:
+        assert r.status_code == 200, r.read()
+        out = [json.loads(line) for line in r.iter_lines() if line]
+    return json.loads(out[0]["text"])
+
+
+def start(client: Any, project_id: int) -> int:
+    r = client.post("/api/v1/projects/%d/sessions" % project_id, json={})
+    assert r.status_code == 201, r.text
+    return int(r.json()["id"])
+
+
+def wait(client: Any, sid: int, timeout: float = 120,
+         states: tuple = ("running", "failed", "stopped")) -> Dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        s = client.get("/api/v1/sessions/%d" % sid).json()
+        if s["status"] in states or time.monotonic() > deadline:
+            return s
+        time.sleep(0.1)
+
+
+def workload_of(m: SwarmMaster, sid: int) -> str:
+    from cdsw_agent.store.sessions_models import EngineSession
+
+    with m.api.db.session() as s:
+        row = s.get(EngineSession, sid)
+        assert row is not None and row.workload_id
+        return row.workload_id
+
+
+def test_a_warm_engine_holds_nothing_of_anyone(master: SwarmMaster) -> None:
+    for engine in ready_engines(master, 2):
+        spec = service_spec(master, engine.workload_id)
+        container = spec["TaskTemplate"]["ContainerSpec"]
+        assert not container.get("Mounts"), container.get("Mounts")
+        env = dict(e.split("=", 1) for e in container.get("Env", []))
+        assert set(env) == {WARM_VARIABLE, "CDSW_ENGINE_PORT"}, env
+        assert engine.secret not in json.dumps(spec)  # only its digest
+        assert spec["Labels"].get(WARM_LABEL) == "1"
+        assert USER_LABEL not in spec["Labels"] and PROJECT_LABEL not in spec["Labels"]
+        listing = container_of(master, engine.workload_id).exec_run(["ls", "-A", "/home/cdsw"])
+        assert listing.exit_code == 0 and listing.output == b"", listing.output
+
+
+def test_two_users_take_two_warm_engines_each_with_only_their_own(master: SwarmMaster) -> None:
+    api = master.api
+    bob = api.user("bob")
+    bob_client = api.key_client(bob)
+    r = bob_client.post("/api/v1/projects", json={"name": "bobs"})
+    assert r.status_code == 201, r.text
+    bob_project = r.json()["id"]
+    data = Path(api.settings.data_dir) / "projects"
+    (data / str(master.project_id) / "admins-file.txt").write_text("admin's")
+    (data / str(bob_project)).mkdir(parents=True, exist_ok=True)
+    (data / str(bob_project) / "bobs-file.txt").write_text("bob's")
+
+    waiting = {e.workload_id for e in ready_engines(master, 2)}
+    began = time.monotonic()
+    admin_sid = start(master.client, master.project_id)
+    bob_sid = start(bob_client, bob_project)
+    for client, sid in ((master.client, admin_sid), (bob_client, bob_sid)):
+        state = wait(client, sid)
+        if state["status"] != "running":
+            wl = workload_of(master, sid)
+            print(container_of(master, wl).logs().decode()[-3000:])
+        assert state["status"] == "running", state
+    print("two warm sessions running %.2f s after the first request" % (time.monotonic() - began))
+    admin_wl, bob_wl = workload_of(master, admin_sid), workload_of(master, bob_sid)
+    assert {admin_wl, bob_wl} == waiting  # both were warm engines
+
+    admin, bob_facts = kernel_facts(master, master.client, admin_sid), \
+        kernel_facts(master, bob_client, bob_sid)
+    assert admin["env"]["HADOOP_USER_NAME"] == "admin" and bob_facts["env"]["HADOOP_USER_NAME"] == "bob"
+    assert admin["cwd"] == bob_facts["cwd"] == "/home/cdsw"
+    assert "admins-file.txt" in admin["files"] and "bobs-file.txt" not in admin["files"]
+    assert "bobs-file.txt" in bob_facts["files"] and "admins-file.txt" not in bob_facts["files"]
+    assert WARM_VARIABLE not in bob_facts["env"] and WARM_VARIABLE not in admin["env"]
+    assert not [k for k, v in bob_facts["env"].items() if "admin" in v.lower()], bob_facts["env"]
+    # each session's engine carries its own labels now, and its own mounts only
+    for sid, wl, user in ((admin_sid, admin_wl, "admin"), (bob_sid, bob_wl, "bob")):
+        labels = service_spec(master, wl)["Labels"]
+        assert WARM_LABEL not in labels and labels["io.cdsw.session"] == str(sid)
+        # relabelled in place: the warm container itself became the session, no new task
+        assert len(master.docker.api.tasks(filters={"service": wl})) == 1
+    # the pool refilled with new engines, never the claimed ones
+    refilled = {e.workload_id for e in ready_engines(master, 2)}
+    assert not refilled & waiting
+
+    # the pool's secret of a claimed engine opens nothing any more
+    claimed = container_of(master, bob_wl)
+    port = service_spec(master, bob_wl)["EndpointSpec"]["Ports"][0]["PublishedPort"]
+    r = httpx.post("http://%s:%d%s" % (master.host.address, port, CLAIM_PATH),
+                   json={"env": {}, "workdir": "/"}, timeout=10)
+    assert r.status_code in (403, 404), r.text
+    assert claimed.status == "running"
+
+    # a collaborator's code next to a warm engine cannot claim it: no secret (only its digest
+    # is in that engine), and the engine firewall drops a container's traffic to engine ports
+    target = pool(master).engines()[0]
+    probe = ("import urllib.request, json\n"
+             "req = urllib.request.Request('http://%s:%d%s', data=json.dumps({'env': {}, "
+             "'workdir': '/'}).encode(), headers={'Authorization': 'token guess'})\n"
+             "try:\n    print(urllib.request.urlopen(req, timeout=3).status)\n"
+             "except Exception as e:\n    print('refused', type(e).__name__)\n"
+             % (master.host.address, target.host_port, CLAIM_PATH))
+    with bob_client.stream("POST", "/api/v1/sessions/%d/execute" % bob_sid,
+                           json={"code": probe}) as r:
+        out = [json.loads(line) for line in r.iter_lines() if line]
+    assert out[0]["text"].startswith("refused"), out
+    assert target.workload_id in {e.workload_id for e in pool(master).engines()}
+
+    # an engine ends with its session: stopped, then removed, never back in the pool
+    for client, sid in ((master.client, admin_sid), (bob_client, bob_sid)):
+        assert client.post("/api/v1/sessions/%d/stop" % sid).status_code in (200, 202)
+        assert wait(client, sid, states=("stopped", "failed"))["status"] == "stopped"
+    assert admin_wl not in {e.workload_id for e in pool(master).engines()}
+
+
+def test_the_pool_is_bounded_trimmed_and_swept_after_a_restart(master: SwarmMaster) -> None:
+    p = pool(master)
+    ready_engines(master, 2)
+    p.settings = p.settings.with_overrides(session_warm_engines=1)
+    kept = ready_engines(master, 1)
+    orch = manager_for(master.api.client.app.state.server).orchestrator
+    assert [r.id for r in orch.list({WARM_LABEL: "1"})] == [kept[0].workload_id]
+    # a restarted master (a pool that never saw it) removes it: its secret is gone
+    restarted = WarmPool(p.db, p.settings.with_overrides(session_warm_engines=0),
+                         p._orchestrator, p._address, p._free_port)
+    restarted.tick()
+    assert orch.list({WARM_LABEL: "1"}) == []
+    p.tick()  # the old pool forgets the engine that vanished, then starts its one
+    ready_engines(master, 1)
+    p.settings = p.settings.with_overrides(session_warm_engines=0)
+    p.tick()
+    assert p.engines() == [] and orch.list({WARM_LABEL: "1"}) == []
+    p.settings = p.settings.with_overrides(session_warm_engines=2)
+
+
+def test_a_claim_that_fails_starts_the_session_cold(master: SwarmMaster) -> None:
+    engines = ready_engines(master, 2)
+    orch = manager_for(master.api.client.app.state.server).orchestrator
+    for e in engines:  # behind the pool's back: its engines are gone, it still thinks ready
+        orch.remove(e.workload_id)
+    sid = start(master.client, master.project_id)
+    s = wait(master.client, sid)
+    assert s["status"] == "running", s
+    assert workload_of(master, sid) not in {e.workload_id for e in engines}
+    facts = kernel_facts(master, master.client, sid)
+    assert "admins-file.txt" in facts["files"]
+    assert master.client.post("/api/v1/sessions/%d/stop" % sid).status_code in (200, 202)
