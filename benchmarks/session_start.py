@@ -3,10 +3,15 @@ per target, side by side in one run with the same engine image on the same docke
 turn (workbench, bare, hub, then the next round in a rotated order) so that a busy machine slows
 them alike. Measures, never asserts.
 
-Targets (--targets, default all three):
+Targets (--targets, default all four):
   workbench   the master app in this process, swarm backend: POST /api/v1/projects/P/sessions,
               poll the session until `running`, then execute `1+1` through the master's API
-              (its kernel channel proxy); the session is stopped between starts.
+              (its kernel channel proxy); the session is stopped between starts. No warm
+              engine waits: each start is a cold engine.
+  warm        the same request, with one warm engine waiting (session_warm_engines=1,
+              sessions/warm_pool.py): the session claims it. Before each start the benchmark
+              waits, untimed, until the pool has a ready engine again (it refills after each
+              claim); its "container started" is before the request, so it is negative.
   bare        the limit: `docker run` (Docker API: create + start) of the engine image with its
               own command (jupyter_server), publishing 8888 on the node's address; poll
               GET /api/status until it answers, POST /api/kernels, `1+1` over the kernel's
@@ -33,7 +38,7 @@ from it that adds jupyterhub at the hub's version (pip, offline from a wheelhous
 this host, then `docker commit`), built once and kept there as a tar. Needs root.
 
     .venv/bin/python benchmarks/session_start.py [--starts 10] [--warmup 1]
-        [--targets workbench,bare,jupyterhub]
+        [--targets workbench,warm,bare,jupyterhub]
 """
 
 from __future__ import annotations
@@ -64,9 +69,10 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.api_load import free_port, percentile  # noqa: E402
 from benchmarks.model_serving import loadavg, stop  # noqa: E402
 
-TARGETS = ("workbench", "bare", "jupyterhub")
+TARGETS = ("workbench", "warm", "bare", "jupyterhub")
 LABELS = {
     "workbench": "workbench (swarm, request -> `1+1`)",
+    "warm": "workbench, warm engine (claimed)",
     "bare": "bare container + kernel (docker run)",
     "jupyterhub": "JupyterHub + DockerSpawner + CHP",
 }
@@ -375,6 +381,24 @@ def start_workbench(m: Any) -> Tuple[float, float, float]:
         m.wait(sid, "stopped", "failed", timeout=60)
 
 
+def warm_engines(m: Any, count: int) -> Any:
+    """The master's warm pool, set to keep `count` engines; with count > 0 it returns once one
+    is ready (untimed), with 0 once none is left."""
+    from cdsw_agent.sessions.monitor import manager_for
+
+    pool = manager_for(m.api.client.app.state.server).warm
+    pool.settings = pool.settings.with_overrides(session_warm_engines=count)
+    if count == 0:
+        pool.clear()
+        return pool
+
+    def ready() -> bool:
+        pool.tick()
+        return any(e.ready for e in pool.engines())
+    wait_until(ready, 120, "a warm engine")
+    return pool
+
+
 def start_bare(client: Any, image: str, node_ip: str, port: int) -> Tuple[float, float, float]:
     from cdsw_agent.engine.entrypoint import DIGEST_VARIABLE, token_digest
     from cdsw_agent.sessions.engine_client import Endpoint, create_kernel, ready
@@ -511,7 +535,9 @@ def main() -> int:
             node_ip = m.host.address
             runs: Dict[str, Callable[[], Tuple[float, float, float]]] = {}
             if "workbench" in targets:
-                runs["workbench"] = lambda: start_workbench(m)
+                runs["workbench"] = lambda: (warm_engines(m, 0), start_workbench(m))[1]
+            if "warm" in targets:
+                runs["warm"] = lambda: (warm_engines(m, 1), start_workbench(m))[1]
             if "bare" in targets:
                 bare_port = free_port()
                 runs["bare"] = lambda: start_bare(m.docker, image, node_ip, bare_port)
@@ -550,6 +576,7 @@ def main() -> int:
                                 started, ready_s, total))
                     loads.append(loadavg())
             finally:
+                warm_engines(m, 0)
                 orch = manager_for(m.api.client.app.state.server).orchestrator
                 for ref in orch.list():
                     orch.remove(ref.id)
