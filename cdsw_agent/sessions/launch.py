@@ -168,11 +168,18 @@ def session_spec(db: Session, settings: Settings, orchestrator: Orchestrator,
         image_id=session.engine_image_id, profile_id=session.profile_id,
         env=engine_env(settings, orchestrator, session, token, port, files_dir), ports=ports,
         labels={SESSION_LABEL: str(session.id)})
+    warm = pool.candidate() if pool is not None and claim and not local else None
+    if warm is not None:  # described where that engine runs, with its Spark ports
+        request.node, request.spark_ports = warm.node, warm.spark_ports
     spec = build_spec(db, settings, orchestrator, request)
     if local:
         session.node, session.host_port = "local", port
         return spec, None
-    warm = pool.claim(spec) if pool is not None and claim else None
+    if warm is not None and not (pool is not None and pool.claim(spec, warm)):
+        warm = None  # another image or profile, a cluster of its own, or taken meanwhile
+        if request.spark_ports is not None and spec.ports:  # they are the warm engine's
+            request.node = request.spark_ports = None
+            spec = build_spec(db, settings, orchestrator, request)
     if warm is not None:  # its node and port are the session's
         spec.node, session.node, session.host_port = warm.node, warm.node, warm.host_port
     else:

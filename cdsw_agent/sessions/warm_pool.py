@@ -7,8 +7,10 @@ waits. It is nobody's: the pool starts it with no project folder, no home, no cr
 of a user's or project's variables and none of their labels; only the digest of a secret the
 pool keeps in memory, and a host port of its own on the master's node.
 
-A session that would start exactly such an engine (the same image, CPU, memory and GPUs, no
-user, no other port, no node it must run on) claims one instead, in this order:
+A session is described for a waiting engine's node and Spark driver ports (published by the
+warm engine from the start, so a session's Spark driver reaches its executors as a cold one's
+does); if the description is exactly such an engine (the same image, CPU, memory and GPUs, no
+other user, no port but those, no cluster of its own), the session claims it, in this order:
 1. the workload is relabelled as the session's (kind, name, project, user, session): from then
    on it is the session's engine for the orphan sweep and a restarted master's adoption, and
    no longer the pool's;
@@ -36,12 +38,14 @@ import logging
 import os
 import secrets
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import httpx
 from sqlalchemy import select
 
+from ..clientconfig import SparkPorts
 from ..engine.entrypoint import token_digest
 from ..engine.warm import CLAIM_PATH, READY_PATH, WARM_VARIABLE
 from ..images.recipe import VENV
@@ -51,13 +55,14 @@ from ..orchestrators.base import FAILED, RUNNING, RESTART_NEVER, SUCCEEDED, LOST
 from ..store.db import Database
 from ..store.models import EngineImage, EngineProfile
 from ..workloads import KIND_LABEL
-from ..workloads.engine import PROJECT_MOUNT
+from ..workloads.engine import PROJECT_MOUNT, spark_ports
 
 log = logging.getLogger(__name__)
 WARM_LABEL = "io.cdsw.warm"
 ENGINE_PORT = 8888  # as sessions/launch.py
 CLAIM_TIMEOUT = 10.0
 PROBE_TIMEOUT = 1.0
+START_SECONDS = 120  # a warm engine not ready by then is removed (and another started)
 
 # (image reference, cpu cores, memory bytes, gpus): what a warm engine is, and what a session
 # must ask for exactly to take it
@@ -71,17 +76,25 @@ class WarmEngine:
     shape: Shape
     node: str
     host_port: int
+    spark_ports: SparkPorts  # published from the start, for a session's Spark driver
     secret: str = field(repr=False)
+    started: float = field(default_factory=time.monotonic)
     ready: bool = False
+
+    def fits(self, spec: WorkloadSpec) -> bool:
+        """Whether the spec is this engine with a session's mounts, variables and labels: the
+        same image and resources, no other user, on its node or none, publishing no port but
+        its Spark ports (engine port not added yet), and on no cluster of its own."""
+        published = {self.spark_ports.driver, self.spark_ports.block_manager}
+        return shape_of(spec) == self.shape and not spec.user and not spec.node_constraints \
+            and spec.node in (None, self.node) \
+            and all(p.host == p.container and p.host in published and p.protocol == "tcp"
+                    for p in spec.ports)
 
 
 def shape_of(spec: WorkloadSpec) -> Optional[Shape]:
-    """The shape a session's spec asks for, or None when a warm engine cannot be it: it runs
-    as another user, publishes other ports, or must run on a given node (a Spark driver's, or
-    its cluster's)."""
-    if spec.user or spec.node or spec.node_constraints or spec.ports \
-            or spec.cpu_reservation != spec.cpu_limit \
-            or spec.memory_reservation != spec.memory_limit:
+    """The image and resources a spec asks for (reservation and limit alike, as profiles do)."""
+    if spec.cpu_reservation != spec.cpu_limit or spec.memory_reservation != spec.memory_limit:
         return None
     return (spec.image, float(spec.cpu_limit), int(spec.memory_limit), int(spec.gpus))
 
@@ -129,19 +142,20 @@ class WarmPool:
             return ("%s:%s" % (image.repository, image.tag), float(cpu), memory, int(gpus))
 
     # --- claiming
-    def claim(self, spec: WorkloadSpec) -> Optional[WarmEngine]:
-        """A ready warm engine of the spec's shape, taken out of the pool (never given back)."""
-        shape = shape_of(spec)
-        if shape is None or self.size() <= 0:  # turned off: what still waits is removed
+    def candidate(self) -> Optional[WarmEngine]:
+        """A ready engine a session may be described for (its node and Spark ports), not taken
+        yet: claim() takes it if the description fits."""
+        if self.size() <= 0:  # turned off: what still waits is removed by the next tick
             return None
+        return next((e for e in self.engines() if e.ready), None)
+
+    def claim(self, spec: WorkloadSpec, engine: WarmEngine) -> bool:
+        """Takes the engine out of the pool for this spec (never to be given back), when it
+        fits and is still waiting."""
+        if not engine.fits(spec):
+            return False
         with self._lock:
-            for engine in self._engines.values():
-                if engine.ready and engine.shape == shape:
-                    del self._engines[engine.workload_id]
-                    break
-            else:
-                return None
-        return engine
+            return self._engines.pop(engine.workload_id, None) is not None
 
     def hand_over(self, engine: WarmEngine, spec: WorkloadSpec) -> None:
         """Makes a claimed engine the spec's (see the module's docstring); OrchestratorError
@@ -207,8 +221,13 @@ class WarmPool:
             except OrchestratorError as e:
                 log.warning("cannot read warm engine %s: %s", engine.workload_id, e)
                 continue
-            if status is None or status.state in (SUCCEEDED, FAILED, LOST) \
+            stuck = not engine.ready and time.monotonic() - engine.started > START_SECONDS
+            if status is None or status.state in (SUCCEEDED, FAILED, LOST) or stuck \
                     or engine.shape != wanted or engine.node != node:
+                if stuck:  # e.g. a Spark port another engine took meanwhile
+                    log.warning("warm engine %s did not start within %d s (%s); removing it",
+                                engine.workload_id, START_SECONDS,
+                                status.reason if status is not None else "gone")
                 self._remove(orchestrator, engine.workload_id)
             elif status.state == RUNNING and not engine.ready:
                 engine.ready = self._probe(engine)
@@ -225,6 +244,7 @@ class WarmPool:
         image, cpu, memory, gpus = shape
         secret = secrets.token_urlsafe(32)
         name = "cdsw-warm-" + secrets.token_hex(6)
+        spark = spark_ports()
         try:
             port = self._free_port(node, self.ports(node))
             ref = orchestrator.launch(WorkloadSpec(
@@ -233,13 +253,15 @@ class WarmPool:
                 env={WARM_VARIABLE: token_digest(secret), "CDSW_ENGINE_PORT": str(ENGINE_PORT)},
                 workdir=PROJECT_MOUNT, cpu_reservation=cpu, cpu_limit=cpu,
                 memory_reservation=memory, memory_limit=memory, gpus=gpus,
-                ports=[Port(ENGINE_PORT, port)], labels={WARM_LABEL: "1", KIND_LABEL: "warm"},
+                ports=[Port(ENGINE_PORT, port), Port(spark.driver, spark.driver),
+                       Port(spark.block_manager, spark.block_manager)],
+                labels={WARM_LABEL: "1", KIND_LABEL: "warm"},
                 restart=RESTART_NEVER, node=node))
         except Exception as e:  # noqa: BLE001 - the next tick tries again
             log.warning("cannot start a warm engine: %s", e)
             return False
         with self._lock:
-            self._engines[ref.id] = WarmEngine(ref.id, name, shape, node, port, secret)
+            self._engines[ref.id] = WarmEngine(ref.id, name, shape, node, port, spark, secret)
         log.info("warm engine %s started on %s (port %d)", ref.id, node, port)
         return True
 

@@ -80,6 +80,10 @@ class EngineRequest:
     restart: str = RESTART_NEVER
     image_override: Optional[str] = None  # a model build's image instead of an engine image
     spark: bool = True  # may start a Spark driver: placed first, driver ports published
+    # where the engine already runs, with the Spark ports it publishes (a warm engine's,
+    # sessions/warm_pool.py): no placement; ignored for a project on a cluster of its own
+    node: Optional[str] = None
+    spark_ports: Optional[SparkPorts] = None
 
 
 # Variables that make programs run code before anything the user runs: the dynamic loader's
@@ -300,7 +304,8 @@ def build_spec(db: Session, settings: Settings, orchestrator: Orchestrator,
         gpus=profile.gpus if profile else 0, ports=list(req.ports), labels=labels,
         restart=req.restart, node_constraints=list(constraints))
     attach_client_config(settings, orchestrator, spec, req.spark,
-                         clusters.bundles_root(settings, cluster))
+                         clusters.bundles_root(settings, cluster),
+                         node=None if constraints else req.node, ports=req.spark_ports)
     if constraints and spec.node is None and not local:
         # under several clusters every engine is placed on a node of its cluster here, so
         # whoever needs its node (sessions publish jupyter_server there) gets one of them
@@ -327,10 +332,12 @@ def cluster_settings(settings: Settings, cluster: "clusters.Cluster") -> Setting
 
 def attach_client_config(settings: Settings, orchestrator: Orchestrator,
                          spec: WorkloadSpec, spark: bool = True,
-                         root: Optional[Path] = None) -> None:
+                         root: Optional[Path] = None, node: Optional[str] = None,
+                         ports: Optional[SparkPorts] = None) -> None:
     """Mount the current client-configuration bundle of `root` (default: the site's), if one was
     collected. Only an engine that may start a Spark driver is pinned to a node (of its
-    cluster); the others go where the orchestrator finds room."""
+    cluster: `node` when it runs there already, with its Spark `ports`); the others go where
+    the orchestrator finds room."""
     try:
         bundle = current(root if root is not None else bundles_dir(settings))
     except UserError as e:
@@ -342,11 +349,16 @@ def attach_client_config(settings: Settings, orchestrator: Orchestrator,
         hadoop_mounts_and_env(bundle, settings).apply(spec)
         return
     # spark-defaults.conf names this node as the driver host: place the engine first
-    node = place(orchestrator, spec.cpu_reservation, spec.memory_reservation,
-                 spec.node_constraints)
-    spec.node = node.name
+    if node is not None:
+        where = next((n for n in cluster_nodes(orchestrator) if n.name == node), None)
+        if where is None:
+            raise EngineError("node %s is not ready" % node)
+    else:
+        where = place(orchestrator, spec.cpu_reservation, spec.memory_reservation,
+                      spec.node_constraints)
+    spec.node = where.name
     try:
-        config = engine_mounts_and_env(bundle, settings, node.address, spark_ports(),
+        config = engine_mounts_and_env(bundle, settings, where.address, ports or spark_ports(),
                                        engine_dir(settings, spec.name))
     except UserError as e:
         raise EngineError("client configuration %s: %s" % (bundle.version, e))

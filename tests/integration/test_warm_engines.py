@@ -239,3 +239,37 @@ def test_a_claim_that_fails_starts_the_session_cold(master: SwarmMaster) -> None
     facts = kernel_facts(master, master.client, sid)
     assert "admins-file.txt" in facts["files"]
     assert master.client.post("/api/v1/sessions/%d/stop" % sid).status_code in (200, 202)
+
+
+def test_a_session_with_the_clusters_client_configuration_takes_a_warm_engine(
+        master: SwarmMaster, tmp_path: Path) -> None:
+    """Last in this module: the bundle it collects stays. The session is described for the
+    warm engine's node and Spark ports, so its Spark driver advertises what that engine
+    publishes, and its Hadoop configuration is injected read-only."""
+    from cdsw_agent.clientconfig import bundles_dir, collect
+
+    conf = tmp_path / "hadoop-conf"
+    conf.mkdir()
+    namenode = "hdfs://nn-%s:8020" % os.urandom(3).hex()
+    (conf / "core-site.xml").write_text(
+        "<configuration><property><name>fs.defaultFS</name><value>%s</value></property>"
+        "</configuration>\n" % namenode)
+    collect([conf], bundles_dir(master.api.settings))
+    waiting = {e.workload_id: e for e in ready_engines(master, 2)}
+    sid = start(master.client, master.project_id)
+    assert wait(master.client, sid)["status"] == "running"
+    engine = waiting[workload_of(master, sid)]  # a warm one
+    code = ("import json, os\nh, s = os.environ['HADOOP_CONF_DIR'], os.environ['SPARK_CONF_DIR']\n"
+            "print(json.dumps([open(h + '/core-site.xml').read(), "
+            "open(s + '/spark-defaults.conf').read(), os.access(h, os.W_OK)]))")
+    with master.client.stream("POST", "/api/v1/sessions/%d/execute" % sid,
+                              json={"code": code}) as r:
+        out = [json.loads(line) for line in r.iter_lines() if line]
+    core_site, spark_defaults, writable = json.loads(out[0]["text"])
+    assert namenode in core_site and not writable
+    settings = dict(line.split(None, 1) for line in spark_defaults.splitlines()
+                    if line.strip() and not line.startswith("#"))
+    assert settings["spark.driver.host"].strip() == master.host.address
+    assert int(settings["spark.driver.port"]) == engine.spark_ports.driver
+    assert int(settings["spark.driver.blockManager.port"]) == engine.spark_ports.block_manager
+    assert master.client.post("/api/v1/sessions/%d/stop" % sid).status_code in (200, 202)
