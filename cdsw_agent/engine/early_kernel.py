@@ -27,6 +27,7 @@ from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from .kernel_launch import PYTHON_KERNELSPEC, StartedKernel, kernel_env, python_kernel_argv
 
 PROVISIONER_NAME = "cdsw-early-kernel"
+LOCAL_PROVISIONER = "local-provisioner"  # jupyter_client's default
 
 
 class ChildProcess:
@@ -138,13 +139,19 @@ def discard(early: StartedKernel) -> None:
         pass
 
 
-def install(early: StartedKernel) -> bool:
+def install(early: StartedKernel, server: Any = None) -> bool:
     """Makes EarlyKernelProvisioner the provisioner of kernels this server starts, waiting with
-    the early kernel. False (and the early kernel ended) when jupyter_client cannot use it."""
+    the early kernel. False when jupyter_client cannot use it, or when the user's Jupyter
+    configuration chose another default provisioner (theirs starts their kernels, as before);
+    the caller then ends the early kernel."""
     from importlib.metadata import EntryPoint
 
     try:
-        factory = KernelProvisionerFactory.instance()
+        # with the server as parent, the factory reads the server's configuration (the
+        # user's $HOME/.jupyter), as jupyter_client's own instance() calls would
+        factory = KernelProvisionerFactory.instance(parent=server)
+        if factory.default_provisioner_name != LOCAL_PROVISIONER:
+            return False
         # the class is ours, not an installed distribution's: engine images carry the engine
         # package without its metadata, so it is registered here rather than as an entry point
         factory.provisioners[PROVISIONER_NAME] = EntryPoint(
@@ -152,7 +159,6 @@ def install(early: StartedKernel) -> bool:
             KernelProvisionerFactory.GROUP_NAME)
         factory.default_provisioner_name = PROVISIONER_NAME
     except Exception:  # noqa: BLE001 - another jupyter_client: start kernels as it does
-        discard(early)
         return False
     EarlyKernelProvisioner.waiting = early
     return True

@@ -161,7 +161,7 @@ class EngineServerApp(ServerApp):
         from . import early_kernel
 
         early = self.early_kernel
-        if early is not None and not (self.prestart_kernel and early_kernel.install(early)):
+        if early is not None and not (self.prestart_kernel and early_kernel.install(early, self)):
             early_kernel.discard(early)
             early = None
         if self.prestart_kernel:

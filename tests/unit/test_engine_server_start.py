@@ -165,6 +165,22 @@ def test_a_project_variable_cannot_name_a_process_for_the_server_to_take_over(
         victim.wait()
 
 
+def test_a_default_provisioner_the_user_configured_is_kept_and_the_early_kernel_ended(
+        tmp_path: Path) -> None:
+    """The user's $HOME/.jupyter names another default provisioner: the server reads it (the
+    provisioner factory has the server as parent), so it does not take the early kernel over
+    but ends it, and kernels start as that configuration says (here a name nothing provides,
+    so none starts: the setting is seen to take effect)."""
+    config = tmp_path / ".jupyter"
+    config.mkdir()
+    (config / "jupyter_server_config.json").write_text(json.dumps(
+        {"KernelProvisionerFactory": {"default_provisioner_name": "users-own-provisioner"}}))
+    with engine(tmp_path) as (proc, _ep, kernels):
+        assert kernels == []
+        children = Path("/proc/%d/task/%d/children" % (proc.pid, proc.pid)).read_text().split()
+        assert children == [], children  # the early kernel was ended, not left running
+
+
 def test_an_early_kernel_that_is_gone_is_not_taken_and_the_server_starts_its_own(
         tmp_path: Path, monkeypatch: Any) -> None:
     """In process, with jupyter_client's own kernel manager and the engine's kernelspecs: the
@@ -185,7 +201,7 @@ def test_an_early_kernel_that_is_gone_is_not_taken_and_the_server_starts_its_own
                                                                  "python3"))
     factory = KernelProvisionerFactory.instance()
     default = factory.default_provisioner_name
-    assert early_kernel.install(gone_kernel)
+    assert early_kernel.install(gone_kernel, None)
     km = AsyncIOLoopKernelManager(kernel_name="python3",
                                   kernel_spec_manager=EngineKernelSpecManager())
 
