@@ -136,4 +136,8 @@ def prepare_engines(settings: Settings, db: Database, echo: Echo) -> Engines:
         engines.stop()
         echo("!!! the engine image could not be built: %s" % str(e).splitlines()[0][:300])
         return Engines(settings.with_overrides(orchestrator="local"), None)
+    if settings.source_of("session_warm_engines").kind == "default":
+        # one engine waits for the next session (sessions/warm_pool.py): standalone runs as
+        # root on its one node, where no profile reserves anything by default
+        engines.settings = settings.with_overrides(session_warm_engines=1)
     return engines
