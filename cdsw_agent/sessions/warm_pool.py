@@ -147,7 +147,15 @@ class WarmPool:
         yet: claim() takes it if the description fits."""
         if self.size() <= 0:  # turned off: what still waits is removed by the next tick
             return None
-        return next((e for e in self.engines() if e.ready), None)
+        engines = self.engines()
+        ready = next((e for e in engines if e.ready), None)
+        for engine in engines if ready is None else ():
+            # started since the last tick, perhaps ready already: ask it (a refused
+            # connection answers at once)
+            engine.ready = self._probe(engine)
+            if engine.ready:
+                return engine
+        return ready
 
     def claim(self, spec: WorkloadSpec, engine: WarmEngine) -> bool:
         """Takes the engine out of the pool for this spec (never to be given back), when it
