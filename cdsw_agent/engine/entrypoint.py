@@ -123,10 +123,17 @@ def main(env: Optional[Mapping[str, str]] = None) -> None:
 
         warm.main()
         return
+    argv, child_env = server_command(source)
+    os.execve(argv[0], argv, child_env)
+
+
+def server_command(env: Mapping[str, str]) -> Tuple[List[str], Dict[str, str]]:
+    """jupyter_server's command line and environment, the session's Python kernel already
+    started; exits (2) with one line when the variables do not describe an engine."""
     try:
-        argv, child_env = jupyter_command(source)
+        argv, child_env = jupyter_command(env)
     except EntrypointError as e:
         sys.stderr.write("cdsw engine: %s\n" % e)
         sys.exit(2)
     start_early_kernel(child_env)
-    os.execve(argv[0], argv, child_env)
+    return argv, child_env

@@ -31,8 +31,7 @@ import sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, Dict, List, Mapping
 
-from .entrypoint import (DEFAULT_PORT, EntrypointError, jupyter_command, start_early_kernel,
-                         token_digest)
+from .entrypoint import DEFAULT_PORT, server_command, token_digest
 
 WARM_VARIABLE = "CDSW_WARM_CLAIM_SHA256"
 CLAIM_PATH = "/cdsw-warm/claim"
@@ -162,12 +161,7 @@ def become_session(claim: Claim, base: Mapping[str, str]) -> None:
     os.environ.clear()
     os.environ.update(env)
     os.chdir(claim.workdir)  # the injected project folder, not the image's empty one
-    try:
-        argv, server_env = jupyter_command(env)
-    except EntrypointError as e:
-        sys.stderr.write("cdsw engine: %s\n" % e)
-        sys.exit(2)
-    start_early_kernel(server_env)
+    argv, server_env = server_command(env)
     os.environ.clear()
     os.environ.update(server_env)
     from . import server
