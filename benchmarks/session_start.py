@@ -469,18 +469,18 @@ def report(rows: Dict[str, List[Tuple[float, float, float]]], args: argparse.Nam
            platform.python_version(), loads[0], loads[-1]))
     say("")
     say("| target | starts | container started p50 s | server ready p50 s | `1+1` p50 s "
-        "| p95 s | mean s | p50 vs bare | p50 vs workbench |")
-    say("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        "| p95 s | mean s | p50 vs bare | p50 vs workbench | p50 vs warm engine |")
+    say("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for target in TARGETS:
         if target not in rows or not rows[target]:
             continue
         totals = [r[2] for r in rows[target]]
         ratio = {ref: "%.2f×" % (p50(target) / p50(ref)) if rows.get(ref) else "–"
-                 for ref in ("bare", "workbench")}
-        say("| %s | %d | %.2f | %.2f | %.2f | %.2f | %.2f | %s | %s |" % (
+                 for ref in ("bare", "workbench", "warm")}
+        say("| %s | %d | %.2f | %.2f | %.2f | %.2f | %.2f | %s | %s | %s |" % (
             LABELS[target], len(totals), percentile([r[0] for r in rows[target]], 50),
             percentile([r[1] for r in rows[target]], 50), p50(target), percentile(totals, 95),
-            statistics.mean(totals), ratio["bare"], ratio["workbench"]))
+            statistics.mean(totals), ratio["bare"], ratio["workbench"], ratio["warm"]))
     for target, why in skipped.items():
         say("\n%s: not measured: %s" % (LABELS[target], why))
     for target, errors in failures.items():
