@@ -18,7 +18,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Tuple
 
 import httpx
 import pytest
@@ -273,3 +273,32 @@ def test_a_session_with_the_clusters_client_configuration_takes_a_warm_engine(
     assert int(settings["spark.driver.port"]) == engine.spark_ports.driver
     assert int(settings["spark.driver.blockManager.port"]) == engine.spark_ports.block_manager
     assert master.client.post("/api/v1/sessions/%d/stop" % sid).status_code in (200, 202)
+
+
+def test_a_claimed_engine_has_the_mounts_a_cold_one_has(master: SwarmMaster) -> None:
+    """The same session, once on a cold engine (Docker's binds) and once on a warm one (the
+    injected mounts): the same mount points, each read-only or writable alike (every mount of
+    the container: the project, the home, the client configuration this module collected)."""
+    code = ("import json\nrows = [l.split() for l in open('/proc/self/mountinfo')]\n"
+            "print(json.dumps(sorted([r[4], r[5].split(',')[0]] for r in rows)))")
+
+    def mounts_of_a_session() -> Tuple[List[List[str]], str]:
+        sid = start(master.client, master.project_id)
+        assert wait(master.client, sid)["status"] == "running"
+        workload = workload_of(master, sid)
+        with master.client.stream("POST", "/api/v1/sessions/%d/execute" % sid,
+                                  json={"code": code}) as r:
+            out = [json.loads(line) for line in r.iter_lines() if line]
+        assert master.client.post("/api/v1/sessions/%d/stop" % sid).status_code in (200, 202)
+        assert wait(master.client, sid, states=("stopped", "failed"))["status"] == "stopped"
+        return json.loads(out[0]["text"]), workload
+
+    p = pool(master)
+    p.settings = p.settings.with_overrides(session_warm_engines=0)
+    p.tick()
+    cold, _ = mounts_of_a_session()
+    p.settings = p.settings.with_overrides(session_warm_engines=2)
+    waiting = {e.workload_id for e in ready_engines(master, 2)}
+    warm, workload = mounts_of_a_session()
+    assert workload in waiting  # the second session was a warm engine
+    assert cold == warm and ["/home/cdsw", "rw"] in cold, (cold, warm)
