@@ -56,10 +56,10 @@ from ..store.db import Database
 from ..store.models import EngineImage, EngineProfile
 from ..workloads import KIND_LABEL
 from ..workloads.engine import PROJECT_MOUNT, spark_ports
+from .launch import ENGINE_PORT
 
 log = logging.getLogger(__name__)
 WARM_LABEL = "io.cdsw.warm"
-ENGINE_PORT = 8888  # as sessions/launch.py
 CLAIM_TIMEOUT = 10.0
 PROBE_TIMEOUT = 1.0
 START_SECONDS = 120  # a warm engine not ready by then is removed (and another started)
