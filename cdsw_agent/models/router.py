@@ -5,9 +5,9 @@ and the key digests on every supervision tick, so serving never waits for the da
 Counts (requests, successes, failures, latency) live in this process: they restart from zero
 when the master restarts.
 
-Replicas are called through one aiohttp session per event loop: a pool of keep-alive
-connections parsed by aiohttp's C HTTP parser (httpx parses with the pure-Python h11), which
-matters because the forward is most of the master's work on a model call.
+Replicas are called through one `ReplicaClient` per event loop (replica_client.py): pooled
+keep-alive connections whose answers httptools parses, because the forward is most of the
+master's work on a model call.
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple
 
-import aiohttp
-
-from ..engine.model_server import TOKEN_HEADER
 from .keys import digest
+from .replica_client import NoAnswer, ReplicaClient, Unreachable
 
 CALL_TIMEOUT_SECONDS = 60.0
 LATENCY_WINDOW = 4096  # latest calls kept per replica for the percentiles
+# how a replica's success begins (engine/model_server.py, json.dumps of {"success": True, ...}):
+# such an answer is passed on without being decoded here
+SUCCESS = b'{"success": true, '
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,9 @@ class ModelRouter:
         self._keys: Dict[str, int] = {}  # access key digest -> model id
         self._turn: Dict[int, Iterator[int]] = {}
         self.stats: Dict[int, ReplicaStats] = {}  # replica id -> counts
-        self._clients: "weakref.WeakKeyDictionary[Any, aiohttp.ClientSession]" = \
+        self._clients: "weakref.WeakKeyDictionary[Any, ReplicaClient]" = \
             weakref.WeakKeyDictionary()
+        self._last: Tuple[Any, Any] = (None, None)
 
     # --- what service.py publishes
     def publish(self, routes: Dict[int, List[Route]], keys: Dict[str, int]) -> None:
@@ -98,13 +100,18 @@ class ModelRouter:
     # --- serving
     def _pick(self, model_id: int, tried: List[int]) -> Optional[Route]:
         with self._lock:
-            routes = [r for r in self._routes.get(model_id, ()) if r.replica_id not in tried]
+            routes = self._routes.get(model_id, ())
+            if tried:
+                routes = tuple(r for r in routes if r.replica_id not in tried)
             if not routes:
                 return None
-            turn = self._turn.setdefault(model_id, itertools.count())
-            start = next(turn) % len(routes)
-            ordered = routes[start:] + routes[:start]
-            route = min(ordered, key=lambda r: self.stats[r.replica_id].outstanding)
+            if len(routes) == 1:
+                route = routes[0]
+            else:
+                turn = self._turn.setdefault(model_id, itertools.count())
+                start = next(turn) % len(routes)
+                ordered = routes[start:] + routes[:start]
+                route = min(ordered, key=lambda r: self.stats[r.replica_id].outstanding)
             stats = self.stats[route.replica_id]
             stats.outstanding += 1
             stats.requests += 1
@@ -120,18 +127,15 @@ class ModelRouter:
                 stats.failures += 1
             stats.latencies_ms.append((time.perf_counter() - started) * 1000.0)
 
-    def _client(self) -> aiohttp.ClientSession:
-        """One pooled session per event loop (the server runs one; test clients may run more)."""
+    def _client(self) -> ReplicaClient:
+        """One client per event loop (the server runs one; test clients may run more)."""
         loop = asyncio.get_running_loop()
+        if loop is self._last[0]:  # a weak dictionary's lookup was 4 % of a call
+            return self._last[1]
         client = self._clients.get(loop)
-        if client is None or client.closed:
-            client = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=512, limit_per_host=256,
-                                               keepalive_timeout=30.0, ttl_dns_cache=None),
-                timeout=aiohttp.ClientTimeout(total=CALL_TIMEOUT_SECONDS, connect=5.0),
-                auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding"),
-                cookie_jar=aiohttp.DummyCookieJar())  # replicas set no cookies worth keeping
-            self._clients[loop] = client
+        if client is None:
+            client = self._clients[loop] = ReplicaClient()
+        self._last = (loop, client)
         return client
 
     async def call(self, model_id: int, request: Any) -> Tuple[int, Dict[str, Any]]:
@@ -152,19 +156,23 @@ class ModelRouter:
                 return 503, {"success": False, "error": last_error}
             started = time.perf_counter()
             try:
-                async with self._client().post(route.url, data=payload, headers={
-                        TOKEN_HEADER: route.token, "Content-Type": "application/json"}) as r:
-                    status, raw = r.status, await r.read()
-            except aiohttp.ClientConnectorError as e:
+                status, raw = await self._client().post(route.url, route.token, payload,
+                                                        CALL_TIMEOUT_SECONDS)
+            except Unreachable as e:  # nothing was sent: another replica may take the call
                 self._done(route, False, started)
                 tried.append(route.replica_id)
-                last_error = "no replica of model %d could be reached (%s)" % (
-                    model_id, type(e).__name__)
+                last_error = "no replica of model %d could be reached (%s)" % (model_id, e)
                 continue
-            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            except NoAnswer as e:
                 self._done(route, False, started)
                 return 502, {"success": False, "error": "replica %d did not answer: %s"
-                             % (route.replica_id, type(e).__name__)}
+                             % (route.replica_id, e)}
+            except BaseException:  # the caller's cancellation: counted as a failure
+                self._done(route, False, started)
+                raise
+            if status == 200 and raw.startswith(SUCCESS):  # the replica's own encoding of it
+                self._done(route, True, started)
+                return 200, raw
             try:
                 answer = json.loads(raw)
                 ok = status == 200 and answer.get("success") is True
@@ -178,6 +186,9 @@ class ModelRouter:
 
     async def aclose(self) -> None:
         """Closes this event loop's connections to the replicas (at the server's shutdown)."""
-        client = self._clients.pop(asyncio.get_running_loop(), None)
+        loop = asyncio.get_running_loop()
+        client = self._clients.pop(loop, None)
+        if self._last[0] is loop:
+            self._last = (None, None)
         if client is not None:
-            await client.close()
+            client.close()

@@ -189,3 +189,34 @@ def test_a_port_in_use_ends_the_replica_with_an_error(tmp_path: Path) -> None:
                      CDSW_MODEL_PORT=str(taken.getsockname()[1]), CDSW_MODEL_TOKEN=TOKEN),
             capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1 and "address already in use" in proc.stderr, proc.stderr
+
+
+def test_the_masters_client_keeps_its_connection(serve: Callable[[str], str]) -> None:
+    """The master's router calls replicas through models/replica_client.py: calls one after
+    another reuse one connection on either server kind, the answers are the replica's own, and
+    32 calls at once all get theirs."""
+    import asyncio
+
+    from cdsw_agent.models.replica_client import ReplicaClient
+
+    url = serve("predict")
+
+    async def calls() -> None:
+        client = ReplicaClient()
+        first = None
+        for i in range(20):
+            status, body = await client.post(url, TOKEN, b'{"n": %d}' % i, 10)
+            assert (status, body) == (200, b'{"success": true, "response": {"echo": {"n": %d}}}'
+                                      % i)
+            pool = client._pools[url]
+            first = first or pool.idle[0]
+            assert (pool.open, pool.idle) == (1, [first])  # the same connection each time
+        answers = await asyncio.gather(*(client.post(url, TOKEN, b"%d" % i, 10)
+                                         for i in range(32)))
+        assert answers == [(200, b'{"success": true, "response": {"echo": %d}}' % i)
+                           for i in range(32)]
+        status, body = await client.post(url, "wrong", b"1", 10)
+        assert status == 403 and b"missing or wrong replica token" in body
+        client.close()
+
+    asyncio.run(calls())
