@@ -284,6 +284,8 @@ def profiled(pid: int, out: Path) -> Iterator[None]:
     """py-spy samples the process (and its threads, subprocesses excluded) while the block runs;
     collapsed stacks go to `out`."""
     exe = Path(sys.executable).with_name("py-spy")
+    if not exe.exists() and shutil.which("py-spy") is None:
+        sys.exit("--profile needs py-spy: pip install py-spy (the dev extra, .[dev])")
     spy = subprocess.Popen([str(exe) if exe.exists() else "py-spy", "record", "--pid", str(pid), "--rate", "250",
                             "--nonblocking", "--format", "raw", "--output", str(out)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
