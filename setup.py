@@ -48,8 +48,8 @@ setup(
         "markdown-it-py>=3.0",
         "httpx>=0.25",  # the router's HTTP proxy to engines
         "sniffio>=1.3",  # without it httpx tries (and fails) to import it on every request
-        "aiohttp>=3.9",  # the model router's keep-alive pool to replicas (C HTTP parser)
-        # uvicorn picks these up by itself: a C HTTP parser and a faster event loop
+        # uvicorn picks these up by itself: a C HTTP parser and a faster event loop; the model
+        # router parses replicas' answers with httptools too (models/replica_client.py)
         "httptools>=0.6",
         "uvloop>=0.19",
         "websockets>=15.0",  # the router's WebSocket proxy and kernel channel client
@@ -59,6 +59,7 @@ setup(
         # process on this host: what the engine image holds (cdsw_agent/images/recipe.py)
         "local": LOCAL_ENGINE,
         "test": ["pytest>=7", "pytest-timeout>=2.2", "httpx>=0.25", "schemathesis>=3.30",
+                 "aiohttp>=3.9",  # benchmarks/loadgen.py, the benchmarks' load generator
                  "cm-client>=45.0.4",  # tests/packaging/test_cm_deploy.py
                  "aiosmtpd>=1.4", "playwright>=1.40",
                  # a Python 2.7 grammar check of the Ambari scripts where no python2.7 exists
@@ -72,7 +73,7 @@ setup(
         # scripts/cm_deploy.py talks to Cloudera Manager through Cloudera's API client
         "deploy": ["cm-client>=45.0.4"],
         "dev": ["pytest>=7", "pytest-timeout>=2.2", "httpx>=0.25", "schemathesis>=3.30",
-                "aiosmtpd>=1.4", "ruff",
+                "aiosmtpd>=1.4", "ruff", "aiohttp>=3.9",
                 "py-spy>=0.3"],  # benchmarks/model_serving.py --profile
     },
     entry_points={"console_scripts": ["cdsw = cdsw_agent.cli.main:main"]},
