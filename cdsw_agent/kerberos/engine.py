@@ -19,7 +19,9 @@ from ..store.kerberos_models import KerberosCredential
 from ..store.models import User
 from . import tickets
 
-CACHE_MOUNT = "/var/run/cdsw/krb5"  # in the engine, read-only
+# in the engine, read-only; under /run, not /var/run, which is a symbolic link in Debian images:
+# a warm engine's claim mounts onto no path that crosses a link (orchestrators/mount_inject.py)
+CACHE_MOUNT = "/run/cdsw/krb5"
 NOTICE_VARIABLE = "CDSW_KERBEROS_NOTICE"
 # prints the notice first, then runs the engine's own command unchanged
 NOTICE_WRAPPER = ['/bin/sh', '-c', 'printf "%s\\n" "$CDSW_KERBEROS_NOTICE" >&2; exec "$@"',

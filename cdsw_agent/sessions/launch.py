@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from .warm_pool import WarmEngine, WarmPool
 
 ENGINE_PORT = 8888  # jupyter_server's port inside the container (the image EXPOSEs it)
+# an image engine's command (-I: nothing from the project: working directory, PYTHON* variables,
+# user site); warm engines run it too (warm_pool.py)
+ENGINE_COMMAND = (VENV + "/bin/python", "-I", "-m", "cdsw_agent.engine")
 # host ports sessions publish on their node; below Spark's 20050-32767 driver range
 SESSION_PORT_RANGE = (15000, 19999)
 SESSION_LABEL = "io.cdsw.session"
@@ -156,15 +159,15 @@ def session_spec(db: Session, settings: Settings, orchestrator: Orchestrator,
     local = orchestrator.name == "local"
     if local:
         port = _free_local_port()
-        python = sys.executable  # the master's environment has jupyter_server and ipykernel
+        # the master's environment has jupyter_server and ipykernel
+        command = [sys.executable] + list(ENGINE_COMMAND[1:])
         ports: List[Port] = []
     else:
-        port, python = ENGINE_PORT, VENV + "/bin/python"
+        port, command = ENGINE_PORT, list(ENGINE_COMMAND)
         ports = []  # published below, once the node is known
     request = EngineRequest(
         kind="session", name=session.name, project=project, launcher=launcher,
-        # -I: nothing from the project (working directory, PYTHON* variables, user site)
-        command=[python, "-I", "-m", "cdsw_agent.engine"], files_dir=files_dir,
+        command=command, files_dir=files_dir,
         image_id=session.engine_image_id, profile_id=session.profile_id,
         env=engine_env(settings, orchestrator, session, token, port, files_dir), ports=ports,
         labels={SESSION_LABEL: str(session.id)})

@@ -48,7 +48,6 @@ from sqlalchemy import select
 from ..clientconfig import SparkPorts
 from ..engine.entrypoint import token_digest
 from ..engine.warm import CLAIM_PATH, READY_PATH, WARM_VARIABLE
-from ..images.recipe import VENV
 from ..orchestrators import (Orchestrator, OrchestratorError, Port, WorkloadNotFound,
                              WorkloadSpec)
 from ..orchestrators.base import FAILED, RUNNING, RESTART_NEVER, SUCCEEDED, LOST
@@ -56,7 +55,7 @@ from ..store.db import Database
 from ..store.models import EngineImage, EngineProfile
 from ..workloads import KIND_LABEL
 from ..workloads.engine import PROJECT_MOUNT, spark_ports
-from .launch import ENGINE_PORT
+from .launch import ENGINE_COMMAND, ENGINE_PORT
 
 log = logging.getLogger(__name__)
 WARM_LABEL = "io.cdsw.warm"
@@ -86,10 +85,21 @@ class WarmEngine:
         same image and resources, no other user, on its node or none, publishing no port but
         its Spark ports (engine port not added yet), and on no cluster of its own."""
         published = {self.spark_ports.driver, self.spark_ports.block_manager}
-        return shape_of(spec) == self.shape and not spec.user and not spec.node_constraints \
+        return shape_of(spec) == self.shape and list(spec.command) == list(ENGINE_COMMAND) \
+            and not spec.user and not spec.node_constraints \
             and spec.node in (None, self.node) \
             and all(p.host == p.container and p.host in published and p.protocol == "tcp"
                     for p in spec.ports)
+
+
+def host_cannot_mount(error: str) -> bool:
+    """Whether a failed hand-over says this host cannot mount into containers at all (not root:
+    EPERM; a kernel without the mount API: ENOSYS), rather than that one session's mount was
+    refused (a path crossing a symbolic link, a missing source): only the first turns warm
+    engines off. mount_inject.py ends its one line with the system's error message."""
+    lowered = error.lower()
+    return any(reason in lowered for reason in ("operation not permitted",
+                                                "function not implemented", "not supported"))
 
 
 def shape_of(spec: WorkloadSpec) -> Optional[Shape]:
@@ -179,8 +189,8 @@ class WarmPool:
         except (OrchestratorError, httpx.HTTPError) as e:
             log.warning("warm engine %s could not be handed over (%s); the session starts "
                         "a new engine", engine.workload_id, e)
-            if isinstance(e, OrchestratorError) and "mount" in str(e).lower():
-                self._disabled = "warm engines are off: %s" % e  # this host cannot
+            if isinstance(e, OrchestratorError) and host_cannot_mount(str(e)):
+                self._disabled = "warm engines are off: %s" % e
                 self._say(self._disabled)
             self._remove(orchestrator, engine.workload_id)
             raise OrchestratorError(str(e))
@@ -256,8 +266,7 @@ class WarmPool:
         try:
             port = self._free_port(node, self.ports(node))
             ref = orchestrator.launch(WorkloadSpec(
-                name=name, image=image, command=[VENV + "/bin/python", "-I", "-m",
-                                                 "cdsw_agent.engine"],
+                name=name, image=image, command=list(ENGINE_COMMAND),
                 env={WARM_VARIABLE: token_digest(secret), "CDSW_ENGINE_PORT": str(ENGINE_PORT)},
                 workdir=PROJECT_MOUNT, cpu_reservation=cpu, cpu_limit=cpu,
                 memory_reservation=memory, memory_limit=memory, gpus=gpus,

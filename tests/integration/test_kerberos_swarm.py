@@ -31,6 +31,7 @@ import pytest
 from cdsw_agent.images import transfer
 from cdsw_agent.kerberos import kdc as kdc_tools, tickets
 from cdsw_agent.server import scheduler
+from cdsw_agent.sessions.monitor import manager_for
 from cdsw_agent.store.models import utcnow
 
 from .docker_fixtures import docker_engine, engine_image, engine_image_build  # noqa: F401
@@ -38,6 +39,7 @@ from .kdc import curl_command, start_gss_httpd, start_kdc
 from .netns import Lab, available
 from .test_jobs_api import start_jobs
 from .test_sessions_swarm import SwarmMaster, swarm_master
+from .test_warm_engines import ready_engines, service_spec, workload_of
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
@@ -116,8 +118,6 @@ def master(engine_image: str, docker_engine: Any,  # noqa: F811
                     tickets.start(m.api.client.app.state.server)  # the master's keeper
                     yield {"m": m, "kdc": kdc, "web": web, "users": users, "clients": clients}
                 finally:
-                    from cdsw_agent.sessions.monitor import manager_for
-
                     state = m.api.client.app.state.server
                     tickets.stop(state)
                     scheduler.stop(state)
@@ -136,27 +136,22 @@ def _other_cache(master: Dict[str, Any], name: str) -> str:
     return str(tickets.cache_file(master["m"].api.settings, master["users"][other].id))
 
 
-def test_each_swarm_session_holds_only_its_users_ticket_and_authenticates_as_its_user(
-        master: Dict[str, Any]) -> None:
-    m: SwarmMaster = master["m"]
-    clients = master["clients"]
-    sessions = {}
-    for name in PASSWORDS:
-        r = clients[name].post("/api/v1/projects/%d/sessions" % m.project_id, json={})
-        assert r.status_code == 201, r.text
-        sessions[name] = r.json()["id"]
-    def execute(name: str, code: str) -> str:
-        with clients[name].stream("POST", "/api/v1/sessions/%d/execute" % sessions[name],
-                                  json={"code": code}) as r:
-            assert r.status_code == 200, r.read()
-            return "".join(json.loads(line).get("text", "") for line in r.iter_lines() if line)
+def _execute(master: Dict[str, Any], name: str, sid: int, code: str) -> str:
+    with master["clients"][name].stream("POST", "/api/v1/sessions/%d/execute" % sid,
+                                        json={"code": code}) as r:
+        assert r.status_code == 200, r.read()
+        return "".join(json.loads(line).get("text", "") for line in r.iter_lines() if line)
 
+
+def _check_sessions(master: Dict[str, Any], sessions: Dict[str, int]) -> None:
+    """Each session holds only its user's ticket, read-only, and authenticates as its user."""
+    m: SwarmMaster = master["m"]
     for name, sid in sessions.items():
         running = m.wait(sid, "running", "failed")
         assert running["status"] == "running", running
         code = "OTHER = %r\nCURL = %r\n" % (_other_cache(master, name),
                                             curl_command(master["web"].url))
-        text = execute(name, code + READ_CACHE + KERBEROS_CLIENT)
+        text = _execute(master, name, sid, code + READ_CACHE + KERBEROS_CLIENT)
         assert ("principal=%s@CDSW.TEST listing=['krb5cc'] writable=no: Read-only file system"
                 % name) in text, text
         assert "other=False" in text, text
@@ -168,6 +163,30 @@ def test_each_swarm_session_holds_only_its_users_ticket_and_authenticates_as_its
             (text, master["web"].log())
         assert ("bob" if name == "alice" else "alice") not in text, text
 
+
+def _start_sessions(master: Dict[str, Any]) -> Dict[str, int]:
+    sessions = {}
+    for name in PASSWORDS:
+        r = master["clients"][name].post("/api/v1/projects/%d/sessions" % master["m"].project_id,
+                                         json={})
+        assert r.status_code == 201, r.text
+        sessions[name] = r.json()["id"]
+    return sessions
+
+
+def _stop_sessions(m: SwarmMaster, sessions: Dict[str, int]) -> None:
+    for sid in sessions.values():
+        m.client.post("/api/v1/sessions/%d/stop" % sid)
+    for sid in sessions.values():
+        assert m.wait(sid, "stopped", "failed", timeout=60)["status"] == "stopped"
+
+
+def test_each_swarm_session_holds_only_its_users_ticket_and_authenticates_as_its_user(
+        master: Dict[str, Any]) -> None:
+    m: SwarmMaster = master["m"]
+    sessions = _start_sessions(master)
+    _check_sessions(master, sessions)
+
     # past the ticket alice's session started with: the keeper renewed it in the cache the
     # running container mounts, and the session still authenticates as alice
     cache = tickets.cache_file(m.api.settings, master["users"]["alice"].id)
@@ -175,14 +194,36 @@ def test_each_swarm_session_holds_only_its_users_ticket_and_authenticates_as_its
     assert first is not None
     while utcnow() < first.expires_at + dt.timedelta(seconds=5):
         time.sleep(1)
-    text = execute("alice", "CURL = %r\n" % curl_command(master["web"].url) + KERBEROS_CLIENT)
+    text = _execute(master, "alice", sessions["alice"],
+                    "CURL = %r\n" % curl_command(master["web"].url) + KERBEROS_CLIENT)
     assert "web principal=alice@CDSW.TEST\nstatus=200" in text, (text, master["web"].log())
     renewed = kdc_tools.klist(cache, m.api.settings.krb5_conf)
     assert renewed is not None and renewed.expires_at > first.expires_at, (first, renewed)
-    for sid in sessions.values():
-        m.client.post("/api/v1/sessions/%d/stop" % sid)
-    for sid in sessions.values():
-        assert m.wait(sid, "stopped", "failed", timeout=60)["status"] == "stopped"
+    _stop_sessions(m, sessions)
+
+
+def test_sessions_on_warm_engines_hold_only_their_users_ticket(master: Dict[str, Any]) -> None:
+    """The same on engines claimed from the warm pool (sessions/warm_pool.py): while it waits a
+    warm engine has no mount and no Kerberos variable at all; alice's and bob's sessions each
+    claim one, which then holds that user's ticket cache alone, read-only, and authenticates as
+    that user."""
+    m: SwarmMaster = master["m"]
+    warm = manager_for(m.api.client.app.state.server).warm
+    warm.settings = warm.settings.with_overrides(session_warm_engines=2)
+    try:
+        waiting = {e.workload_id for e in ready_engines(m, 2)}
+        for workload_id in waiting:
+            container = service_spec(m, workload_id)["TaskTemplate"]["ContainerSpec"]
+            assert not container.get("Mounts"), container
+            assert not any(v.startswith("KRB5") for v in container.get("Env", [])), container
+        sessions = _start_sessions(master)
+        _check_sessions(master, sessions)
+        claimed = {workload_of(m, sid) for sid in sessions.values()}
+        assert claimed == waiting, (claimed, waiting)  # both claimed, not started cold
+        _stop_sessions(m, sessions)
+    finally:
+        warm.settings = warm.settings.with_overrides(session_warm_engines=0)
+        warm.tick()
 
 
 def test_a_job_bob_runs_in_the_same_project_authenticates_as_bob(

@@ -107,7 +107,7 @@ def test_a_swarm_engine_mounts_only_its_users_cache_read_only(tmp_path: Path) ->
         kerberos_engine.attach(x, s, spec, bob, local=False)
     cache = Mount(str(tickets.cache_dir(s, 2)), kerberos_engine.CACHE_MOUNT, True)
     assert spec.mounts[1:] == [cache, Mount(s.krb5_conf, "/etc/krb5.conf", True)]
-    assert spec.env == {"KRB5CCNAME": "FILE:/var/run/cdsw/krb5/krb5cc",
+    assert spec.env == {"KRB5CCNAME": "FILE:/run/cdsw/krb5/krb5cc",
                         "KRB5_CONFIG": "/etc/krb5.conf"}
     alice_dir = str(tickets.cache_dir(s, 1))
     assert not any(alice_dir in m.source for m in spec.mounts)
