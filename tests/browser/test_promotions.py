@@ -122,3 +122,60 @@ def test_request_approve_history_rollback(browser: Any, cluster_server: Server,
     assert not (prod_files / "score.py").exists()
     assert not page.errors  # type: ignore[attr-defined]
     page.context.close()
+
+
+def test_admin_adds_a_cluster_and_grants_it_and_a_project_is_made_there(
+        browser: Any, cluster_server: Server, world: Dict[str, Any]) -> None:
+    """The admin's Clusters page registers QA and grants it to alice, then revokes carol's
+    PROD grant; alice picks QA on the New Project page and her project runs there."""
+    context = browser.new_context(base_url=cluster_server.url,
+                                  viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(15000)
+    page = context.new_page()
+    errors: list = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    sign_in(page, "admin")
+    page.goto("/admin")
+    page.get_by_role("link", name="Clusters").click()
+    page.wait_for_url("**/admin/clusters")
+    form = page.locator("#new-cluster")
+    form.get_by_label("Name").fill("QA")
+    form.get_by_label("Kind").select_option("test")
+    form.get_by_label("Description").fill("the test cluster")
+    form.get_by_role("button", name="Add Cluster").click()
+    row = page.locator('tr[data-cluster="QA"]')
+    expect(row).to_contain_text("cdsw.cluster=QA")
+    expect(row).to_contain_text("site administrators only")
+    row.get_by_label("User").fill("alice")
+    row.get_by_role("button", name="Grant").click()
+    expect(page.locator('tr[data-cluster="QA"] [data-grantee="user alice"]')).to_have_count(1)
+    # a wrong name: one error next to the form, nothing granted
+    page.locator('tr[data-cluster="QA"]').get_by_label("User").fill("nobody")
+    page.locator('tr[data-cluster="QA"]').get_by_role("button", name="Grant").click()
+    expect(page.locator('tr[data-cluster="QA"] form.grant .form-error')).to_contain_text(
+        "no user named nobody")
+    page.once("dialog", lambda d: d.accept())
+    page.locator('[data-grantee="user carol"]').get_by_role("button", name="Revoke").click()
+    expect(page.locator('[data-grantee="user carol"]')).to_have_count(0)
+    screenshot(page, "admin-clusters")
+    assert not errors, errors
+    context.close()
+
+    context = browser.new_context(base_url=cluster_server.url,
+                                  viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(15000)
+    page = context.new_page()
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    sign_in(page, "alice")
+    page.goto("/projects/new")
+    page.get_by_label("Project name").fill("qa-checks")
+    cluster = page.get_by_label("Cluster")
+    expect(cluster.locator('option[value="PROD"]')).to_be_disabled()
+    cluster.select_option(label="QA (test)")
+    page.get_by_role("button", name="Create Project").click()
+    page.wait_for_url(re.compile(r"/projects/\d+$"))
+    project_id = int(page.url.rsplit("/", 1)[1])
+    page.goto("/projects/%d/settings" % project_id)
+    expect(page.locator("#project-cluster")).to_contain_text("cluster QA")
+    assert not errors, errors
+    context.close()

@@ -250,3 +250,56 @@ def test_a_failed_approval_or_rollback_leaves_files_jobs_and_models_together(
     ok(c.post(d + "/promotions/%d/rollback" % first["id"], json={}))
     assert sorted(p.name for p in prod_dir.iterdir()) == [".git", "README.md", "old.txt"]
     assert (prod_dir / ".git" / "HEAD").read_text() == "ref: refs/heads/main\n"
+
+
+def test_a_project_is_created_on_a_cluster_its_creator_may_run_on(api: Api, world) -> None:  # type: ignore[no-untyped-def]
+    """The New Project page's cluster picker and the API's `cluster`: a project made on PROD
+    runs there from the start; without a PROD grant, or naming no such cluster, nothing is
+    made (no row, no folder), and the page offers PROD to no one without a grant."""
+    a, c = world["a"], world["c"]
+    folders = lambda: sorted(p.name for p in api.settings.projects_dir.iterdir()  # noqa: E731
+                             if not p.name.startswith("."))
+    before, listed = folders(), len(ok(a.get("/api/v1/projects")))
+    r = a.post("/api/v1/projects", json={"name": "on prod", "cluster": "PROD"})
+    assert r.status_code == 403 and "no grant on cluster PROD" in r.json()["error"], r.text
+    r = a.post("/api/v1/projects", json={"name": "on qa", "cluster": "QA"})
+    assert r.status_code == 422 and "no cluster named QA" in r.json()["error"], r.text
+    r = a.post("/api/v1/projects/upload", data={"name": "up", "cluster": "PROD"},
+               files={"archive": ("p.zip", _zip({"a.txt": "x"}), "application/zip")})
+    assert r.status_code == 403, r.text
+    assert folders() == before and len(ok(a.get("/api/v1/projects"))) == listed
+    page = a.get("/projects/new").text
+    assert '<option value="" >default (default)</option>' in page, page
+    assert '<option value="PROD" disabled>PROD (prod, no grant)</option>' in page
+    assert '<option value="DEV" >DEV (dev)</option>' in page
+
+    made = ok(c.post("/api/v1/projects", json={"name": "on prod", "cluster": "PROD"}), 201)
+    assert ok(c.get("/api/v1/projects/%d/cluster" % made["id"]))["cluster"] == "PROD"
+    up = ok(c.post("/api/v1/projects/upload", data={"name": "up", "cluster": "PROD"},
+                   files={"archive": ("p.zip", _zip({"a.txt": "x"}), "application/zip")}), 201)
+    assert ok(c.get("/api/v1/projects/%d/cluster" % up["id"]))["cluster"] == "PROD"
+    blank = ok(a.post("/api/v1/projects", json={"name": "plain"}), 201)
+    assert ok(a.get("/api/v1/projects/%d/cluster" % blank["id"]))["cluster"] == "default"
+    with api.db.session() as s:
+        created = s.scalars(select(AuditEvent).where(AuditEvent.action == "project.create")
+                            .order_by(AuditEvent.id.desc())).all()
+        assert [e.detail.get("cluster") for e in created[:3]] == [None, "PROD", "PROD"]
+
+
+def test_the_admin_clusters_page(api: Api, world) -> None:  # type: ignore[no-untyped-def]
+    page = world["root"].get("/admin/clusters")
+    assert page.status_code == 200
+    assert 'data-cluster="PROD"' in page.text and 'data-grantee="user carol"' in page.text
+    assert "cdsw.cluster=PROD" in page.text and 'id="new-cluster"' in page.text
+    assert world["a"].get("/admin/clusters").status_code == 403
+
+
+def _zip(files: Dict[str, str]) -> bytes:
+    import io
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for name, text in files.items():
+            z.writestr(name, text)
+    return out.getvalue()

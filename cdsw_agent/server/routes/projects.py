@@ -21,11 +21,13 @@ from sqlalchemy import Integer, bindparam, func, select
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql import Select
 
+from ... import clusters
+from ...errors import UserError
 from ...projects import create as populate
 from ...projects.git_clone import git_scheme
 from ...projects.storage import FileError, chown_tree, engine_owner
 from ...security import ssh_keys
-from ...store.models import Collaborator, Project, Team, User
+from ...store.models import Cluster, Collaborator, Project, Team, User
 from .. import audit, envvars
 from ..envvars import EnvOut, EnvSet
 from ..deps import get_db, get_state
@@ -35,6 +37,7 @@ from ..permissions import (Access, project_role, require, role_facts, role_from_
 from ..schemas import contains_pattern, Id, Strict
 from ..scheduler import stop_project_workloads
 from ..state import ServerState
+from .clusters import NAME as CLUSTER_NAME
 from .site_settings import effective
 from .uploads import read_multipart, save_upload
 
@@ -48,6 +51,8 @@ class ProjectCreate(Strict):
     owner_team_id: Optional[int] = Field(default=None, ge=1, le=2**53)
     template: Optional[str] = Field(default=None, max_length=64)
     git_url: Optional[str] = Field(default=None, min_length=1, max_length=2048)
+    # the home cluster, by name (routes/clusters.py); none: the default cluster
+    cluster: Optional[str] = Field(default=None, pattern=CLUSTER_NAME)
 
     @model_validator(mode="after")
     def _one_source(self) -> "ProjectCreate":
@@ -146,9 +151,24 @@ def _check_visibility(visibility: str, team_owned: bool) -> None:
                        [{"field": "visibility", "message": "team visibility needs a team owner"}])
 
 
+def _home_cluster(db: Session, access: Access, name: Optional[str]) -> Optional[Cluster]:
+    """The cluster a new project is made on (None: the default), if the creator may run work
+    there: the rule `PUT /projects/{id}/cluster` applies to a project that exists."""
+    if name is None:
+        return None
+    try:
+        cluster = clusters.by_name(db, name)
+    except UserError as e:
+        raise ApiError(422, "cluster: %s" % e, [{"field": "cluster", "message": str(e)}])
+    if not clusters.has_grant(db, access.user, cluster):
+        raise ApiError(403, "you have no grant on cluster %s; ask a site administrator for one, "
+                            "or create the project on another cluster" % cluster.name)
+    return cluster
+
+
 def _create(db: Session, state: ServerState, access: Access, request: Request, *, name: str,
             description: str, visibility: str, owner_team_id: Optional[int], source: str,
-            fill: Callable[[Path], None]) -> ProjectOut:
+            fill: Callable[[Path], None], cluster: Optional[str] = None) -> ProjectOut:
     """One path for every kind of creation: row and folder appear together or not at all."""
     slug = slugify(name)
     if not slug:
@@ -157,6 +177,7 @@ def _create(db: Session, state: ServerState, access: Access, request: Request, *
     if owner_team_id is not None:
         _check_owner_team(db, access, owner_team_id)
     _check_visibility(visibility, owner_team_id is not None)
+    home = _home_cluster(db, access, cluster)
     owner_user_id = None if owner_team_id is not None else access.user.id
     namespace = _namespace(owner_user_id, owner_team_id)
     if db.scalar(select(Project.id).where(Project.namespace == namespace, Project.slug == slug)):
@@ -171,7 +192,7 @@ def _create(db: Session, state: ServerState, access: Access, request: Request, *
         chown_tree(staging, engine_owner())  # engines run as their own uid and must write here
         project = Project(name=name, slug=slug, description=description, visibility=visibility,
                           owner_user_id=owner_user_id, owner_team_id=owner_team_id,
-                          namespace=namespace)
+                          namespace=namespace, cluster_id=home.id if home else None)
         db.add(project)
         db.flush()
         final = project_dir(state, project.id)
@@ -179,7 +200,8 @@ def _create(db: Session, state: ServerState, access: Access, request: Request, *
             os.rename(final, final.with_name(".orphan-%d-%s" % (project.id, os.urandom(4).hex())))
         os.rename(staging, final)
         audit.record(db, "project.create", access.user, target="%s/%s" % (namespace, slug),
-                     request=request, source=source, project_id=project.id)
+                     request=request, source=source, project_id=project.id,
+                     **({"cluster": home.name} if home else {}))
         db.commit()
     except BaseException:
         db.rollback()
@@ -304,7 +326,7 @@ def create_project(body: ProjectCreate, request: Request, access: Access = requi
                                             encoding="utf-8")
     return _create(db, state, access, request, name=body.name, description=body.description,
                    visibility=body.visibility, owner_team_id=body.owner_team_id, source=source,
-                   fill=fill)
+                   fill=fill, cluster=body.cluster)
 
 
 UPLOAD_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
@@ -314,6 +336,7 @@ UPLOAD_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data
         "description": {"type": "string", "maxLength": 5000},
         "visibility": {"type": "string", "enum": ["private", "team", "public"]},
         "owner_team_id": {"type": "integer", "minimum": 1},
+        "cluster": {"type": "string", "pattern": CLUSTER_NAME},
         "archive": {"type": "string", "format": "binary",
                     "description": "zip, tar, tar.gz, tar.bz2 or tar.xz"},
     }}}}}}
@@ -335,7 +358,8 @@ async def create_project_from_archive(request: Request, access: Access = require
             meta = ProjectCreate(name=fields.get("name", ""),
                                  description=fields.get("description", ""),
                                  visibility=fields.get("visibility", "private"),
-                                 owner_team_id=fields.get("owner_team_id") or None)
+                                 owner_team_id=fields.get("owner_team_id") or None,
+                                 cluster=fields.get("cluster") or None)
         except Exception as e:  # pydantic ValidationError: report the first field
             errors = getattr(e, "errors", lambda: [])()
             field = ".".join(str(x) for x in errors[0]["loc"]) if errors else "form"
@@ -352,7 +376,7 @@ async def create_project_from_archive(request: Request, access: Access = require
             return await run_in_threadpool(
                 _create, db, state, access, request, name=meta.name, description=meta.description,
                 visibility=meta.visibility, owner_team_id=meta.owner_team_id, source="upload",
-                fill=fill)
+                fill=fill, cluster=meta.cluster)
     finally:
         await form.close()
 

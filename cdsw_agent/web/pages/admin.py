@@ -1,5 +1,5 @@
-"""Site administration pages: users, engine images and profiles, site settings and variables,
-the audit log, and the health of the master and the nodes."""
+"""Site administration pages: users, engine images and profiles, clusters and their grants,
+site settings and variables, the audit log, and the health of the master and the nodes."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from ...server.permissions import Access, require
 from ...server import workbench_metrics
 from ...server.routes.admin import audit_log, get_site_settings, list_images, list_profiles
 from ...server.routes.cluster import nodes
+from ...server.routes.clusters import list_clusters
 from ...server.routes.site_settings import SITE_SETTINGS
 from ...server.schemas import user_out
 from ...server.state import ServerState
@@ -26,8 +27,8 @@ from .common import page_router
 
 router = page_router()
 TABS = (("users", "Users", "/admin/users"), ("engines", "Engines", "/admin/engines"),
-        ("settings", "Settings", "/admin/settings"), ("audit", "Audit log", "/admin/audit"),
-        ("health", "Health", "/admin/health"))
+        ("clusters", "Clusters", "/admin/clusters"), ("settings", "Settings", "/admin/settings"),
+        ("audit", "Audit log", "/admin/audit"), ("health", "Health", "/admin/health"))
 
 
 def _admin_page(request: Request, access: Access, db: Session, template: str, tab: str,
@@ -54,6 +55,13 @@ def engines_page(request: Request, access: Access = require("site.admin"),
     return _admin_page(request, access, db, "admin_engines.html", "engines", "Engines",
                        images=list_images(access=access, db=db),
                        profiles=list_profiles(access=access, db=db))
+
+
+@router.get("/admin/clusters")
+def clusters_page(request: Request, access: Access = require("site.admin"),
+                  db: Session = Depends(get_db)) -> Response:
+    return _admin_page(request, access, db, "admin_clusters.html", "clusters", "Clusters",
+                       clusters=list_clusters(access=access, db=db))
 
 
 @router.get("/admin/settings")

@@ -53,7 +53,8 @@ def projects_page(request: Request, q: str = Query(default="", max_length=100),
 def new_project_page(request: Request, access: Access = require("signed_in"),
                      db: Session = Depends(get_db)) -> Response:
     return page(request, "project_new.html", title="New project", access=access, db=db,
-                section="projects", templates=populate.templates(), teams=_my_teams(db, access))
+                section="projects", templates=populate.templates(), teams=_my_teams(db, access),
+                clusters=list_clusters(access=access, db=db))
 
 
 def _readme(request: Request, access: Access, state: ServerState) -> Optional[str]:
