@@ -237,8 +237,8 @@ def test_teams_and_project_settings(page: Page) -> None:
 def test_admin_pages_load(page: Page, console: Console) -> None:
     sign_in(page, "admin")
     for path, heading in (("/admin/users", "Users"), ("/admin/engines", "Engines"),
-                          ("/admin/settings", "Site settings"), ("/admin/audit", "Audit log"),
-                          ("/admin/health", "Health")):
+                          ("/admin/clusters", "Clusters"), ("/admin/settings", "Site settings"),
+                          ("/admin/audit", "Audit log"), ("/admin/health", "Health")):
         page.goto(path)
         expect(page.get_by_role("heading", level=1, name=heading)).to_be_visible()
         screenshot(page, "admin-" + path.rsplit("/", 1)[1])
