@@ -9,6 +9,7 @@ benchmarks/session_start.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -83,16 +84,20 @@ def swarm_master(lab: Lab, engine_tar: Path, engine_ref: str, data_dir: Path,
     return SwarmMaster(api, client, r.json()["id"], image_id, docker_client, h1)
 
 
-@pytest.fixture(scope="module")
-def master(engine_image: str, docker_engine: Any,  # noqa: F811
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwarmMaster]:
+@contextlib.contextmanager
+def lab_master(engine_image: str, docker_engine: Any,  # noqa: F811
+               tmp_path_factory: pytest.TempPathFactory,
+               name: str, **settings: Any) -> Iterator[SwarmMaster]:
+    """A swarm master on a lab host of its own (skipped where labs cannot run), its workloads
+    removed at the end; the module fixtures of the swarm session tests."""
     reason = available()
     if reason:
         pytest.skip(reason)
     saved = transfer.save_image(docker_engine.client, engine_image,
                                 tmp_path_factory.mktemp("engine") / "engine.tar")
-    with Lab(Path("/var/lib/cdsw-lab") / ("sess-" + os.urandom(3).hex())) as lab:
-        m = swarm_master(lab, saved.path, engine_image, tmp_path_factory.mktemp("swarm") / "data")
+    with Lab(Path("/var/lib/cdsw-lab") / ("%s-%s" % (name, os.urandom(3).hex()))) as lab:
+        m = swarm_master(lab, saved.path, engine_image, tmp_path_factory.mktemp(name) / "data",
+                         **settings)
         try:
             yield m
         finally:
@@ -102,6 +107,13 @@ def master(engine_image: str, docker_engine: Any,  # noqa: F811
             for ref in orch.list():
                 orch.remove(ref.id)
             m.api.db.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def master(engine_image: str, docker_engine: Any,  # noqa: F811
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwarmMaster]:
+    with lab_master(engine_image, docker_engine, tmp_path_factory, "sess") as m:
+        yield m
 
 
 def test_session_on_swarm_end_to_end(master: SwarmMaster) -> None:

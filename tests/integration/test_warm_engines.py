@@ -24,14 +24,12 @@ import httpx
 import pytest
 
 from cdsw_agent.engine.warm import CLAIM_PATH, WARM_VARIABLE
-from cdsw_agent.images import transfer
 from cdsw_agent.sessions.monitor import manager_for
 from cdsw_agent.sessions.warm_pool import WARM_LABEL, WarmPool
 from cdsw_agent.workloads.engine import PROJECT_LABEL, USER_LABEL
 
 from .docker_fixtures import docker_engine, engine_image, engine_image_build  # noqa: F401
-from .netns import Lab, available
-from .test_sessions_swarm import SwarmMaster, swarm_master
+from .test_sessions_swarm import SwarmMaster, lab_master
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
@@ -39,23 +37,13 @@ pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 @pytest.fixture(scope="module")
 def master(engine_image: str, docker_engine: Any,  # noqa: F811
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwarmMaster]:
-    reason = available()
-    if reason:
-        pytest.skip(reason)
-    saved = transfer.save_image(docker_engine.client, engine_image,
-                                tmp_path_factory.mktemp("engine") / "engine.tar")
-    with Lab(Path("/var/lib/cdsw-lab") / ("warm-" + os.urandom(3).hex())) as lab:
-        m = swarm_master(lab, saved.path, engine_image,
-                         tmp_path_factory.mktemp("warm") / "data", session_warm_engines=2)
+    with lab_master(engine_image, docker_engine, tmp_path_factory, "warm",
+                    session_warm_engines=2) as m:
         try:
             yield m
-        finally:
+        finally:  # no engine refills while the workloads are removed
             p = pool(m)
             p.settings = p.settings.with_overrides(session_warm_engines=0)
-            orch = manager_for(m.api.client.app.state.server).orchestrator
-            for ref in orch.list():
-                orch.remove(ref.id)
-            m.api.db.engine.dispose()
 
 
 def pool(m: SwarmMaster) -> WarmPool:
