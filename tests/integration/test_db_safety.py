@@ -17,12 +17,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Set
+from typing import Dict, Iterator, List, Set
 
 import pytest
 import requests
 from click.testing import CliRunner
-from sqlalchemy import inspect, select, text
+from sqlalchemy import inspect, text
 
 from cdsw_agent.cli.main import cli
 from cdsw_agent.health.registry import REGISTRY, Status

@@ -10,7 +10,6 @@ changed or removed, and no operation may fail with a server error.
 
 from __future__ import annotations
 
-import gzip
 import io
 import os
 import stat

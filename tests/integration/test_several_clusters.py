@@ -33,7 +33,7 @@ from cdsw_agent.orchestrators import get_orchestrator
 from cdsw_agent.settings import load_settings
 
 from .docker_fixtures import docker_engine, engine_image, engine_image_build  # noqa: F401
-from .netns import Host, Lab, available, docker_env, start_docker_role, wait_for
+from .netns import Lab, available, docker_env, start_docker_role, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(1200)]
 
