@@ -286,6 +286,22 @@ def test_a_project_is_created_on_a_cluster_its_creator_may_run_on(api: Api, worl
         assert [e.detail.get("cluster") for e in created[:3]] == [None, "PROD", "PROD"]
 
 
+def test_project_pages_show_where_the_work_runs(api: Api, world) -> None:  # type: ignore[no-untyped-def]
+    a = world["a"]
+    for path in ("", "/sessions", "/jobs", "/models", "/experiments", "/files"):
+        page = a.get("/projects/%d%s" % (world["src"], path))
+        assert page.status_code == 200, (path, page.status_code)
+        assert '<span class="badge" id="project-cluster-badge"' in page.text, path
+        assert "cluster DEV (dev)</span>" in page.text, path
+
+
+def test_one_cluster_shows_no_badge(api: Api) -> None:
+    a = api.client_for(api.user("single"))
+    project = ok(a.post("/api/v1/projects", json={"name": "only one"}), 201)
+    page = a.get("/projects/%d" % project["id"])
+    assert page.status_code == 200 and "project-cluster-badge" not in page.text
+
+
 def test_the_admin_clusters_page(api: Api, world) -> None:  # type: ignore[no-untyped-def]
     page = world["root"].get("/admin/clusters")
     assert page.status_code == 200

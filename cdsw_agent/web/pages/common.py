@@ -6,9 +6,12 @@ from typing import Any, Dict
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from ... import clusters
 from ...server.permissions import Access
+from ...store.models import Cluster
 from ...server.routes.projects import project_out
 from ..render import can, project_nav
 
@@ -26,8 +29,12 @@ def project_context(request: Request, access: Access, db: Session, tab: str) -> 
         "admin": can(request, access, db, "project.admin"),
         "settings": can(request, access, db, "project.env.read"),
     }
+    # where the project's work runs, shown on its every page once there is more than one cluster
+    several = (db.scalar(select(func.count(Cluster.id))) or 0) > 1
+    home = clusters.cluster_of(db, access.project) if several else None
     return dict(project=project_out(access.project, access.project_role), allowed=allowed,
-                tabs=project_nav(access.project.id, allowed), tab=tab, section="projects")
+                tabs=project_nav(access.project.id, allowed), tab=tab, section="projects",
+                project_cluster=home)
 
 
 def safe_next(target: str) -> str:
