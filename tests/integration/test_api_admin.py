@@ -3,6 +3,7 @@ what the worker hosts report."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Dict
 
 from cdsw_agent.settings import Settings
@@ -100,3 +101,43 @@ def test_worker_reports_reach_every_master_process_and_outlive_a_restart(
     finally:
         first.db.engine.dispose()
         second.db.engine.dispose()
+
+
+def test_two_reports_of_one_host_at_once_keep_both(settings: Settings, db_url: str) -> None:
+    """A worker's report (join, heartbeat) adds fields to its row. Two at once (two master
+    processes) must not lose either's fields: PostgreSQL's READ COMMITTED and SQLite's SELECTs
+    outside a transaction would let the later read-modify-write drop the earlier's. The row
+    is read under the write lock (routes/cluster.locked_node): a second report waits for the
+    first to commit, then adds its field to what the first wrote."""
+    from cdsw_agent.server.routes import cluster as cluster_routes
+    from cdsw_agent.store.models import ClusterNode
+
+    api = build_api(settings.with_overrides(db_url=db_url), db_url)
+    try:
+        first = api.db.sessionmaker()
+        cluster_routes._report(first, "w1", cpus=4)
+        row = cluster_routes.locked_node(first, "w1")  # a report half done
+        assert row is not None
+        done = threading.Event()
+
+        def second_report() -> None:
+            s = api.db.sessionmaker()
+            try:
+                cluster_routes._report(s, "w1", joined_at="now")
+            finally:
+                s.close()
+                done.set()
+
+        t = threading.Thread(target=second_report)
+        t.start()
+        assert not done.wait(1.0), "the second report did not wait for the first"
+        row.report = dict(row.report, healthy=True)
+        first.commit()
+        first.close()
+        assert done.wait(10)
+        t.join(10)
+        with api.db.session() as s:
+            assert s.get(ClusterNode, "w1").report == {"cpus": 4, "healthy": True,
+                                                        "joined_at": "now"}
+    finally:
+        api.db.engine.dispose()

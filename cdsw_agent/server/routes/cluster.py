@@ -21,7 +21,7 @@ import docker
 from docker.errors import APIError, DockerException
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -90,11 +90,22 @@ def _nodes(db: Session) -> Dict[str, Dict[str, Any]]:
     return {n.hostname: dict(n.report or {}) for n in db.scalars(select(ClusterNode))}
 
 
+def locked_node(db: Session, hostname: str) -> Optional[ClusterNode]:
+    """The host's row, read after taking the write lock its update will need, so that no other
+    report commits between this read and this transaction's commit: a no-op UPDATE locks the
+    row on PostgreSQL (whose READ COMMITTED would otherwise let the later of two reports drop the
+    earlier's fields) and takes SQLite's one write lock (its SELECTs run outside a transaction)."""
+    db.execute(update(ClusterNode).where(ClusterNode.hostname == hostname)
+               .values(hostname=ClusterNode.hostname))
+    return db.get(ClusterNode, hostname, populate_existing=True)
+
+
 def _report(db: Session, hostname: str, **fields: Any) -> None:
-    """Adds fields to the host's report and commits. Two first reports of a host at once: the
-    second finds the first's row and updates it."""
+    """Adds fields to the host's report and commits. Two reports of a host at once (its join
+    and a heartbeat, perhaps in two master processes) keep each other's fields (locked_node);
+    two first reports: the second finds the first's row and updates it."""
     for attempt in (1, 2):
-        node = db.get(ClusterNode, hostname)
+        node = locked_node(db, hostname)
         if node is None:
             db.add(ClusterNode(hostname=hostname, report=dict(fields)))
         else:
