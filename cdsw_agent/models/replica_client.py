@@ -36,6 +36,9 @@ CONNECT_TIMEOUT_SECONDS = 5.0
 IDLE_SECONDS = 30.0
 CONNECTIONS_PER_REPLICA = 256  # calls beyond this wait for a connection to be free
 MAX_ANSWER_BYTES = 64 * 1024 * 1024  # the replica's own limit on a request's body
+# replicas come and go with every redeploy: past this many addresses, those with no connection
+# left are forgotten
+MAX_POOLS = 256
 
 
 class Unreachable(Exception):
@@ -197,6 +200,16 @@ class _ReplicaPool:
             self._discard(conn)
         return status, body
 
+    def unused(self) -> bool:
+        """Drops the idle connections that are closed or expired; True when none is left and
+        no call uses or waits for one."""
+        now = time.monotonic()
+        for conn in list(self.idle):
+            if conn.closed or now - conn.idle_since >= IDLE_SECONDS:
+                self.idle.remove(conn)
+                self._discard(conn)
+        return self.open == 0 and not self.waiting
+
     def close(self) -> None:
         for conn in self.idle:
             conn.close()
@@ -212,6 +225,9 @@ class ReplicaClient:
     def _pool(self, url: str) -> _ReplicaPool:
         pool = self._pools.get(url)
         if pool is None:
+            if len(self._pools) >= MAX_POOLS:
+                for old in [u for u, p in self._pools.items() if p.unused()]:
+                    del self._pools[old]
             parts = urlsplit(url)
             if parts.scheme != "http" or not parts.hostname:
                 raise ValueError("a replica address must be http://HOST:PORT/, not %r" % url)

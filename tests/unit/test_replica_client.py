@@ -245,3 +245,31 @@ def test_a_token_cannot_inject_headers() -> None:
             await client.post("https://127.0.0.1:9/", "t", b"1", 5)
 
     _run(test)
+
+
+def test_addresses_of_gone_replicas_are_forgotten(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every redeploy brings new replica addresses: past MAX_POOLS, those whose connections are
+    all gone are dropped; one still in use is kept."""
+    monkeypatch.setattr(replica_client, "MAX_POOLS", 2)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(OK)
+        await writer.drain()  # then close: the replica is gone
+
+    async def keep(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await _read_request(reader)
+            writer.write(OK)
+
+    async def test() -> None:
+        client = ReplicaClient()
+        async with Replica(handle) as gone, Replica(keep) as kept, Replica(keep) as new:
+            assert await client.post(gone, "t", b"1", 5) == (200, b"{}")
+            assert await client.post(kept, "t", b"1", 5) == (200, b"{}")
+            await asyncio.sleep(0.1)  # the gone replica's connection has closed
+            assert await client.post(new, "t", b"1", 5) == (200, b"{}")
+            assert set(client._pools) == {kept, new}
+            client.close()
+
+    _run(test)
