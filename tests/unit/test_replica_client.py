@@ -53,6 +53,18 @@ def _run(test: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(test(), 30))
 
 
+def _no_answer(handle: Handler, message: str, timeout: float = 5.0) -> None:
+    """A call to this replica ends in NoAnswer(message), and its connection is dropped."""
+    async def test() -> None:
+        async with Replica(handle) as url:
+            client = ReplicaClient()
+            with pytest.raises(NoAnswer, match=message):
+                await client.post(url, "t", b"1", timeout)
+            assert client._pools[url].open == 0
+
+    _run(test)
+
+
 def test_keep_alive_answers_and_the_request_sent() -> None:
     seen: List[bytes] = []
 
@@ -129,14 +141,7 @@ def test_a_slow_replica_times_out_and_its_connection_is_dropped() -> None:
         await _read_request(reader)
         await asyncio.sleep(60)
 
-    async def test() -> None:
-        async with Replica(handle) as url:
-            client = ReplicaClient()
-            with pytest.raises(NoAnswer, match="no answer within 0.2 s"):
-                await client.post(url, "t", b"1", 0.2)
-            assert client._pools[url].open == 0
-
-    _run(test)
+    _no_answer(handle, "no answer within 0.2 s", timeout=0.2)
 
 
 def test_connection_close_chunked_answers_and_an_idle_connection_the_replica_closed() -> None:
@@ -226,14 +231,7 @@ def test_too_large_an_answer(monkeypatch: pytest.MonkeyPatch) -> None:
         await writer.drain()
         await asyncio.sleep(1)
 
-    async def test() -> None:
-        async with Replica(handle) as url:
-            client = ReplicaClient()
-            with pytest.raises(NoAnswer, match="larger than 64 MiB"):
-                await client.post(url, "t", b"1", 5)
-            assert client._pools[url].open == 0
-
-    _run(test)
+    _no_answer(handle, "larger than 64 MiB")
 
 
 def test_a_token_cannot_inject_headers() -> None:
