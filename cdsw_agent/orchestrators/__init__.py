@@ -14,6 +14,7 @@ from .base import (
     PENDING,
     RUNNING,
     SUCCEEDED,
+    WAITING_FOR_RESOURCES,
     Mount,
     Node,
     Orchestrator,
@@ -27,7 +28,8 @@ from .base import (
 
 __all__ = ["get_orchestrator", "shared_orchestrator", "Orchestrator", "OrchestratorError",
            "WorkloadNotFound", "WorkloadSpec", "WorkloadRef", "WorkloadStatus", "Mount", "Port", "Node",
-           "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "LOST", "FINAL_STATES"]
+           "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "LOST", "FINAL_STATES",
+           "WAITING_FOR_RESOURCES"]
 
 
 SHARED_KEY = "orchestrator"  # in a server state's extras

@@ -15,6 +15,9 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 PENDING, RUNNING, SUCCEEDED, FAILED, LOST = "pending", "running", "succeeded", "failed", "lost"
 STATES = (PENDING, RUNNING, SUCCEEDED, FAILED, LOST)
 FINAL_STATES = (SUCCEEDED, FAILED, LOST)
+# the reason of a pending workload that no node has the CPU and memory for (sessions'
+# warm engines give way when a session waits for this: sessions/warm_pool.py)
+WAITING_FOR_RESOURCES = "waiting for a node with the CPU and memory its profile reserves"
 
 # restart policies: one-shot work (jobs, experiments) never restarts; services do
 RESTART_NEVER, RESTART_ON_FAILURE, RESTART_ALWAYS = "never", "on-failure", "always"

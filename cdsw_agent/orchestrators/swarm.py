@@ -47,6 +47,7 @@ from .base import (
     RUNNING,
     STOPPED_REASON,
     SUCCEEDED,
+    WAITING_FOR_RESOURCES,
     WORKLOAD_LABEL,
     Mount,
     Node,
@@ -126,7 +127,7 @@ def task_error(err: str, image: str, node: Optional[str]) -> str:
         return ("could not start the engine: a folder it mounts is missing%s; check that the "
                 "project storage is shared with every node" % where)
     if "insufficient resources" in text:
-        return "waiting for a node with the CPU and memory its profile reserves"
+        return WAITING_FOR_RESOURCES
     if "no suitable node" in text:
         return "waiting for a node that may run it (none meets its placement)"
     return "could not start the engine%s (the master's log has Docker's words)" % where

@@ -26,13 +26,15 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..orchestrators import (LOST, PENDING, RUNNING, Orchestrator, OrchestratorError,
-                             WorkloadNotFound, WorkloadRef, WorkloadSpec, WorkloadStatus)
+from ..orchestrators import (LOST, PENDING, RUNNING, WAITING_FOR_RESOURCES, Orchestrator,
+                             OrchestratorError, WorkloadNotFound, WorkloadRef, WorkloadSpec,
+                             WorkloadStatus)
 from ..orchestrators.reasons import signal_of
 from ..store.db import Database
 from ..store.models import EngineImage, EngineProfile, Project, User, utcnow
 from ..store.sessions_models import ACTIVE_STATUSES, KERNELS, EngineSession
 from ..workloads import KIND_LABEL, EngineError
+from ..workloads.engine import NoRoom
 from . import engine_client, transcript
 from .engine_client import Endpoint, EngineUnavailable
 from .launch import (SessionLaunchError, base_path, choose_image, kernelspec_for, local_kernels,
@@ -217,10 +219,18 @@ class SessionManager:
         shutil.rmtree(session_dir(self.settings.data_dir, session.id), ignore_errors=True)
         files = self.project_dir(project.id)
         files.mkdir(parents=True, exist_ok=True)
+        def describe() -> Tuple[WorkloadSpec, Optional[WarmEngine]]:
+            return session_spec(s, self.settings, self.orchestrator, session, project, user,
+                                engine_token(self.settings.data_dir, session.name), files,
+                                self.warm, claim)
+
         try:
-            spec, warm = session_spec(s, self.settings, self.orchestrator, session, project,
-                                      user, engine_token(self.settings.data_dir, session.name),
-                                      files, self.warm, claim)
+            try:
+                spec, warm = describe()
+            except NoRoom:  # warm engines may hold what this session needs: they give way
+                if not self.warm.give_way():
+                    raise
+                spec, warm = describe()
         except EngineError as e:
             s.rollback()
             raise SessionLaunchError(422, "cannot start the session: %s" % e)
@@ -363,11 +373,14 @@ class SessionManager:
         with self.db.session() as s:
             ids = list(s.scalars(select(EngineSession.id).where(
                 EngineSession.status.in_(ACTIVE_STATUSES)).order_by(EngineSession.id)))
+        starved = False
         for session_id in ids:
             try:
-                self.sync_session(session_id)
+                starved = self.sync_session(session_id) or starved
             except Exception:  # one broken session must not stop the others
                 log.exception("cannot follow session %d", session_id)
+        if starved:  # warm engines hold CPU or memory a waiting session needs
+            self.warm.give_way()
         if time.monotonic() - self._orphans_checked >= ORPHAN_CHECK_SECONDS:
             self.remove_orphans()
         self.warm.tick()
@@ -428,23 +441,27 @@ class SessionManager:
                 log.info("session %s no longer exists; removing its folder", name)
                 shutil.rmtree(root / name, ignore_errors=True)
 
-    def sync_session(self, session_id: int) -> None:
+    def sync_session(self, session_id: int) -> bool:
+        """Follows one session's engine; True when it waits for a node with the CPU and memory
+        its profile reserves."""
         with self.lock:
             with self._launching_lock:
                 if session_id in self._launching:
-                    return  # start() records the engine, then it is followed
+                    return False  # start() records the engine, then it is followed
             remove: Optional[str] = None
             stop: Optional[Tuple[str, str]] = None
             ended: Optional[Tuple[str, str]] = None
+            starved = False
             with self.db.session() as s:
                 session = s.get(EngineSession, session_id)
                 if session is None or session.status not in ACTIVE_STATUSES:
-                    return
+                    return False
                 if session.workload_id is None and not self._adopt(session):
-                    return
+                    return False
                 status = self._status(session)
                 if status is None:
-                    return
+                    return False
+                starved = status.state == PENDING and status.reason == WAITING_FOR_RESOURCES
                 if status.final:
                     self._finish(session, status)
                     remove, ended = session.workload_id, (session.status, session.reason)
@@ -462,6 +479,7 @@ class SessionManager:
                 shutil.rmtree(self.engine_dir(session_id), ignore_errors=True)
             if stop:
                 self.stop(session_id, *stop)
+            return starved and stop is None
 
     def _adopt(self, session: EngineSession) -> bool:
         """A row whose launch was never recorded (the master died in between): adopts the

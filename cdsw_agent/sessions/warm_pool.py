@@ -62,6 +62,9 @@ WARM_LABEL = "io.cdsw.warm"
 CLAIM_TIMEOUT = 10.0
 PROBE_TIMEOUT = 1.0
 START_SECONDS = 120  # a warm engine not ready by then is removed (and another started)
+# after a session last waited for CPU or memory, warm engines that reserve some are not started
+# again for this long (give_way)
+GIVE_WAY_SECONDS = 60.0
 
 # (image reference, cpu cores, memory bytes, gpus): what a warm engine is, and what a session
 # must ask for exactly to take it
@@ -120,6 +123,7 @@ class WarmPool:
         self._engines: Dict[str, WarmEngine] = {}  # workload id -> engine
         self._swept = False
         self._disabled = ""  # why warm engines are off in this process, after a failed mount
+        self._held_until = 0.0  # no reserving engine is started before (give_way)
         self._said: Set[str] = set()  # warnings logged once
 
     # --- what the pool holds
@@ -249,7 +253,7 @@ class WarmPool:
                 self._remove(orchestrator, engine.workload_id)
             elif status.state == RUNNING and not engine.ready:
                 engine.ready = self._probe(engine)
-        if wanted is None or node is None:
+        if wanted is None or node is None or self._holding(wanted):
             return
         excess = len(self.engines()) - self.size()
         for engine in self.engines()[:max(excess, 0)]:
@@ -257,6 +261,27 @@ class WarmPool:
         for _ in range(self.size() - len(self.engines())):
             if not self._start(orchestrator, wanted, node):
                 break
+
+    def give_way(self) -> bool:
+        """A session waits, or could not be placed, for lack of CPU or memory: waiting engines
+        that reserve some are removed, and none is started again until no session has needed
+        that for GIVE_WAY_SECONDS (a cold session comes before a warm engine). True when an
+        engine was removed."""
+        self._held_until = time.monotonic() + GIVE_WAY_SECONDS
+        orchestrator = self._orchestrator()
+        removed = False
+        for engine in self.engines():
+            _, cpu, memory, gpus = engine.shape
+            if cpu or memory or gpus:
+                log.info("warm engine %s gives way to a session that needs its CPU or memory",
+                         engine.workload_id)
+                self._remove(orchestrator, engine.workload_id)
+                removed = True
+        return removed
+
+    def _holding(self, shape: Shape) -> bool:
+        _, cpu, memory, gpus = shape
+        return bool(cpu or memory or gpus) and time.monotonic() < self._held_until
 
     def _start(self, orchestrator: Orchestrator, shape: Shape, node: str) -> bool:
         image, cpu, memory, gpus = shape

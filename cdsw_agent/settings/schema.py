@@ -213,7 +213,8 @@ SETTINGS: List[Setting] = [
       "node (Docker Swarm backend): a session of the default engine image with the profile "
       "session_warm_profile takes one and answers in about half the time. A warm engine holds "
       "nothing of anyone until a session claims it, and ends with that session; each reserves "
-      "its profile's CPU and memory while it waits. 0 turns them off.", minimum=0, maximum=20,
+      "its profile's CPU and memory while it waits, and gives way to a session that needs "
+      "them. 0 turns them off.", minimum=0, maximum=20,
       group="engines"),
     S("session_warm_profile", "str", "", "Engine profile (name) of the warm engines; empty: "
       "sessions started with the site default (no profile).", group="engines"),

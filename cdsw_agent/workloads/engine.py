@@ -64,6 +64,10 @@ class EngineError(Exception):
     """The engine cannot be described (no image, bad placement...); str() is one line."""
 
 
+class NoRoom(EngineError):
+    """No node has the CPU and memory the engine reserves (warm engines may give way)."""
+
+
 @dataclass
 class EngineRequest:
     kind: str  # session | job | experiment | model
@@ -231,8 +235,8 @@ def place(orchestrator: Orchestrator, cpu: float, memory: int,
         # already be counted there, or be gone) only rank the nodes, so engines spread out
         fits = [n for n in nodes if free(n, {})[0] >= cpu and free(n, {})[1] >= memory]
         if not fits:
-            raise EngineError("no node has %.1f CPU and %d MiB free for this engine; stop a "
-                              "session or choose a smaller profile" % (cpu, memory // 2**20))
+            raise NoRoom("no node has %.1f CPU and %d MiB free for this engine; stop a "
+                         "session or choose a smaller profile" % (cpu, memory // 2**20))
 
         def rank(n: Node) -> Tuple[bool, int, float]:
             f_cpu, f_mem = free(n, pending)

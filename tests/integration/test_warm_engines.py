@@ -290,3 +290,43 @@ def test_a_claimed_engine_has_the_mounts_a_cold_one_has(master: SwarmMaster) -> 
     warm, workload = mounts_of_a_session()
     assert workload in waiting  # the second session was a warm engine
     assert cold == warm and ["/home/cdsw", "rw"] in cold, (cold, warm)
+
+
+def test_warm_engines_give_way_to_a_session_that_needs_their_cpu(master: SwarmMaster) -> None:
+    """Warm engines with a profile reserve its CPU on the master's node. A session whose own
+    profile needs CPU they hold would find no node: they give way (removed at once), none is
+    started again while sessions need it (GIVE_WAY_SECONDS), and the session runs on a cold
+    engine. Once no session has needed it for that long, the pool fills again."""
+    from cdsw_agent.workloads.engine import cluster_nodes
+
+    manager = manager_for(master.api.client.app.state.server)
+    p = pool(master)
+    p.settings = p.settings.with_overrides(session_warm_engines=0)
+    p.tick()
+    node = next(n for n in cluster_nodes(manager.orchestrator) if n.name == "h1")
+    assert node.cpu_allocated == 0, node  # nothing of earlier tests holds CPU
+    share = round(node.cpu_capacity * 0.4, 2)  # two warm engines: 80 % of the node's CPU
+    for name, cpu in (("warm-share", share), ("big", round(node.cpu_capacity * 0.5, 2))):
+        r = master.client.post("/api/v1/engine-profiles",
+                               json={"name": name, "cpu": cpu, "memory_gb": 0.5, "gpus": 0})
+        assert r.status_code == 201, r.text
+    big = r.json()["id"]
+    p.settings = p.settings.with_overrides(session_warm_engines=2,
+                                           session_warm_profile="warm-share")
+    try:
+        warm = {e.workload_id for e in ready_engines(master, 2)}
+        sid = master.start(profile_id=big)["id"]  # before: 422, no node has the CPU
+        assert not p.engines(), p.engines()  # both gave way ...
+        assert master.wait(sid, "running", "failed")["status"] == "running"
+        assert workload_of(master, sid) not in warm  # a cold engine of its own profile
+        manager.sync()
+        p.tick()
+        assert not p.engines(), p.engines()  # ... and none comes back meanwhile
+        p._held_until = 0.0  # GIVE_WAY_SECONDS later
+        p.tick()
+        assert p.engines(), "the pool did not fill again"
+        assert master.client.post("/api/v1/sessions/%d/stop" % sid).status_code in (200, 202)
+        assert master.wait(sid, "stopped", "failed")["status"] == "stopped"
+    finally:
+        p.settings = p.settings.with_overrides(session_warm_engines=0, session_warm_profile="")
+        p.tick()
