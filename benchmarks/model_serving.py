@@ -198,31 +198,14 @@ def local_backend(tmp: Path) -> Iterator[Dict[str, str]]:
     try:
         yield {"CDSW_ORCHESTRATOR": "local"}
     finally:  # local replicas outlive their master by design: none may outlive the benchmark
-        stop_processes_under(tmp)
+        from cdsw_agent.orchestrators import get_orchestrator
+        from cdsw_agent.settings import load_settings
 
-
-def stop_processes_under(folder: Path) -> None:
-    """Stops the processes whose command line names a path in `folder` (the local backend's
-    replica runners, whose workload folders are there)."""
-    mine = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(a.startswith(str(folder).encode() + b"/") for a in argv):
-            mine.append(int(entry.name))
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in mine:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(Path("/proc/%d" % p).exists() for p in mine):
-            time.sleep(0.1)
+        orchestrator = get_orchestrator(load_settings(
+            conf_path=None, properties_path=None, environ={},
+            overrides={"data_dir": str(tmp / "data"), "orchestrator": "local"}))
+        for ref in orchestrator.list():
+            orchestrator.remove(ref.id)
 
 
 @contextlib.contextmanager
