@@ -287,10 +287,17 @@ def check_cluster_grant(db: Session, user: User, project: Project) -> None:
     """ApiError 403 unless user may run work on the project's home cluster."""
     from .. import clusters
 
-    cluster = clusters.cluster_of(db, project)
+    check_grant_on(db, user, clusters.cluster_of(db, project),
+                   ", where project %s runs" % project.slug)
+
+
+def check_grant_on(db: Session, user: User, cluster: Any, where: str = "") -> None:
+    """ApiError 403 unless user may run work on cluster (a project made there, or moved)."""
+    from .. import clusters
+
     if not clusters.has_grant(db, user, cluster):
-        raise ApiError(403, "you have no grant on cluster %s, where project %s runs; ask a site "
-                            "administrator for one" % (cluster.name, project.slug))
+        raise ApiError(403, "you have no grant on cluster %s%s; ask a site administrator for "
+                            "one" % (cluster.name, where))
 
 
 def _promotion_access(db: Session, caller: Caller, request: Any, user: User,

@@ -32,8 +32,8 @@ from .. import audit, envvars
 from ..envvars import EnvOut, EnvSet
 from ..deps import get_db, get_state
 from ..errors import ApiError
-from ..permissions import (Access, project_role, require, role_facts, role_from_facts,
-                           team_role, visible_projects_of)
+from ..permissions import (Access, check_grant_on, project_role, require, role_facts,
+                           role_from_facts, team_role, visible_projects_of)
 from ..schemas import contains_pattern, Id, Strict
 from ..scheduler import stop_project_workloads
 from ..state import ServerState
@@ -160,9 +160,7 @@ def _home_cluster(db: Session, access: Access, name: Optional[str]) -> Optional[
         cluster = clusters.by_name(db, name)
     except UserError as e:
         raise ApiError(422, "cluster: %s" % e, [{"field": "cluster", "message": str(e)}])
-    if not clusters.has_grant(db, access.user, cluster):
-        raise ApiError(403, "you have no grant on cluster %s; ask a site administrator for one, "
-                            "or create the project on another cluster" % cluster.name)
+    check_grant_on(db, access.user, cluster)
     return cluster
 
 
