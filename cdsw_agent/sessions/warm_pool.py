@@ -105,6 +105,12 @@ def host_cannot_mount(error: str) -> bool:
                                                 "function not implemented", "not supported"))
 
 
+def reserves(shape: Shape) -> bool:
+    """Whether engines of this shape reserve CPU, memory or GPUs (a profile's)."""
+    _, cpu, memory, gpus = shape
+    return bool(cpu or memory or gpus)
+
+
 def shape_of(spec: WorkloadSpec) -> Optional[Shape]:
     """The image and resources a spec asks for (reservation and limit alike, as profiles do)."""
     if spec.cpu_reservation != spec.cpu_limit or spec.memory_reservation != spec.memory_limit:
@@ -271,8 +277,7 @@ class WarmPool:
         orchestrator = self._orchestrator()
         removed = False
         for engine in self.engines():
-            _, cpu, memory, gpus = engine.shape
-            if cpu or memory or gpus:
+            if reserves(engine.shape):
                 log.info("warm engine %s gives way to a session that needs its CPU or memory",
                          engine.workload_id)
                 self._remove(orchestrator, engine.workload_id)
@@ -280,8 +285,7 @@ class WarmPool:
         return removed
 
     def _holding(self, shape: Shape) -> bool:
-        _, cpu, memory, gpus = shape
-        return bool(cpu or memory or gpus) and time.monotonic() < self._held_until
+        return reserves(shape) and time.monotonic() < self._held_until
 
     def _start(self, orchestrator: Orchestrator, shape: Shape, node: str) -> bool:
         image, cpu, memory, gpus = shape
