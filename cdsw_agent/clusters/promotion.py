@@ -37,6 +37,7 @@ from ..models.builds import snapshot as copy_project
 from ..projects import safe_fs
 from ..projects.storage import chown_tree, engine_owner
 from ..settings import Settings
+from ..jobs import script
 from ..store.envvars import project_scope
 from ..store.jobs_models import Job
 from ..store.models import EnvVar, Project, User, utcnow
@@ -215,7 +216,9 @@ def replace_files(source: Path, target: Path) -> None:
 
 
 def _apply_jobs(db: Session, target: Project, jobs: List[Dict[str, Any]], actor: User,
-                result: Dict[str, Any]) -> None:
+                result: Dict[str, Any], files: Path) -> None:
+    """`files`: the project files the target gets with these jobs, whose scripts the approver
+    approves (jobs/identity.py)."""
     now = utcnow()
     existing = {j.name: j for j in db.scalars(select(Job).where(Job.project_id == target.id))}
     wanted = _by_name(jobs)
@@ -235,6 +238,7 @@ def _apply_jobs(db: Session, target: Project, jobs: List[Dict[str, Any]], actor:
         # the schedule counts from the approval, and the job acts as the approver
         job.last_scheduled_at = now if job.cron else None
         job.run_as_user_id, job.run_as_since = actor.id, now
+        job.script_sha256 = script.current_digest(files, job.script) if job.script else ""
         job.updated_at = now
     db.flush()
     by_name = {j.name: j for j in db.scalars(select(Job).where(Job.project_id == target.id))}
@@ -280,16 +284,16 @@ def _apply_models(db: Session, target: Project, models: List[Dict[str, Any]], ac
 
 
 def apply(db: Session, settings: Settings, promotion: Promotion, actor: User,
-          state: Dict[str, Any]) -> List[Tuple[int, int]]:
-    """Make the target's jobs and models what `state` describes (its files change in
-    commit_with_files). Returns the model rebuilds to start once committed
+          state: Dict[str, Any], files: Path) -> List[Tuple[int, int]]:
+    """Make the target's jobs and models what `state` describes (its files change to `files`
+    in commit_with_files). Returns the model rebuilds to start once committed
     (redeploy_after_builds)."""
     target = db.get(Project, promotion.target_project_id)
     assert target is not None
     result: Dict[str, Any] = {k: [] for k in (
         "jobs_created", "jobs_updated", "jobs_paused", "models_created", "models_updated",
         "models_redeployed")}
-    _apply_jobs(db, target, state.get("jobs", []), actor, result)
+    _apply_jobs(db, target, state.get("jobs", []), actor, result, files)
     rebuilds = _apply_models(db, target, state.get("models", []), actor, result)
     result["files"] = len(state.get("files", {}))
     promotion.result = result
@@ -307,7 +311,7 @@ def approve(db: Session, settings: Settings, promotion: Promotion, actor: User,
     assert target is not None
     where = promotion_dir(settings, promotion.id)
     promotion.before = capture(db, settings, target, where / BEFORE)
-    rebuilds = apply(db, settings, promotion, actor, promotion.snapshot)
+    rebuilds = apply(db, settings, promotion, actor, promotion.snapshot, where / SNAPSHOT)
     promotion.status, promotion.reviewed_by_id = "approved", actor.id
     promotion.reviewed_at, promotion.review_note = utcnow(), note
     return rebuilds
@@ -337,7 +341,8 @@ def rollback(db: Session, settings: Settings, promotion: Promotion,
                                                      if latest is not None else ""))
     before = promotion.before or {}
     applied = promotion.result
-    rebuilds = apply(db, settings, promotion, actor, before)
+    rebuilds = apply(db, settings, promotion, actor, before,
+                     promotion_dir(settings, promotion.id) / BEFORE)
     promotion.result = dict(applied, rollback=promotion.result)
     promotion.status, promotion.rolled_back_by_id = "rolled_back", actor.id
     promotion.rolled_back_at = utcnow()

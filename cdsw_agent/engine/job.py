@@ -41,6 +41,9 @@ START_TIMEOUT = 120.0  # a busy two-core node
 # when the script is to start, in seconds since the epoch (jobs/launch.py sets it)
 START_AT_VARIABLE = "CDSW_JOB_START_AT"
 MAX_START_WAIT = 60.0  # an instant further away is not the scheduler's: start at once
+# the read-only copy of the script the master checked (jobs/script.py): what runs, whatever the
+# project's file holds by then; `__file__` and sys.argv still name the script's own path
+SCRIPT_COPY_VARIABLE = "CDSW_JOB_SCRIPT_COPY"
 
 
 class Stopped(Exception):
@@ -149,9 +152,14 @@ def wait_for_start(env: Optional[Dict[str, str]] = None) -> None:
         time.sleep(delay)
 
 
+def script_source(script: str) -> str:
+    """The file to read the script's text from: the master's copy when there is one."""
+    return os.environ.get(SCRIPT_COPY_VARIABLE) or script
+
+
 def read_script(script: str, stderr: IO[str]) -> Optional[str]:
     try:
-        with open(script, encoding="utf-8") as f:
+        with open(script_source(script), encoding="utf-8") as f:
             return f.read()
     except (OSError, UnicodeDecodeError) as e:
         stderr.write("cdsw job: cannot read %s: %s\n" % (script, e))
@@ -165,7 +173,7 @@ def run(script: str, args: List[str], outputs: Optional[IO[str]] = None,
     from .kernel import WARM_UP_VARIABLE
     from .server import EngineKernelSpecManager
 
-    if not os.path.isfile(script):
+    if not os.path.isfile(script_source(script)):
         stderr.write("cdsw job: cannot read %s: no such file\n" % script)
         return 2
     runtime = tempfile.mkdtemp(prefix="cdsw-job-")  # the connection file stays private
@@ -189,7 +197,7 @@ def run(script: str, args: List[str], outputs: Optional[IO[str]] = None,
             stderr.write("cdsw job: cannot set the script's arguments\n")
             return 2
         wait_for_start()  # a scheduled run: the kernel is ready, the script starts on time
-        source = read_script(script, stderr)  # read now: the version of the fire time runs
+        source = read_script(script, stderr)
         if source is None:
             return 2
         return exit_code(execute(km, client, source, hook))

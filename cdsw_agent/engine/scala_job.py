@@ -22,6 +22,7 @@ import subprocess
 import sys
 from typing import Any, List, Optional
 
+from .job import script_source
 from .scala_repl import Interpreter, ScalaUnavailable, error_parts
 
 
@@ -81,7 +82,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     script, args = argv[0], argv[1:]
     try:
-        with open(script, encoding="utf-8") as f:
+        with open(script_source(script), encoding="utf-8") as f:
             code = f.read()
     except (OSError, UnicodeDecodeError) as e:
         print("cdsw job: cannot read %s: %s" % (script, e), file=sys.stderr)

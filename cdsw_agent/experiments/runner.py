@@ -22,7 +22,8 @@ import cdsw
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..jobs.launch import LaunchError, script_file
+from ..jobs.launch import LaunchError
+from ..jobs.script import script_file
 from ..orchestrators import RUNNING, Orchestrator, OrchestratorError, WorkloadStatus
 from ..projects.storage import engine_owner
 from ..store.db import Database

@@ -7,6 +7,14 @@ its launcher, workloads/engine.py).
   recorded on the job as run_as since run_as_since. Renaming a job, or changing its mail or
   pausing it, does not change whom it acts as. So a Contributor who points the owner's job at
   their own script makes its scheduled runs act as the Contributor, never as the owner.
+- What the script holds is part of what the job runs: saving the job records the digest of its
+  script (script_sha256), and a scheduled, catch-up or dependent run runs the script only while
+  it is byte for byte that version. Project files are shared, so a Contributor who edits the
+  owner's script (in the file editor, a session, git) never has their code run as the owner:
+  the run fails saying so, and whoever saves the job next (the owner after reading the change,
+  or the Contributor) approves the new version and is the one its runs act as. A run a person
+  starts runs the script as it is, as that person. The engine runs the bytes the master checked,
+  whatever the file holds by then (jobs/script.py).
 - The identity is fixed on the run when it is recorded: a run launched again after a master
   restart acts as the same person. A run whose person was removed or deactivated does not start.
 """
@@ -20,8 +28,8 @@ from ..store.jobs_models import Job, JobRun
 from ..store.models import User
 
 # what a job runs: a change to any of these makes the changer the one scheduled runs act as
-RUN_FIELDS = ("script", "arguments", "env", "engine_image_id", "profile_id", "timeout_minutes",
-              "cron", "timezone", "schedule_kind", "parent_job_id")
+RUN_FIELDS = ("script", "script_sha256", "arguments", "env", "engine_image_id", "profile_id",
+              "timeout_minutes", "cron", "timezone", "schedule_kind", "parent_job_id")
 
 
 def what_runs(job: Job) -> Tuple[Any, ...]:
@@ -59,3 +67,22 @@ def refusal(run: JobRun) -> str:
         return ("job %s runs as %s, whose account is deactivated; edit and save the job so its "
                 "scheduled runs act as you" % (run.job.name, user.username))
     return ""
+
+
+def script_refusal(run: JobRun, digest: str) -> str:
+    """Why the run may not run the script whose bytes have `digest` ("" when it may). A job
+    saved before its script's digest was kept (migration 0013) records it at its first such
+    run, which runs what the script held, as before."""
+    job = run.job
+    if run.trigger == "manual":
+        return ""
+    if job.script_sha256 is None:
+        job.script_sha256 = digest
+        return ""
+    if digest == job.script_sha256:
+        return ""
+    who = run.run_as.username if run.run_as is not None else "its person"
+    kind = "dependent" if run.trigger == "parent" else "scheduled"
+    return ("job %s: %s changed since %s saved the job; its %s runs act as %s and run only the "
+            "version %s saved. Read the change, then save the job to approve it (its runs then "
+            "act as you)" % (job.name, job.script, who, kind, who, who))

@@ -20,6 +20,7 @@ from ..images.recipe import VENV
 from ..store.jobs_models import Job, JobRun
 from ..workloads import EngineError, EngineRequest, build_spec, engine_dir, outputs
 from ..workloads.oneshot import LaunchError  # noqa: F401  (raised here, caught by the runners)
+from . import script as script_copy
 
 INTERPRETERS = {".py": "python3", ".r": "Rscript", ".sh": "bash"}
 SCALA = ".scala"  # run by engine/scala_job.py in the engine's Scala REPL, on the cluster's Spark
@@ -77,18 +78,6 @@ def check_script_path(script: str) -> str:
     return str(p)
 
 
-def script_file(project_dir: Path, script: str) -> Path:
-    """The script on disk; LaunchError when it is missing or points outside the project."""
-    path = project_dir / script
-    try:
-        real, root = path.resolve(), project_dir.resolve()
-    except (OSError, RuntimeError):
-        raise LaunchError("script %s not found" % script)
-    if root not in real.parents or not real.is_file():
-        raise LaunchError("script %s not found" % script)
-    return real
-
-
 def parse_arguments(arguments: str) -> List[str]:
     try:
         return shlex.split(arguments)
@@ -141,11 +130,12 @@ def engine_name(run: JobRun) -> str:
 
 
 def workload_spec(db: Session, settings: Settings, orchestrator: Orchestrator, job: Job,
-                  run: JobRun, project_dir: Path, start_at: Optional[float] = None
-                  ) -> WorkloadSpec:
-    """The run's engine; it acts as the run's person (jobs/identity.py), never the creator.
-    `start_at` (seconds since the epoch): when its script is to start, if later than now."""
-    script_file(project_dir, job.script)
+                  run: JobRun, project_dir: Path, script: bytes,
+                  start_at: Optional[float] = None) -> WorkloadSpec:
+    """The run's engine; it acts as the run's person (jobs/identity.py), never the creator, and
+    runs `script`, the bytes the runner read and checked (jobs/script.py), whatever the
+    project's file holds by then. `start_at` (seconds since the epoch): when its script is to
+    start, if later than now."""
     local = orchestrator.name == "local"
     try:
         cmd = command(job, engine_python(orchestrator), start_at=start_at is not None)
@@ -161,6 +151,8 @@ def workload_spec(db: Session, settings: Settings, orchestrator: Orchestrator, j
         spec = build_spec(db, settings, orchestrator, request)
     except EngineError as e:
         raise LaunchError(str(e))
+    folder = engine_dir(settings, spec.name)
+    script_copy.attach(spec, folder, project_dir, job.script, script, local)
     if in_kernel(job):
-        outputs.attach(spec, engine_dir(settings, spec.name), local)
+        outputs.attach(spec, folder, local)
     return spec

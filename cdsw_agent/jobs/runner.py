@@ -24,8 +24,8 @@ from ..store.db import Database
 from ..store.jobs_models import ACTIVE_STATUSES, FINAL_STATUSES, Job, JobRun
 from ..store.models import AuditEvent, utcnow
 from ..workloads import engine_dir, oneshot, outputs
-from . import identity, notify
-from .launch import RUN_LABEL, engine_name, workload_spec
+from . import identity, notify, script
+from .launch import RUN_LABEL, LaunchError, engine_name, workload_spec
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], dt.datetime]  # naive UTC, like the database
@@ -135,16 +135,24 @@ class JobRunner:
         ahead = (start_at - self.clock()).total_seconds() if start_at is not None else 0.0
         # the instant on this host's clock, whatever clock the runner reads
         wait_until = time.time() + ahead if ahead > 0 else None
-        refused = identity.refusal(run)
+        project_dir = self.project_dir(job.project_id)
+        refused, text = identity.refusal(run), b""
+        if not refused:
+            try:
+                text = script.read(project_dir, job.script)
+            except LaunchError as e:
+                refused = str(e)
+            else:
+                refused = identity.script_refusal(run, script.digest(text))
         if refused:
             self._end(run, "failed", refused)
             return
         ref, reason = oneshot.start(
             self.orchestrator, lambda: workload_spec(s, self.settings, self.orchestrator, job, run,
-                                                     self.project_dir(job.project_id),
-                                                     wait_until),
+                                                     project_dir, text, wait_until),
             "run %d of job %s" % (run.id, job.name))
         if ref is None:
+            script.remove(engine_dir(self.settings, engine_name(run)))
             self._end(run, "failed", reason)
             return
         # queued until the orchestrator says it runs (it may wait for a node with room)
@@ -282,6 +290,7 @@ class JobRunner:
         outputs.collect(folder, outputs_file(self.settings.data_dir, run), final)
         if final:
             outputs.remove(folder)
+            script.remove(folder)
 
     # --- after a run
     def _follow_up_if_final(self, run_id: int) -> None:

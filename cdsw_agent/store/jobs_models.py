@@ -1,5 +1,5 @@
-"""Jobs and their runs. Declared on the shared Base; the schema comes from migrations 0002 and
-0006 (who a job's scheduled runs act as)."""
+"""Jobs and their runs. Declared on the shared Base; the schema comes from migrations 0002,
+0006 (who a job's scheduled runs act as) and 0013 (the script version they run)."""
 
 from __future__ import annotations
 
@@ -49,6 +49,9 @@ class Job(Base):
     run_as_user_id: Mapped[Optional[int]] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
     run_as_since: Mapped[Optional[dt.datetime]] = mapped_column(DateTime, nullable=True)
+    # SHA-256 of the script's bytes when run_as saved the job: the only version its scheduled
+    # and dependent runs run (None: saved before migration 0013; the next such run records it)
+    script_sha256: Mapped[Optional[str]] = mapped_column(String(64), nullable=True)
     # the cron fire time last handled (run, skipped or caught up), naive UTC
     last_scheduled_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

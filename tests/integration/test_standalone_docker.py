@@ -34,6 +34,30 @@ def _wait(url: str, proc: subprocess.Popen, seconds: float) -> None:  # type: ig
     raise AssertionError("no answer from %s within %d s" % (url, seconds))
 
 
+def _rewritten_while_running(s: requests.Session, base: str, pid: int, data: Path) -> None:
+    s.put(base + "/api/v1/projects/%d/files/content" % pid, json={
+        "path": "race.sh", "content": "echo started\nsleep 8\necho original\n"}
+    ).raise_for_status()
+    job = s.post(base + "/api/v1/projects/%d/jobs" % pid,
+                 json={"name": "race", "script": "race.sh"}).json()
+    run = s.post(base + "/api/v1/projects/%d/jobs/%d/runs" % (pid, job["id"])).json()
+    url = base + "/api/v1/projects/%d/jobs/%d/runs/%d" % (pid, job["id"], run["id"])
+    deadline = time.time() + 120
+    while "started" not in s.get(url + "/log").text:
+        assert time.time() < deadline and s.get(url).json()["status"] in ("queued", "running"), \
+            (s.get(url).json(), s.get(url + "/log").text)
+        time.sleep(0.5)
+    # rewritten in place, as a collaborator's editor or session would, to the same length:
+    # bash reading the project's file would read the new third line
+    with open(data / "projects" / str(pid) / "race.sh", "r+b") as f:
+        f.write(b"echo started\nsleep 8\necho EVILEVIL\n")
+    while s.get(url).json()["status"] in ("queued", "running") and time.time() < deadline:
+        time.sleep(0.5)
+    final, logtext = s.get(url).json(), s.get(url + "/log").text
+    assert final["status"] == "succeeded", (final, logtext)
+    assert logtext.splitlines()[-2:] == ["started", "original"], logtext
+
+
 def test_standalone_runs_jobs_in_containers_on_swarm(tmp_path: Path) -> None:
     if os.geteuid() != 0 or shutil.which("dockerd") is None:
         pytest.skip("needs root and dockerd (apt-get install docker.io; scripts/test.sh installs it)")
@@ -74,6 +98,9 @@ def test_standalone_runs_jobs_in_containers_on_swarm(tmp_path: Path) -> None:
         logtext = s.get(url + "/log").text
         assert final["status"] == "succeeded", (final, logtext)
         assert "uid 8536 cwd /home/cdsw" in logtext and "analysis.py" in logtext, logtext
+        # the engine runs the bytes the master checked (jobs/script.py): bash reads its script
+        # as it goes, and a rewrite of the project's file while it sleeps is not what it reads
+        _rewritten_while_running(s, base, pid, data)
         # the template's analysis.py (display() of a DataFrame, a matplotlib plot) runs in the
         # engine's kernel; its table and image are kept with the run, its log stays text
         job = s.post(base + "/api/v1/projects/%d/jobs" % pid,

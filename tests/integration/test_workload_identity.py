@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from cdsw_agent.server import scheduler
+from cdsw_agent.store.jobs_models import Job, JobRun
 from cdsw_agent.store.models import AuditEvent, User, utcnow
 from cdsw_agent.store.sessions_models import EngineSession, SessionShare
 
@@ -141,6 +142,93 @@ def test_a_dependent_run_acts_as_its_own_jobs_person_not_the_parents(owner_jobs:
     other = j.create(name="other", script="parent.py")
     r = mc.patch(j.base + "/jobs/%d" % child["id"], json={"parent_job_id": other["id"]})
     assert r.status_code == 200 and r.json()["run_as"] == "mallory", r.text
+
+
+def test_a_contributor_who_rewrites_the_owners_script_never_runs_it_as_the_owner(
+        owner_jobs: Jobs) -> None:
+    """The attack: leave the job alone and change the file it runs (the file editor here; a
+    session or git would do the same). Scheduled and dependent runs run only the version their
+    person saved."""
+    j = owner_jobs
+    mallory = j.api.user("mallory")
+    _add(j.api, j.client, j.project_id, mallory, "contributor")
+    mc = j.api.client_for(mallory)
+    j.script("nightly.py", WHO)
+    j.script("child.py", WHO)
+    job = j.create(name="nightly", script="nightly.py", schedule="* * * * *")
+    child = j.create(name="child", script="child.py", parent_job_id=job["id"])
+    url = j.base + "/jobs/%d" % job["id"]
+    assert j.client.get(url).json()["script_changed"] is False
+    for name in ("nightly.py", "child.py"):
+        r = mc.put(j.base + "/files/content", json={"path": name,
+                                                    "content": WHO + "print('evil')\n"})
+        assert r.status_code == 200, r.text
+    # the job and its page say so; the job itself was not touched
+    got = j.client.get(url).json()
+    assert (got["run_as"], got["script_changed"]) == ("alice", True), got
+    page = j.client.get("/projects/%d/jobs/%d" % (j.project_id, job["id"]))
+    assert 'id="script-changed"' in page.text and "nightly.py changed since alice saved" \
+        in page.text
+
+    # the scheduled run is refused before any engine starts: nothing of mallory's ran as alice
+    j.clock.advance(minutes=1)
+    j.sched.tick()
+    [run] = j.runs(job["id"])
+    run = j.wait(job["id"], run["id"], tick=True)
+    assert (run["trigger"], run["run_as"], run["status"]) == ("schedule", "alice", "failed"), run
+    assert run["reason"].startswith("job nightly: nightly.py changed since alice saved the job; "
+                                    "its scheduled runs act as alice"), run["reason"]
+    assert "evil" not in j.log(job["id"], run["id"]) and "user" not in j.log(job["id"], run["id"])
+    with j.api.db.session() as s:
+        assert s.get(JobRun, run["id"]).workload_id is None
+
+    # a run a person starts runs the file as it is, as that person
+    mine = mc.post(url + "/runs").json()
+    assert j.wait(job["id"], mine["id"], tick=True)["status"] == "succeeded"
+    assert j.log(job["id"], mine["id"]) == "user mallory mallory\nevil\n"
+    # ... and its dependent run (alice's child, rewritten too) is refused the same way
+    [dependent] = j.runs(child["id"])
+    dependent = j.wait(child["id"], dependent["id"], tick=True)
+    assert (dependent["trigger"], dependent["run_as"], dependent["status"]) == (
+        "parent", "alice", "failed"), dependent
+    assert "child.py changed since alice saved the job; its dependent runs" in dependent["reason"]
+
+    # mallory saving the job approves the new version as mallory: runs act as mallory
+    r = mc.patch(j.base + "/jobs/%d" % child["id"], json={})
+    assert (r.json()["run_as"], r.json()["script_changed"]) == ("mallory", None), r.text
+    # alice reads the change and saves her job: the version she saved runs, as alice
+    r = j.client.patch(url, json={})
+    assert r.json()["run_as"] == "alice" and j.client.get(url).json()["script_changed"] is False
+    j.clock.advance(minutes=1)
+    j.sched.tick()
+    latest = j.wait(job["id"], j.runs(job["id"])[0]["id"], tick=True)
+    assert (latest["trigger"], latest["status"]) == ("schedule", "succeeded"), latest
+    assert j.log(job["id"], latest["id"]) == "user alice alice\nevil\n"
+    [dependent, _] = j.runs(child["id"])  # newest first
+    dependent = j.wait(child["id"], dependent["id"], tick=True)
+    assert (dependent["run_as"], dependent["status"]) == ("mallory", "succeeded"), dependent
+    assert j.log(child["id"], dependent["id"]) == "user mallory mallory\nevil\n"
+
+
+def test_a_job_saved_before_script_digests_records_the_version_its_next_run_runs(
+        owner_jobs: Jobs) -> None:
+    """Jobs from before migration 0013 have no digest: their next scheduled run runs the script
+    as before and records it; a later change is refused like any other."""
+    j = owner_jobs
+    j.script("nightly.py", WHO)
+    job = j.create(name="nightly", script="nightly.py", schedule="* * * * *")
+    with j.api.db.session() as s:
+        s.get(Job, job["id"]).script_sha256 = None
+    j.script("nightly.py", WHO + "print('v2')\n")
+    j.clock.advance(minutes=1)
+    j.sched.tick()
+    first = j.wait(job["id"], j.runs(job["id"])[0]["id"], tick=True)
+    assert first["status"] == "succeeded" and j.log(job["id"], first["id"]).endswith("v2\n")
+    j.script("nightly.py", WHO + "print('v3')\n")
+    j.clock.advance(minutes=1)
+    j.sched.tick()
+    second = j.wait(job["id"], j.runs(job["id"])[0]["id"], tick=True)
+    assert second["status"] == "failed" and "changed since alice saved" in second["reason"]
 
 
 def test_an_experiment_acts_as_whoever_started_it(api: Api) -> None:

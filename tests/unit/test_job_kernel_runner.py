@@ -288,3 +288,18 @@ def test_a_kernel_job_started_ahead_runs_its_script_at_the_instant(tmp_path: Pat
     assert engine_job.run("clock.py", [], None, out, err) == 0, err.getvalue()
     started = float(out.getvalue().strip())
     assert at <= started < at + 1.0, started - at
+
+
+def test_the_kernel_runs_the_masters_copy_whatever_the_projects_file_holds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A collaborator who rewrites the script after the master checked it (jobs/script.py) does
+    not get their version run: the runner reads the copy; the script keeps its own name."""
+    (tmp_path / "nightly.py").write_text("print('evil')\n")
+    copy = tmp_path / "copy" / "nightly.py"
+    copy.parent.mkdir()
+    copy.write_text("import sys\nprint('approved', __file__, sys.argv)\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CDSW_JOB_SCRIPT_COPY", str(copy))
+    out, err = io.StringIO(), io.StringIO()
+    assert engine_job.run("nightly.py", ["x"], None, out, err) == 0, err.getvalue()
+    assert out.getvalue() == "approved nightly.py ['nightly.py', 'x']\n"

@@ -7,7 +7,8 @@ import datetime as dt
 import pytest
 
 from cdsw_agent.jobs import graph, notify, schedule
-from cdsw_agent.jobs.launch import LaunchError, check_script_path, command, script_file
+from cdsw_agent.jobs.launch import LaunchError, check_script_path, command
+from cdsw_agent.jobs.script import script_file
 from cdsw_agent.store.jobs_models import Job
 
 T = dt.datetime

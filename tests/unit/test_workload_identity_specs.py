@@ -82,9 +82,20 @@ def test_a_scheduled_runs_engine_acts_as_the_jobs_last_changer(world: Any) -> No
     with db.session() as s:
         job, run = s.get(Job, ids["job"]), s.get(JobRun, ids["run"])
         spec = workload_spec(s, settings, Swarm(), job, run,
-                             Path(settings.projects_dir) / str(ids["project"]))
+                             Path(settings.projects_dir) / str(ids["project"]), b"print(2)\n")
     assert spec.env["HADOOP_USER_NAME"] == spec.env["CDSW_USER"] == "mallory"
     assert spec.labels["io.cdsw.user"] == str(ids["mallory"])
+    # the engine runs the bytes the runner checked, never the project's file: a read-only copy
+    # over the script's path and where the kernel runner reads it (jobs/script.py)
+    copies = [m for m in spec.mounts if m.source.endswith("/script/mine.py")]
+    assert sorted((m.target, m.read_only) for m in copies) == [
+        ("/home/cdsw/mine.py", True), ("/run/cdsw/job/mine.py", True)], spec.mounts
+    assert Path(copies[0].source).read_bytes() == b"print(2)\n"
+    assert Path(copies[0].source).stat().st_mode & 0o777 == 0o444
+    assert spec.env["CDSW_JOB_SCRIPT_COPY"] == "/run/cdsw/job/mine.py"
+    # after the project mount, so Docker mounts the copy over it
+    targets = [m.target for m in spec.mounts]
+    assert targets.index("/home/cdsw") < targets.index("/home/cdsw/mine.py")
 
 
 def test_a_replica_acts_as_its_deployer_not_the_models_creator(world: Any) -> None:

@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 
 from ...experiments import launch, mlflow_store, tracking
 from ...experiments.runner import RunError
-from ...jobs.launch import LaunchError, check_script_path, parse_arguments, script_file
+from ...jobs.launch import LaunchError, check_script_path, parse_arguments
+from ...jobs.script import script_file
 from ...store.experiments_models import RUN_STATUSES, ExperimentRun
 from ...store.models import EngineImage, EngineProfile
 from .. import audit

@@ -19,7 +19,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ...jobs import graph, identity, schedule
-from ...jobs.launch import LaunchError, check_script_path, parse_arguments, script_file
+from ...jobs.launch import LaunchError, check_script_path, parse_arguments
+from ...jobs import script as script_copy
+from ...jobs.script import script_file
 from ...jobs.runner import RunError, outputs_file
 from ...store.jobs_models import ACTIVE_STATUSES, NOTIFY_EVENTS, Job, JobRun
 from ...store.models import EngineImage, EngineProfile, Project
@@ -103,6 +105,10 @@ class JobOut(BaseModel):
     run_as: Optional[str] = Field(description="whom scheduled and dependent runs act as: the "
                                               "person who last changed what the job runs")
     run_as_since: Optional[dt.datetime] = None
+    script_changed: Optional[bool] = Field(
+        default=None, description="the script differs from the version run_as saved: "
+                                  "scheduled and dependent runs do not run it until the job is "
+                                  "saved again (given by GET of one job)")
     created_at: dt.datetime
     updated_at: dt.datetime
     next_run_at: Optional[dt.datetime] = None
@@ -255,6 +261,8 @@ def _apply(db: Session, state: ServerState, project: Project, job: Job, values: 
             job.last_scheduled_at = now  # resuming does not make up the paused time
         job.enabled = values["enabled"]
     _apply_schedule(db, project, job, values, now)
+    # saving approves the script as it is now (jobs/identity.py)
+    job.script_sha256 = script_copy.current_digest(project_dir(state, project.id), job.script)
 
 
 def _apply_schedule(db: Session, project: Project, job: Job, values: Dict[str, Any],
@@ -326,9 +334,13 @@ def create_job(project_id: Id, body: JobCreate, request: Request,
 
 @router.get(BASE + "/{job_id}", response_model=JobOut)
 def get_job(project_id: Id, job_id: Id, access: Access = require("project.read"),
-            db: Session = Depends(get_db)) -> JobOut:
+            db: Session = Depends(get_db), state: ServerState = Depends(get_state)) -> JobOut:
     job = _job(db, access, job_id)
-    return job_out(job, access.project_role, _last_runs(db, [job.id]).get(job.id))
+    out = job_out(job, access.project_role, _last_runs(db, [job.id]).get(job.id))
+    if job.script_sha256 is not None:
+        out.script_changed = job.script_sha256 != script_copy.current_digest(
+            project_dir(state, job.project_id), job.script)
+    return out
 
 
 @router.patch(BASE + "/{job_id}", response_model=JobOut)

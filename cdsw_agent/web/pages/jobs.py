@@ -80,15 +80,15 @@ def new_job_page(request: Request, project_id: Id, access: Access = require("pro
 def edit_job_page(request: Request, project_id: Id, job_id: Id,
                   access: Access = require("project.files.write"), db: Session = Depends(get_db),
                   state: ServerState = Depends(get_state)) -> Response:
-    job = get_job(project_id=project_id, job_id=job_id, access=access, db=db)
+    job = get_job(project_id=project_id, job_id=job_id, access=access, db=db, state=state)
     return _form(request, access, db, state, project_id, job)
 
 
 @router.get("/projects/{project_id}/jobs/{job_id}")
 def job_page(request: Request, project_id: Id, job_id: Id, access: Access = require("project.read"),
-             db: Session = Depends(get_db)) -> Response:
+             db: Session = Depends(get_db), state: ServerState = Depends(get_state)) -> Response:
     ctx = project_context(request, access, db, "jobs")
-    job = get_job(project_id=project_id, job_id=job_id, access=access, db=db)
+    job = get_job(project_id=project_id, job_id=job_id, access=access, db=db, state=state)
     runs = list_runs(project_id=project_id, job_id=job_id, limit=100, offset=0, access=access, db=db)
     jobs = list_jobs(project_id=project_id, access=access, db=db)
     names = {j.id: j.name for j in jobs}
@@ -99,9 +99,10 @@ def job_page(request: Request, project_id: Id, job_id: Id, access: Access = requ
 
 @router.get("/projects/{project_id}/jobs/{job_id}/runs/{run_id}")
 def run_page(request: Request, project_id: Id, job_id: Id, run_id: Id,
-             access: Access = require("project.read"), db: Session = Depends(get_db)) -> Response:
+             access: Access = require("project.read"), db: Session = Depends(get_db),
+             state: ServerState = Depends(get_state)) -> Response:
     ctx = project_context(request, access, db, "jobs")
-    job = get_job(project_id=project_id, job_id=job_id, access=access, db=db)
+    job = get_job(project_id=project_id, job_id=job_id, access=access, db=db, state=state)
     run = get_run(project_id=project_id, job_id=job_id, run_id=run_id, access=access, db=db)
     # the script's HTML outputs (pandas tables) carry inline styles in their sandboxed frames
     return page(request, "run.html", title="Run %d · %s" % (run.id, job.name), access=access,
