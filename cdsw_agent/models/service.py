@@ -31,14 +31,15 @@ from sqlalchemy.orm import Session
 
 from ..engine.model_server import TOKEN_HEADER
 from ..loops import Loop
-from ..orchestrators import FINAL_STATES, Orchestrator, OrchestratorError, WorkloadNotFound
+from ..orchestrators import (FINAL_STATES, PENDING, WAITING_FOR_RESOURCES, Orchestrator,
+                             OrchestratorError, WorkloadNotFound)
 from ..orchestrators import reasons, shared_orchestrator
 from ..settings import Settings
 from ..store.db import Database
 from ..store.models import utcnow
 from ..store.models_models import (DEPLOYMENT_ACTIVE, REPLICA_LIVE, ModelAccessKey, ModelBuild,
                                    ModelDeployment, ModelReplica)
-from ..workloads.engine import EngineError
+from ..workloads.engine import EngineError, make_room
 from .builds import Builder
 from .replicas import choose_port, current, replica_spec
 from .router import ModelRouter, Route
@@ -176,6 +177,8 @@ class ModelService:
             return nodes
         if r.state == "ready":
             return nodes
+        if status.state == PENDING and status.reason == WAITING_FOR_RESOURCES:
+            make_room()  # warm engines may hold what the replica needs
         if status.node:
             # looked up again on every tick until the replica answers: an address read while
             # the node was still joining (or a task moved to another node) must not stick

@@ -34,7 +34,7 @@ from ..store.db import Database
 from ..store.models import EngineImage, EngineProfile, Project, User, utcnow
 from ..store.sessions_models import ACTIVE_STATUSES, KERNELS, EngineSession
 from ..workloads import KIND_LABEL, EngineError
-from ..workloads.engine import NoRoom
+from ..workloads.engine import make_room
 from . import engine_client, transcript
 from .engine_client import Endpoint, EngineUnavailable
 from .launch import (SessionLaunchError, base_path, choose_image, kernelspec_for, local_kernels,
@@ -225,12 +225,7 @@ class SessionManager:
                                 self.warm, claim)
 
         try:
-            try:
-                spec, warm = describe()
-            except NoRoom:  # warm engines may hold what this session needs: they give way
-                if not self.warm.give_way():
-                    raise
-                spec, warm = describe()
+            spec, warm = describe()  # warm engines holding what it needs give way (place)
         except EngineError as e:
             s.rollback()
             raise SessionLaunchError(422, "cannot start the session: %s" % e)
@@ -379,8 +374,8 @@ class SessionManager:
                 starved = self.sync_session(session_id) or starved
             except Exception:  # one broken session must not stop the others
                 log.exception("cannot follow session %d", session_id)
-        if starved:  # warm engines hold CPU or memory a waiting session needs
-            self.warm.give_way()
+        if starved:  # warm engines may hold CPU or memory a waiting session needs
+            make_room()
         if time.monotonic() - self._orphans_checked >= ORPHAN_CHECK_SECONDS:
             self.remove_orphans()
         self.warm.tick()

@@ -54,7 +54,7 @@ from ..orchestrators.base import FAILED, RUNNING, RESTART_NEVER, SUCCEEDED, LOST
 from ..store.db import Database
 from ..store.models import EngineImage, EngineProfile
 from ..workloads import KIND_LABEL
-from ..workloads.engine import PROJECT_MOUNT, spark_ports
+from ..workloads.engine import PROJECT_MOUNT, holds_room, spark_ports
 from .launch import ENGINE_COMMAND, ENGINE_PORT
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,7 @@ class WarmPool:
         self._disabled = ""  # why warm engines are off in this process, after a failed mount
         self._held_until = 0.0  # no reserving engine is started before (give_way)
         self._said: Set[str] = set()  # warnings logged once
+        holds_room(self)  # engines of every kind that find no room make these give way
 
     # --- what the pool holds
     def size(self) -> int:
@@ -269,10 +270,10 @@ class WarmPool:
                 break
 
     def give_way(self) -> bool:
-        """A session waits, or could not be placed, for lack of CPU or memory: waiting engines
-        that reserve some are removed, and none is started again until no session has needed
-        that for GIVE_WAY_SECONDS (a cold session comes before a warm engine). True when an
-        engine was removed."""
+        """An engine (a session, job, experiment or replica) waits, or could not be placed,
+        for lack of CPU or memory (workloads.engine.make_room): waiting engines that reserve
+        some are removed, and none is started again until no engine has needed that for
+        GIVE_WAY_SECONDS (work comes before a warm engine). True when an engine was removed."""
         self._held_until = time.monotonic() + GIVE_WAY_SECONDS
         orchestrator = self._orchestrator()
         removed = False

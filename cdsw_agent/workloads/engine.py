@@ -28,9 +28,10 @@ import os
 import random
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -190,6 +191,33 @@ _placed: List[Tuple[float, str, float, int]] = []  # (forget at, node, cpu, memo
 _placed_lock = threading.Lock()
 
 
+class RoomMaker(Protocol):
+    def give_way(self) -> bool:
+        """Frees CPU or memory it holds for later (warm engines); True when it freed some."""
+
+
+# what holds CPU or memory only in case it is wanted later: the warm pools of this process
+_room_makers: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
+def holds_room(maker: RoomMaker) -> None:
+    """`maker` gives way whenever an engine of any kind finds no room (kept weakly)."""
+    _room_makers.add(maker)
+
+
+def make_room() -> bool:
+    """An engine could not be placed, or its task waits for a node with room: whatever holds
+    CPU or memory only for later gives it up. True when something was freed. Sessions, jobs,
+    experiments and replicas all come before a waiting warm engine."""
+    freed = False
+    for maker in list(_room_makers):
+        try:
+            freed = maker.give_way() or freed
+        except Exception:  # noqa: BLE001 - one pool's trouble must not fail the launch
+            log.exception("cannot make room for an engine")
+    return freed
+
+
 def cluster_nodes(orchestrator: Orchestrator,
                   constraints: Sequence[clusters.Constraint] = ()) -> List[Node]:
     """The ready, active nodes meeting the node constraints (its cluster's)."""
@@ -214,7 +242,17 @@ def no_node_of_cluster(constraints: Sequence[clusters.Constraint]) -> EngineErro
 def place(orchestrator: Orchestrator, cpu: float, memory: int,
           constraints: Sequence[clusters.Constraint] = ()) -> Node:
     """The ready node (of the cluster, with constraints) with the most free memory that fits
-    the reservation."""
+    the reservation; when none has room, once more after make_room() freed some."""
+    try:
+        return _place(orchestrator, cpu, memory, constraints)
+    except NoRoom:
+        if not make_room():
+            raise
+        return _place(orchestrator, cpu, memory, constraints)
+
+
+def _place(orchestrator: Orchestrator, cpu: float, memory: int,
+           constraints: Sequence[clusters.Constraint]) -> Node:
     nodes = cluster_nodes(orchestrator, constraints)
     if constraints and not nodes:
         raise no_node_of_cluster(constraints)

@@ -14,8 +14,10 @@ import logging
 from pathlib import Path
 from typing import Callable, Dict, Hashable, List, Optional, Tuple, Union
 
-from ..orchestrators import (FAILED, LOST, SUCCEEDED, Orchestrator, OrchestratorError,
-                             WorkloadNotFound, WorkloadRef, WorkloadSpec, WorkloadStatus)
+from ..orchestrators import (FAILED, LOST, PENDING, SUCCEEDED, WAITING_FOR_RESOURCES,
+                             Orchestrator, OrchestratorError, WorkloadNotFound, WorkloadRef,
+                             WorkloadSpec, WorkloadStatus)
+from .engine import make_room
 
 log = logging.getLogger(__name__)
 STOP_GRACE_SECONDS = 5.0
@@ -113,13 +115,16 @@ class WorkloadFollower:
         """The workload's status; LOST when it vanished; None when the backend cannot answer
         now (try again next tick). `what` names the run in the warning."""
         try:
-            return self.orchestrator.status(workload_id)
+            status = self.orchestrator.status(workload_id)
         except WorkloadNotFound:
             return WorkloadStatus(LOST, None, "the engine %s disappeared; its result is unknown"
                                   % workload_id)
         except OrchestratorError as e:
             log.warning("cannot read the status of %s: %s", what, e)
             return None
+        if status.state == PENDING and status.reason == WAITING_FOR_RESOURCES:
+            make_room()  # warm engines may hold what the run needs
+        return status
 
     def stop(self, workload_id: str) -> None:
         try:

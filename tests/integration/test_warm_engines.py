@@ -14,6 +14,7 @@ What is proven, as a user and as an attacker would see it:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -24,11 +25,13 @@ import httpx
 import pytest
 
 from cdsw_agent.engine.warm import CLAIM_PATH, WARM_VARIABLE
+from cdsw_agent.server import scheduler
 from cdsw_agent.sessions.monitor import manager_for
 from cdsw_agent.sessions.warm_pool import WARM_LABEL, WarmPool
 from cdsw_agent.workloads.engine import PROJECT_LABEL, USER_LABEL
 
 from .docker_fixtures import docker_engine, engine_image, engine_image_build  # noqa: F401
+from .test_jobs_api import start_jobs
 from .test_sessions_swarm import SwarmMaster, lab_master
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
@@ -292,29 +295,45 @@ def test_a_claimed_engine_has_the_mounts_a_cold_one_has(master: SwarmMaster) -> 
     assert cold == warm and ["/home/cdsw", "rw"] in cold, (cold, warm)
 
 
+@contextlib.contextmanager
+def reserving_engines(m: SwarmMaster) -> Iterator[Tuple[WarmPool, int, set]]:
+    """Two warm engines of a profile holding 80 % of the node's CPU; yields the pool, a profile
+    asking for 50 % and the engines' workload ids. The pool is emptied afterwards."""
+    from cdsw_agent.workloads.engine import cluster_nodes
+
+    manager = manager_for(m.api.client.app.state.server)
+    p = pool(m)
+    p.settings = p.settings.with_overrides(session_warm_engines=0)
+    p.tick()
+    node = next(n for n in cluster_nodes(manager.orchestrator) if n.name == "h1")
+    assert node.cpu_allocated == 0, node  # nothing of earlier tests holds CPU
+    ids = {}
+    for name, share in (("warm-share", 0.4), ("big", 0.5)):  # two warm engines: 80 %
+        known = {x["name"]: x["id"] for x in m.client.get("/api/v1/engine-profiles").json()}
+        if name not in known:
+            r = m.client.post("/api/v1/engine-profiles", json={
+                "name": name, "cpu": round(node.cpu_capacity * share, 2), "memory_gb": 0.5,
+                "gpus": 0})
+            assert r.status_code == 201, r.text
+            known[name] = r.json()["id"]
+        ids[name] = known[name]
+    p.settings = p.settings.with_overrides(session_warm_engines=2,
+                                           session_warm_profile="warm-share")
+    try:
+        yield p, ids["big"], {e.workload_id for e in ready_engines(m, 2)}
+    finally:
+        p.settings = p.settings.with_overrides(session_warm_engines=0, session_warm_profile="")
+        p._held_until = 0.0
+        p.tick()
+
+
 def test_warm_engines_give_way_to_a_session_that_needs_their_cpu(master: SwarmMaster) -> None:
     """Warm engines with a profile reserve its CPU on the master's node. A session whose own
     profile needs CPU they hold would find no node: they give way (removed at once), none is
     started again while sessions need it (GIVE_WAY_SECONDS), and the session runs on a cold
     engine. Once no session has needed it for that long, the pool fills again."""
-    from cdsw_agent.workloads.engine import cluster_nodes
-
     manager = manager_for(master.api.client.app.state.server)
-    p = pool(master)
-    p.settings = p.settings.with_overrides(session_warm_engines=0)
-    p.tick()
-    node = next(n for n in cluster_nodes(manager.orchestrator) if n.name == "h1")
-    assert node.cpu_allocated == 0, node  # nothing of earlier tests holds CPU
-    share = round(node.cpu_capacity * 0.4, 2)  # two warm engines: 80 % of the node's CPU
-    for name, cpu in (("warm-share", share), ("big", round(node.cpu_capacity * 0.5, 2))):
-        r = master.client.post("/api/v1/engine-profiles",
-                               json={"name": name, "cpu": cpu, "memory_gb": 0.5, "gpus": 0})
-        assert r.status_code == 201, r.text
-    big = r.json()["id"]
-    p.settings = p.settings.with_overrides(session_warm_engines=2,
-                                           session_warm_profile="warm-share")
-    try:
-        warm = {e.workload_id for e in ready_engines(master, 2)}
+    with reserving_engines(master) as (p, big, warm):
         sid = master.start(profile_id=big)["id"]  # before: 422, no node has the CPU
         assert not p.engines(), p.engines()  # both gave way ...
         assert master.wait(sid, "running", "failed")["status"] == "running"
@@ -327,6 +346,25 @@ def test_warm_engines_give_way_to_a_session_that_needs_their_cpu(master: SwarmMa
         assert p.engines(), "the pool did not fill again"
         assert master.client.post("/api/v1/sessions/%d/stop" % sid).status_code in (200, 202)
         assert master.wait(sid, "stopped", "failed")["status"] == "stopped"
+
+
+def test_warm_engines_give_way_to_a_job_that_needs_their_cpu(master: SwarmMaster) -> None:
+    """A job run needs the CPU too: before, its task waited on the swarm for a node with room
+    (or, when the master places it, the run failed with "no node has ... free"), for as long as
+    the pool kept its engines. Now the engines give way and the run goes through."""
+    user = master.api.user()
+    r = master.client.put("/api/v1/projects/%d/collaborators/%d" % (master.project_id, user.id),
+                          json={"role": "contributor"})
+    assert r.status_code == 200, r.text
+    jobs = start_jobs(master.api, threaded=False, user=user, project_id=master.project_id)
+    try:
+        jobs.script("hello.py", "print('hello from a job')\n")
+        with reserving_engines(master) as (p, big, _):
+            job = jobs.create(name="needs-cpu", script="hello.py", profile_id=big)
+            run = jobs.run(job["id"])
+            done = jobs.wait(job["id"], run["id"], tick=True, timeout=240)
+            assert done["status"] == "succeeded", (done, jobs.log(job["id"], run["id"]))
+            assert jobs.log(job["id"], run["id"]) == "hello from a job\n"
+            assert not p.engines(), p.engines()  # they gave way, and stay away meanwhile
     finally:
-        p.settings = p.settings.with_overrides(session_warm_engines=0, session_warm_profile="")
-        p.tick()
+        scheduler.stop(master.api.client.app.state.server)

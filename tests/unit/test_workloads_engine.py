@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Iterator, List, Tuple
 
@@ -161,6 +162,47 @@ def test_place_refuses_when_nothing_fits() -> None:
     with pytest.raises(EngineError, match="no node has 1.0 CPU"):
         place(orch, 1.0, 2**30)
     assert place(orch, 0.5, 2**30).name == "a"
+
+
+def test_what_holds_room_for_later_gives_way_to_an_engine_that_finds_none() -> None:
+    """place() asks every registered room maker (warm pools) to give way, then tries once more;
+    a maker that frees nothing, or fails, leaves the refusal as it was."""
+    from cdsw_agent.workloads import engine
+
+    orch = FixedNodes([node("a", "10.0.0.1", cpu_free=0.5, mem_free_gib=8)])
+
+    class Pool:
+        def __init__(self, frees: float) -> None:
+            self.frees, self.asked = frees, 0
+
+        def give_way(self) -> bool:
+            self.asked += 1
+            if self.frees:
+                orch._nodes[0] = node("a", "10.0.0.1", cpu_free=0.5 + self.frees, mem_free_gib=8)
+            return bool(self.frees)
+
+    class Broken:
+        def give_way(self) -> bool:
+            raise RuntimeError("docker went away")
+
+    empty, broken = Pool(0.0), Broken()
+    engine.holds_room(empty)
+    engine.holds_room(broken)
+    with pytest.raises(engine.NoRoom, match="no node has 1.0 CPU"):
+        place(orch, 1.0, 2**30)
+    assert empty.asked == 1
+    warm = Pool(1.0)
+    engine.holds_room(warm)
+    assert place(orch, 1.0, 2**30).name == "a" and warm.asked == 1
+    assert place(orch, 0.5, 2**30).name == "a" and warm.asked == 1  # room: nobody is asked
+    for maker in (empty, broken, warm):
+        engine._room_makers.discard(maker)
+    gone = Pool(0.0)  # kept weakly: a pool that is gone is not asked
+    engine.holds_room(gone)
+    del gone
+    gc.collect()
+    assert not [m for m in engine._room_makers if isinstance(m, Pool)]
+    engine._placed.clear()
 
 
 def test_engines_placed_together_spread_over_the_nodes() -> None:
