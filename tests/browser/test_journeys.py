@@ -171,6 +171,21 @@ def test_pipeline_of_two_jobs_runs_with_logs(page: Page, console: Console) -> No
     expect(page.locator("#run-log")).to_contain_text("report done")
     screenshot(page, "job-history")
 
+    # a changed script is held back from scheduled runs until someone approves it
+    page.goto("/projects/%d/files/etl.py" % pid)
+    page.locator(".CodeMirror").click()
+    page.keyboard.press("Control+End")
+    page.keyboard.insert_text("print('changed')\n")
+    page.keyboard.press("Control+s")
+    expect(page.locator("#editor-status")).to_contain_text("saved")
+    page.goto(etl_url)
+    expect(page.locator("#script-changed")).to_contain_text("etl.py changed since alice saved")
+    screenshot(page, "job-script-changed")
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="Approve this version").click()
+    expect(page.locator("#script-changed")).to_have_count(0)
+    expect(page.locator("#run-as")).to_contain_text("runs as alice")
+
     page.goto("/projects/%d/pipeline" % pid)
     nodes = page.locator("#pipeline-graph a.node")
     expect(nodes).to_have_count(2)
