@@ -16,6 +16,7 @@ from .base import (
     SUCCEEDED,
     WAITING_FOR_RESOURCES,
     Mount,
+    MountUnsupported,
     Node,
     Orchestrator,
     OrchestratorError,
@@ -27,7 +28,8 @@ from .base import (
 )
 
 __all__ = ["get_orchestrator", "shared_orchestrator", "Orchestrator", "OrchestratorError",
-           "WorkloadNotFound", "WorkloadSpec", "WorkloadRef", "WorkloadStatus", "Mount", "Port", "Node",
+           "WorkloadNotFound", "MountUnsupported", "WorkloadSpec", "WorkloadRef", "WorkloadStatus",
+           "Mount", "Port", "Node",
            "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "LOST", "FINAL_STATES",
            "WAITING_FOR_RESOURCES"]
 

@@ -38,6 +38,11 @@ class WorkloadNotFound(OrchestratorError):
     pass
 
 
+class MountUnsupported(OrchestratorError):
+    """This host cannot mount into running workloads at all (not root, a kernel without the
+    mount API), whatever the mount (inject_mounts)."""
+
+
 @dataclass(frozen=True)
 class Mount:
     source: str  # host path (on every node that may run the workload)

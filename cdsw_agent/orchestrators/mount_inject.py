@@ -18,6 +18,7 @@ one by one; when one fails, those before it stay attached (the caller removes th
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import os
 import platform
@@ -39,8 +40,19 @@ MOUNT_ATTR_RDONLY = 0x1
 CLONE_NEWNS = 0x00020000
 
 
+# exit statuses of the helper: one of the mounts was refused (its path, its source), or this
+# host cannot mount into a running container at all (HOST_CANNOT: not root, no mount API)
+REFUSED, HOST_CANNOT = 1, 3
+HOST_CANNOT_ERRNOS = frozenset((errno.EPERM, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP))
+
+
 class MountInjectError(Exception):
-    """One line: what failed and why (strerror)."""
+    """One line: what failed and why (strerror). `host_cannot`: this host cannot mount into
+    containers at all, whatever the mount."""
+
+    def __init__(self, message: str, host_cannot: bool = False):
+        super().__init__(message)
+        self.host_cannot = host_cannot
 
 
 @dataclass(frozen=True)
@@ -71,7 +83,8 @@ def inject(pid: int, mounts: Sequence[Any], timeout: float = 10.0) -> None:
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines()
         raise MountInjectError(lines[-1] if lines else "mounting into process %d failed: exit "
-                               "status %d" % (pid, proc.returncode))
+                               "status %d" % (pid, proc.returncode),
+                               host_cannot=proc.returncode == HOST_CANNOT)
 
 
 def _syscall(nr: int, *args: Any) -> int:
@@ -151,10 +164,10 @@ def _main() -> int:
         signal.pidfd_send_signal(pidfd, 0)
     except OSError as e:
         print("%s: %s" % (what, e.strerror or e), file=sys.stderr)
-        return 1
+        return HOST_CANNOT if e.errno in HOST_CANNOT_ERRNOS else REFUSED
     except ValueError as e:
         print("%s: %s" % (what, e), file=sys.stderr)
-        return 1
+        return REFUSED
     return 0
 
 

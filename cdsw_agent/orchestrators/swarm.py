@@ -42,6 +42,7 @@ from docker.types import Mount as DockerMount
 from .base import (
     FAILED,
     LOST,
+    MountUnsupported,
     NAME_LABEL,
     PENDING,
     RUNNING,
@@ -511,7 +512,7 @@ class SwarmOrchestrator(Orchestrator):
         try:
             inject(pid, mounts)
         except MountInjectError as e:
-            raise OrchestratorError(str(e))
+            raise (MountUnsupported if e.host_cannot else OrchestratorError)(str(e))
 
     def relabel(self, workload_id: str, labels: Dict[str, str]) -> None:
         """The service's spec is sent back exactly as stored, with new labels. The SDK's

@@ -48,8 +48,8 @@ from sqlalchemy import select
 from ..clientconfig import SparkPorts
 from ..engine.entrypoint import token_digest
 from ..engine.warm import CLAIM_PATH, READY_PATH, WARM_VARIABLE
-from ..orchestrators import (Orchestrator, OrchestratorError, Port, WorkloadNotFound,
-                             WorkloadSpec)
+from ..orchestrators import (MountUnsupported, Orchestrator, OrchestratorError, Port,
+                             WorkloadNotFound, WorkloadSpec)
 from ..orchestrators.base import FAILED, RUNNING, RESTART_NEVER, SUCCEEDED, LOST
 from ..store.db import Database
 from ..store.models import EngineImage, EngineProfile
@@ -93,16 +93,6 @@ class WarmEngine:
             and spec.node in (None, self.node) \
             and all(p.host == p.container and p.host in published and p.protocol == "tcp"
                     for p in spec.ports)
-
-
-def host_cannot_mount(error: str) -> bool:
-    """Whether a failed hand-over says this host cannot mount into containers at all (not root:
-    EPERM; a kernel without the mount API: ENOSYS), rather than that one session's mount was
-    refused (a path crossing a symbolic link, a missing source): only the first turns warm
-    engines off. mount_inject.py ends its one line with the system's error message."""
-    lowered = error.lower()
-    return any(reason in lowered for reason in ("operation not permitted",
-                                                "function not implemented", "not supported"))
 
 
 def reserves(shape: Shape) -> bool:
@@ -200,7 +190,7 @@ class WarmPool:
         except (OrchestratorError, httpx.HTTPError) as e:
             log.warning("warm engine %s could not be handed over (%s); the session starts "
                         "a new engine", engine.workload_id, e)
-            if isinstance(e, OrchestratorError) and host_cannot_mount(str(e)):
+            if isinstance(e, MountUnsupported):  # not one session's refused path: any
                 self._disabled = "warm engines are off: %s" % e
                 self._say(self._disabled)
             self._remove(orchestrator, engine.workload_id)

@@ -6,9 +6,12 @@ one real container on the test dockerd; checked from inside the namespace with n
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -17,6 +20,7 @@ from typing import Iterator, List
 import pytest
 
 from cdsw_agent.orchestrators.base import Mount
+from cdsw_agent.orchestrators import mount_inject
 from cdsw_agent.orchestrators.mount_inject import InjectMount, MountInjectError, inject
 
 from .docker_fixtures import docker_engine  # noqa: F401
@@ -130,6 +134,32 @@ def test_missing_source(sleeper, tmp_path):
     assert str(missing) in str(e.value) and "No such file or directory" in str(e.value)
     with pytest.raises(MountInjectError, match="absolute"):
         inject(sleeper, [InjectMount(str(tmp_path), "../etc")])
+
+
+def test_a_host_that_cannot_mount_says_so_by_its_exit_status(sleeper, source, tmp_path):
+    """Not root: the helper's mounts fail with EPERM whatever they are, and it exits
+    HOST_CANNOT (warm engines go off, sessions/warm_pool.py); a mount refused for its own
+    sake exits REFUSED, and inject() tells the two apart by status, not by message."""
+    helper = Path(tempfile.mkdtemp(prefix="cdsw-inject-"))  # readable by nobody, unlike ~
+    try:
+        helper.chmod(0o755)
+        shutil.copy(mount_inject.__file__, helper / "mount_inject.py")
+        request = json.dumps({"pid": sleeper, "mounts": [
+            {"source": "/usr/share", "target": str(tmp_path / "t"), "read_only": True}]})
+        # the system's Python: the test's own may live where nobody cannot reach (~/.pyenv)
+        python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
+        proc = subprocess.run([python, "-I", "-S", str(helper / "mount_inject.py")],
+                              input=request, capture_output=True, text=True, timeout=30,
+                              user=65534, group=65534, extra_groups=[])
+        assert proc.returncode == mount_inject.HOST_CANNOT, (proc.returncode, proc.stderr)
+        assert "Operation not permitted" in proc.stderr, proc.stderr
+    finally:
+        shutil.rmtree(helper)
+    for mounts in ([InjectMount(str(tmp_path / "gone"), str(tmp_path / "t"))],
+                   [InjectMount(str(source), "../etc")]):
+        with pytest.raises(MountInjectError) as e:
+            inject(sleeper, mounts)
+        assert e.value.host_cannot is False, e.value
 
 
 def test_works_from_a_multi_threaded_caller(sleeper, source, tmp_path):

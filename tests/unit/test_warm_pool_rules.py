@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+from typing import List
+
+import pytest
+
 from cdsw_agent.clientconfig import SparkPorts
 from cdsw_agent.kerberos.engine import NOTICE_WRAPPER
-from cdsw_agent.orchestrators import Mount, WorkloadSpec
+from cdsw_agent.orchestrators import Mount, MountUnsupported, OrchestratorError, WorkloadSpec
 from cdsw_agent.sessions.launch import ENGINE_COMMAND
-from cdsw_agent.sessions.warm_pool import WarmEngine, host_cannot_mount, shape_of
+from cdsw_agent.sessions.warm_pool import WarmEngine, WarmPool, shape_of
 
 GIB = 2**30
 
@@ -46,16 +50,39 @@ def test_what_a_warm_engine_cannot_become() -> None:
     assert not engine.fits(_session(command=NOTICE_WRAPPER + list(ENGINE_COMMAND)))
 
 
-def test_only_a_host_that_cannot_mount_turns_warm_engines_off() -> None:
-    # mount_inject.py's lines: what it could not do, then the system's error message
-    assert host_cannot_mount("cannot mount /data/projects/1 at /home/cdsw in process 89: "
-                             "Operation not permitted")
-    assert host_cannot_mount("cannot enter process 89: Operation not permitted")
-    assert host_cannot_mount("cannot mount /data/projects/1 at /home/cdsw in process 89: "
-                             "Function not implemented")
+class _Swarm:
+    """The hand-over's orchestrator calls; inject_mounts fails as told."""
+
+    def __init__(self, failure: Exception) -> None:
+        self.failure = failure
+        self.removed: List[str] = []
+
+    def relabel(self, workload_id: str, labels: dict) -> None:
+        pass
+
+    def inject_mounts(self, workload_id: str, mounts: list) -> None:
+        raise self.failure
+
+    def remove(self, workload_id: str) -> None:
+        self.removed.append(workload_id)
+
+
+@pytest.mark.parametrize("failure, off", [
+    # mount_inject.py's exit status says the host cannot mount at all (not root, no mount API)
+    (MountUnsupported("cannot enter process 89: Operation not permitted"), True),
     # one session's mount refused: that session starts cold, the others still claim engines
-    assert not host_cannot_mount("cannot mount /data/k/3 at /var/run/cdsw/krb5 in process 89: "
-                                 "/var/run is a symbolic link in the container, refused")
-    assert not host_cannot_mount("cannot mount /data/gone at /home/cdsw in process 89: No such "
-                                 "file or directory")
-    assert not host_cannot_mount("the warm engine refused its claim (HTTP 403: wrong secret)")
+    (OrchestratorError("cannot mount /data/k/3 at /var/run/cdsw/krb5 in process 89: /var/run "
+                       "is a symbolic link in the container, refused"), False),
+    (OrchestratorError("cannot mount /data/gone at /home/cdsw in process 89: Operation not "
+                       "permitted"), False),  # words alone decide nothing
+])
+def test_only_a_host_that_cannot_mount_turns_warm_engines_off(failure: Exception,
+                                                              off: bool) -> None:
+    swarm = _Swarm(failure)
+    pool = WarmPool(None, None, lambda: swarm, lambda node: "10.0.0.1",  # type: ignore[arg-type]
+                    lambda node, used: 15000)
+    pool.refill_soon = lambda: None  # type: ignore[method-assign]
+    with pytest.raises(OrchestratorError):
+        pool.hand_over(_engine(), _session())
+    assert swarm.removed == ["w1"]  # the engine is never handed to anyone else
+    assert bool(pool._disabled) is off
