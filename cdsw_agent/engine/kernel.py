@@ -13,48 +13,13 @@ module can be imported but cannot shadow an installed one.
 from __future__ import annotations
 
 import os
-import site
 import sys
 import threading
 from typing import List, Optional
 
 from traitlets.config import Config
 
-
-def user_paths(cwd: str, pythonpath: str, user_site: str) -> List[str]:
-    """The entries the kernel appends to sys.path, in order."""
-    out: List[str] = []
-    for entry in [user_site] + [p for p in pythonpath.split(os.pathsep) if p] + [cwd]:
-        entry = os.path.abspath(entry)
-        if entry not in out:
-            out.append(entry)
-    return out
-
-
-def add_user_paths() -> None:
-    user_site = site.getusersitepackages()
-    for entry in user_paths(os.getcwd(), os.environ.get("PYTHONPATH", ""), user_site):
-        if entry in sys.path:
-            continue
-        if entry == user_site:
-            if os.path.isdir(user_site):
-                add_user_site(user_site)
-        else:
-            sys.path.append(entry)
-
-
-def add_user_site(user_site: str) -> None:
-    """The user site of $HOME (the user's own folder, never the project), with its .pth files,
-    before the image's site-packages as Python does it: `pip install --user --upgrade pandas`
-    takes effect for modules the kernel imports from then on."""
-    before = list(sys.path)
-    site.addsitedir(user_site)
-    added = [p for p in sys.path if p not in before]
-    rest = [p for p in sys.path if p in before]
-    at = next((i for i, p in enumerate(rest) if os.path.basename(p) in ("site-packages",
-                                                                       "dist-packages")),
-              len(rest))
-    sys.path[:] = rest[:at] + added + rest[at:]
+from .paths import add_user_paths
 
 
 # plotly figures go out as data (application/vnd.plotly.v1+json), drawn by the workbench's own

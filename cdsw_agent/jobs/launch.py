@@ -2,7 +2,8 @@
 
 A Python script runs in the engine's kernel (engine/job.py), as CDSW ran jobs: `display()` works
 and its rich outputs are kept with the run (workloads/outputs.py). `CDSW_JOB_RUNNER=python` in
-the job's environment runs it with plain `python3 script.py` instead."""
+the job's environment runs it with plain Python instead (engine/plain.py: as `python3 script.py`,
+except that no project file can shadow a module the script imports)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ INTERPRETERS = {".py": "python3", ".r": "Rscript", ".sh": "bash"}
 SCALA = ".scala"  # run by engine/scala_job.py in the engine's Scala REPL, on the cluster's Spark
 SUFFIXES = tuple(INTERPRETERS) + (SCALA,)
 RUN_LABEL = "io.cdsw.job-run"
-RUNNER_VARIABLE = "CDSW_JOB_RUNNER"  # "python": plain `python3 script.py`, no kernel
+RUNNER_VARIABLE = "CDSW_JOB_RUNNER"  # "python": plain Python (engine/plain.py), no kernel
 # `python -I -c KERNEL_RUNNER SCRIPT ARGS...`: engine/job.py, or plain python in an image built
 # by a version of CDSW before it (an upgraded master keeps using the images it had)
 # A scheduled run may start ahead of its fire time (server/scheduler.py): START_AT_VARIABLE
@@ -56,6 +57,16 @@ KERNEL_RUNNER = (
     "if job is None:\n"
     "    os.execvp('python3', ['python3'] + sys.argv[1:])\n"
     "job.main(sys.argv[1:])\n")
+# `python -I -c PLAIN_RUNNER SCRIPT ARGS...`: engine/plain.py (a kernel's module paths, so no
+# project file shadows a module the script imports), or plain python3 in an image built by a
+# version of CDSW before it
+PLAIN_RUNNER = (
+    "import os, sys\n"
+    "try:\n"
+    "    from cdsw_agent.engine import plain\n"
+    "except ImportError:\n"
+    "    os.execvp('python3', ['python3'] + sys.argv[1:])\n"
+    "plain.main(sys.argv[1:])\n")
 # `python -I -c SCALA_RUNNER SCRIPT ARGS...`: engine/scala_job.py, or one line saying why not
 SCALA_RUNNER = (
     "import sys\n"
@@ -110,6 +121,8 @@ def command(job: Job, python: str, kernel: bool = True, start_at: bool = False) 
         return [python, "-I", "-c", KERNEL_RUNNER, job.script] + args  # waits itself
     if suffix == SCALA:
         cmd = [python, "-I", "-c", SCALA_RUNNER, job.script] + args
+    elif suffix == ".py":
+        cmd = [python, "-I", "-c", PLAIN_RUNNER, job.script] + args
     else:
         cmd = [INTERPRETERS[suffix], job.script] + args
     return [python, "-I", "-S", "-c", WAIT_RUNNER] + cmd if start_at else cmd

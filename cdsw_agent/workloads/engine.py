@@ -150,7 +150,7 @@ def user_home(settings: Settings, user: User) -> Path:
 
 def home_variables(home: str) -> Dict[str, str]:
     """Where everything that reads start-up files from the home folder looks. Also set
-    explicitly, so a project variable cannot point Jupyter, IPython or pip back into the
+    explicitly, so a project variable cannot point Jupyter, IPython, pip or R back into the
     project: JUPYTER_PATH and JUPYTER_CONFIG_PATH are emptied for the same reason."""
     return {
         "HOME": home,
@@ -164,6 +164,10 @@ def home_variables(home: str) -> Dict[str, str]:
         "XDG_DATA_HOME": home + "/.local/share",
         "XDG_CACHE_HOME": home + "/.cache",
         "MPLCONFIGDIR": home + "/.config/matplotlib",
+        # R reads .Rprofile and .Renviron from the working directory, the project, before the
+        # home: a collaborator's would run in every Rscript job and experiment
+        "R_PROFILE_USER": home + "/.Rprofile",
+        "R_ENVIRON_USER": home + "/.Renviron",
     }
 
 

@@ -245,6 +245,35 @@ def test_an_experiment_acts_as_whoever_started_it(api: Api) -> None:
         scheduler.stop(api.client.app.state.server)
 
 
+def test_a_collaborators_files_named_like_start_up_files_do_not_run_in_anothers_runs(
+        api: Api) -> None:
+    """The attack without touching the script: plant files the interpreter would load on its
+    own. Plain `python3 fit.py` imported a json.py next to the script instead of the standard
+    library's; `Rscript fit.R` read the project's .Rprofile. Neither runs in alice's runs."""
+    e = start_experiments(api, user=api.user("alice"))
+    try:
+        mallory = api.user("mallory")
+        _add(api, e.client, e.project_id, mallory, "contributor")
+        mc = api.client_for(mallory)
+        for path, content in (("json.py", "print('EVIL json.py as', __import__('os').environ"
+                                          "['CDSW_USER'])\n"),
+                              (".Rprofile", 'cat("EVIL .Rprofile as", Sys.getenv("CDSW_USER"), '
+                                            '"\\n")\n'),
+                              (".Renviron", "R_DEFAULT_PACKAGES=EVIL\n")):
+            r = mc.put("/api/v1/projects/%d/files/content" % e.project_id,
+                       json={"path": path, "content": content})
+            assert r.status_code == 200, r.text
+        e.file("fit.py", "import json\nprint(json.dumps(['fit', 1]))\n")
+        e.file("fit.R", 'cat("R fit", Sys.getenv("CDSW_USER"), "\\n")\n')
+        for script, expected in (("fit.py", '["fit", 1]\n'), ("fit.R", "R fit alice \n")):
+            run = e.start(e.client, script=script)
+            done = e.wait(run["id"])
+            assert done["status"] == "succeeded", (done, e.log(run["id"]))
+            assert e.log(run["id"]) == expected
+    finally:
+        scheduler.stop(api.client.app.state.server)
+
+
 # --- models ----------------------------------------------------------------------------------
 
 MODEL_PY = """

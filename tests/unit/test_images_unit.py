@@ -403,7 +403,7 @@ def test_engine_kernels_start_isolated() -> None:
 
 
 def test_engine_kernel_adds_user_paths_after_the_image_packages() -> None:
-    from cdsw_agent.engine.kernel import user_paths
+    from cdsw_agent.engine.paths import user_paths
 
     assert user_paths("/home/cdsw", "/opt/lib:/home/cdsw", "/home/cdsw-user/.local/lib/x") == \
         ["/home/cdsw-user/.local/lib/x", "/opt/lib", "/home/cdsw"]
@@ -614,7 +614,7 @@ def test_image_tree_keeps_no_setuid_programs(tmp_path: Path) -> None:
 
 def test_engine_kernel_puts_the_users_own_site_before_the_image_packages(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cdsw_agent.engine.kernel import add_user_site
+    from cdsw_agent.engine.paths import add_user_site
 
     user_site = tmp_path / "home/.local/lib/python3/site-packages"
     (user_site / "extra").mkdir(parents=True)

@@ -80,11 +80,11 @@ def test_python_jobs_run_in_the_kernel_unless_asked_for_plain_python() -> None:
     assert launch.command(job("etl.py"), "/venv/bin/python") == [
         "/venv/bin/python", "-I", "-c", launch.KERNEL_RUNNER, "etl.py", "--day", "to day"]
     assert launch.command(job("etl.py", {"CDSW_JOB_RUNNER": "python"}), "/venv/bin/python") == [
-        "python3", "etl.py", "--day", "to day"]
-    # experiments share the command line without the kernel: plain python
+        "/venv/bin/python", "-I", "-c", launch.PLAIN_RUNNER, "etl.py", "--day", "to day"]
+    # experiments share the command line without the kernel: plain python (engine/plain.py)
     run = SimpleNamespace(script="fit.py", arguments="--alpha 0.5")
     assert launch.command(run, "/venv/bin/python", kernel=False) == [  # type: ignore[arg-type]
-        "python3", "fit.py", "--alpha", "0.5"]
+        "/venv/bin/python", "-I", "-c", launch.PLAIN_RUNNER, "fit.py", "--alpha", "0.5"]
     assert launch.command(job("etl.R"), "/venv/bin/python")[:2] == ["Rscript", "etl.R"]
 
 
@@ -303,3 +303,34 @@ def test_the_kernel_runs_the_masters_copy_whatever_the_projects_file_holds(
     out, err = io.StringIO(), io.StringIO()
     assert engine_job.run("nightly.py", ["x"], None, out, err) == 0, err.getvalue()
     assert out.getvalue() == "approved nightly.py ['nightly.py', 'x']\n"
+
+
+def test_plain_python_runs_the_script_with_a_kernels_paths(tmp_path: Path) -> None:
+    """engine/plain.py through the runner the command line gives: a project file named like a
+    module the script imports (json.py) does not shadow it, a module of the project that shadows
+    nothing still imports, and `__name__`, `__file__`, sys.argv and the exit status are those of
+    `python3 SCRIPT ARGS`."""
+    import subprocess
+
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "json.py").write_text("print('EVIL json.py ran')\n")
+    (tmp_path / "jobs" / "json.py").write_text("print('EVIL jobs/json.py ran')\n")
+    (tmp_path / "jobs" / "helpers.py").write_text("WHO = 'helpers from the script folder'\n")
+    (tmp_path / "jobs" / "fit.py").write_text(
+        "import json, sys\nimport helpers\n"
+        "print(json.dumps([__name__, __file__, sys.argv, helpers.WHO]))\n"
+        "if __name__ == '__main__':\n    sys.exit(4)\n")
+    cmd = launch.command(SimpleNamespace(script="jobs/fit.py", arguments="a 'b c'"),  # type: ignore[arg-type]
+                         sys.executable, kernel=False)
+    env = dict(os.environ, PYTHONPATH="", PYTHONUNBUFFERED="1")
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 4, out.stderr
+    assert "EVIL" not in out.stdout + out.stderr
+    assert json.loads(out.stdout) == ["__main__", "jobs/fit.py", ["jobs/fit.py", "a", "b c"],
+                                      "helpers from the script folder"]
+    # with the master's copy (jobs/script.py), that is what runs, under the script's name
+    copy = tmp_path / "copy.py"
+    copy.write_text("import sys\nprint('copy', __file__, sys.argv[1:])\n")
+    out = subprocess.run(cmd, cwd=tmp_path, env=dict(env, CDSW_JOB_SCRIPT_COPY=str(copy)),
+                         capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout) == (0, "copy jobs/fit.py ['a', 'b c']\n"), out.stderr
