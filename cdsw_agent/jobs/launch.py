@@ -165,7 +165,7 @@ def workload_spec(db: Session, settings: Settings, orchestrator: Orchestrator, j
     except EngineError as e:
         raise LaunchError(str(e))
     folder = engine_dir(settings, spec.name)
-    script_copy.attach(spec, folder, project_dir, job.script, script, local)
+    script_copy.attach(spec, folder, job.script, script, local)
     if in_kernel(job):
         outputs.attach(spec, folder, local)
     return spec

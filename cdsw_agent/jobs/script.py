@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import stat
 from pathlib import Path, PurePosixPath
 
 from ..engine.job import SCRIPT_COPY_VARIABLE
 from ..orchestrators import Mount, WorkloadSpec
+from ..projects import safe_fs
 from ..workloads.engine import PROJECT_MOUNT
 from ..workloads.oneshot import LaunchError
 
@@ -40,15 +43,38 @@ def script_file(project_dir: Path, script: str) -> Path:
     return real
 
 
+class ThroughLink(LaunchError):
+    """The script's path goes through a symbolic link."""
+
+
 def read(project_dir: Path, script: str) -> bytes:
-    """The script's bytes, read once; LaunchError when it is missing, outside the project or
-    larger than a script."""
-    real = script_file(project_dir, script)
+    """The script's bytes, read once through descriptors that follow no symbolic link (the
+    master reads as root: a collaborator's link must not lead it to a file outside the project,
+    now or by swapping a folder for a link while it reads); LaunchError when it is missing, not
+    a file or larger than a script."""
     try:
-        with open(real, "rb") as f:
+        root = os.open(str(project_dir), safe_fs.DIR_FLAGS)
+    except OSError:
+        raise LaunchError("script %s not found" % script)
+    try:
+        fd = safe_fs.open_beneath(root, PurePosixPath(script).parts)
+    except safe_fs.Unsafe as e:
+        if e.kind == "symlink":
+            raise ThroughLink("script %s goes through a symbolic link; give the path of the "
+                              "file itself" % script)
+        raise LaunchError("script %s not found" % script)
+    except OSError:
+        raise LaunchError("script %s not found" % script)
+    finally:
+        os.close(root)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise LaunchError("script %s not found" % script)
+    with os.fdopen(fd, "rb") as f:
+        try:
             data = f.read(MAX_BYTES + 1)
-    except OSError as e:
-        raise LaunchError("cannot read script %s: %s" % (script, e.strerror or e))
+        except OSError as e:
+            raise LaunchError("cannot read script %s: %s" % (script, e.strerror or e))
     if len(data) > MAX_BYTES:
         raise LaunchError("script %s is over %d MiB; a job runs a script, not a data file"
                           % (script, MAX_BYTES >> 20))
@@ -63,8 +89,7 @@ def current_digest(project_dir: Path, script: str) -> str:
         return ""
 
 
-def attach(spec: WorkloadSpec, engine_dir: Path, project_dir: Path, script: str, data: bytes,
-           local: bool) -> None:
+def attach(spec: WorkloadSpec, engine_dir: Path, script: str, data: bytes, local: bool) -> None:
     """Writes the copy (read-only, owned by this process) and gives it to the engine."""
     folder = engine_dir / "script"
     folder.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -78,20 +103,11 @@ def attach(spec: WorkloadSpec, engine_dir: Path, project_dir: Path, script: str,
     if local:  # processes on this host: no mount namespace to shadow the project's file in
         spec.env[SCRIPT_COPY_VARIABLE] = str(copy)
         return
-    inside = script_file(project_dir, script).relative_to(project_dir.resolve())
-    spec.mounts.append(Mount(str(copy), "%s/%s" % (PROJECT_MOUNT, inside.as_posix()), True))
+    # read() followed no link: the script's own path is where the engine finds it
+    spec.mounts.append(Mount(str(copy), "%s/%s" % (PROJECT_MOUNT, script), True))
     spec.mounts.append(Mount(str(copy), "%s/%s" % (COPY_MOUNT, copy.name), True))
     spec.env[SCRIPT_COPY_VARIABLE] = "%s/%s" % (COPY_MOUNT, copy.name)
 
 
 def remove(engine_dir: Path) -> None:
-    folder = engine_dir / "script"
-    for child in folder.glob("*"):
-        try:
-            child.unlink()
-        except OSError:
-            pass
-    try:
-        folder.rmdir()
-    except OSError:
-        pass
+    shutil.rmtree(engine_dir / "script", ignore_errors=True)

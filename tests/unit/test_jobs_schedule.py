@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from pathlib import Path
+
 import pytest
 
 from cdsw_agent.jobs import graph, notify, schedule
@@ -104,6 +106,34 @@ def test_script_paths_and_interpreters(tmp_path) -> None:  # type: ignore[no-unt
     job = Job(script="fit.R", arguments="--alpha '0.5 1' x")
     assert command(job, "/venv/bin/python") == ["Rscript", "fit.R", "--alpha", "0.5 1", "x"]
     assert command(Job(script="a.sh", arguments=""), "/venv/bin/python")[0] == "bash"
+
+
+def test_the_master_reads_a_job_script_through_no_link(tmp_path: Path) -> None:
+    """The master reads scripts as root: a collaborator who makes the script, or a folder on
+    its path, a symbolic link (even to a file inside the project, or after the job was saved)
+    gets a refusal, never the bytes of what the link points at."""
+    from cdsw_agent.jobs import script
+
+    project, outside = tmp_path / "p", tmp_path / "other-users-home"
+    (project / "jobs").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "etl.py").write_text("SECRET = 'not yours'\n")
+    (project / "jobs" / "etl.py").write_text("print('etl')\n")
+    assert script.read(project, "jobs/etl.py") == b"print('etl')\n"
+    assert script.current_digest(project, "jobs/etl.py") == script.digest(b"print('etl')\n")
+    (project / "jobs").rename(project / "jobs-before")  # the folder swapped for a link
+    (project / "jobs").symlink_to(outside)
+    (project / "inside.py").symlink_to(project / "jobs-before" / "etl.py")
+    for through in ("jobs/etl.py", "inside.py"):
+        with pytest.raises(script.ThroughLink, match="symbolic link"):
+            script.read(project, through)
+        assert script.current_digest(project, through) == ""
+    (project / "big.py").write_bytes(b"#" * (script.MAX_BYTES + 1))
+    (project / "folder.py").mkdir()
+    for bad, why in (("big.py", "over 16 MiB"), ("folder.py", "not found"),
+                     ("nope.py", "not found")):
+        with pytest.raises(LaunchError, match=why):
+            script.read(project, bad)
 
 
 def test_mail_content_and_choice() -> None:

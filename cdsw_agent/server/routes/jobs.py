@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session
 from ...jobs import graph, identity, schedule
 from ...jobs.launch import LaunchError, check_script_path, parse_arguments
 from ...jobs import script as script_copy
-from ...jobs.script import script_file
 from ...jobs.runner import RunError, outputs_file
 from ...store.jobs_models import ACTIVE_STATUSES, NOTIFY_EVENTS, Job, JobRun
 from ...store.models import EngineImage, EngineProfile, Project
@@ -217,8 +216,10 @@ def _apply(db: Session, state: ServerState, project: Project, job: Job, values: 
     if "script" in values:
         try:
             script = check_script_path(values["script"])
-            script_file(project_dir(state, project.id), script)
+            script_copy.read(project_dir(state, project.id), script)
         except ValueError as e:
+            raise unprocessable("script", str(e))
+        except script_copy.ThroughLink as e:
             raise unprocessable("script", str(e))
         except LaunchError:
             raise unprocessable("script", "%s not found in the project; give a path relative to "
