@@ -15,6 +15,11 @@ its launcher, workloads/engine.py).
   or the Contributor) approves the new version and is the one its runs act as. A run a person
   starts runs the script as it is, as that person. The engine runs the bytes the master checked,
   whatever the file holds by then (jobs/script.py).
+- The job's person editing its script in the workbench's file editor approves their own edit:
+  when the file held the version the job approved until their save, the version they saved is
+  approved (editor_approvals). An edit on top of a version nobody approved (another person's)
+  still needs the job saved, as does an edit made elsewhere (a session, git), whose author the
+  master cannot know.
 - The identity is fixed on the run when it is recorded: a run launched again after a master
   restart acts as the same person. A run whose person was removed or deactivated does not start.
 """
@@ -22,7 +27,10 @@ its launcher, workloads/engine.py).
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from ..store.jobs_models import Job, JobRun
 from ..store.models import User
@@ -86,3 +94,23 @@ def script_refusal(run: JobRun, digest: str) -> str:
     return ("job %s: %s changed since %s saved the job; its %s runs act as %s and run only the "
             "version %s saved. Read the change, then save the job to approve it (its runs then "
             "act as you)" % (job.name, job.script, who, kind, who, who))
+
+
+def editor_approvals(db: Session, project_id: int, script: str, user_id: int,
+                     before: Callable[[], str], after: str) -> List[Job]:
+    """`user_id` is saving `script` in the file editor: bytes whose digest is `after`, over what
+    `before()` reads now ("" when the file cannot be read). Called just before the write; the
+    session is committed once the write succeeded. The jobs of the project that run this script
+    as that person and approved the version being replaced approve the saved one; they are
+    returned. An edit on top of a version the job did not approve (another person's) approves
+    nothing: the job's page is where someone else's change is read and approved."""
+    jobs = list(db.scalars(select(Job).where(Job.project_id == project_id, Job.script == script,
+                                             Job.run_as_user_id == user_id,
+                                             Job.script_sha256.is_not(None))))
+    if not jobs:
+        return []
+    replaced = before()
+    approved = [job for job in jobs if replaced and job.script_sha256 == replaced]
+    for job in approved:
+        job.script_sha256 = after
+    return approved

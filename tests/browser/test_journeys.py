@@ -120,7 +120,7 @@ def test_project_from_template_files_readme_and_editing(page: Page) -> None:
     screenshot(page, "projects")
 
 
-def test_pipeline_of_two_jobs_runs_with_logs(page: Page, console: Console) -> None:
+def test_pipeline_of_two_jobs_runs_with_logs(page: Page, server: Server, console: Console) -> None:
     sign_in(page, "alice")
     pid = new_project(page)
     write_file(page, pid, "etl.py", "import sys\nprint('etl done', sys.argv[1:])\n")
@@ -171,7 +171,7 @@ def test_pipeline_of_two_jobs_runs_with_logs(page: Page, console: Console) -> No
     expect(page.locator("#run-log")).to_contain_text("report done")
     screenshot(page, "job-history")
 
-    # a changed script is held back from scheduled runs until someone approves it
+    # alice's own edit in the editor is approved by her saving it ...
     page.goto("/projects/%d/files/etl.py" % pid)
     page.locator(".CodeMirror").click()
     page.keyboard.press("Control+End")
@@ -179,6 +179,13 @@ def test_pipeline_of_two_jobs_runs_with_logs(page: Page, console: Console) -> No
     page.keyboard.press("Control+s")
     expect(page.locator("#editor-status")).to_contain_text("saved")
     page.goto(etl_url)
+    expect(page.locator("#run-as")).to_contain_text("runs as alice")
+    expect(page.locator("#script-changed")).to_have_count(0)
+    # ... a change made elsewhere (a session, git: written to the project's folder here) is held
+    # back from scheduled runs until someone approves it
+    script = server.log.parent / "data" / "projects" / str(pid) / "etl.py"
+    script.write_text(script.read_text() + "print('from a session')\n")
+    page.reload()
     expect(page.locator("#script-changed")).to_contain_text("etl.py changed since alice saved")
     screenshot(page, "job-script-changed")
     page.once("dialog", lambda d: d.accept())

@@ -210,6 +210,51 @@ def test_a_contributor_who_rewrites_the_owners_script_never_runs_it_as_the_owner
     assert j.log(child["id"], dependent["id"]) == "user mallory mallory\nevil\n"
 
 
+def test_the_jobs_person_editing_its_script_in_the_editor_approves_only_their_own_edit(
+        owner_jobs: Jobs) -> None:
+    """alice edits her job's script in the file editor: her next scheduled run runs it, as
+    alice, with no approval step. mallory's edit still stops the job, and alice editing on top
+    of mallory's change does not approve it: that takes the job page."""
+    j = owner_jobs
+    mallory = j.api.user("mallory")
+    _add(j.api, j.client, j.project_id, mallory, "contributor")
+    mc = j.api.client_for(mallory)
+    j.script("nightly.py", WHO)
+    job = j.create(name="nightly", script="nightly.py", schedule="* * * * *")
+    url = j.base + "/jobs/%d" % job["id"]
+
+    def edit(client: httpx.Client, content: str) -> None:
+        r = client.put(j.base + "/files/content", json={"path": "./nightly.py",
+                                                        "content": content})
+        assert r.status_code == 200, r.text
+
+    def scheduled_run() -> Dict[str, Any]:
+        j.clock.advance(minutes=1)
+        j.sched.tick()
+        return j.wait(job["id"], j.runs(job["id"])[0]["id"], tick=True)
+
+    edit(j.client, WHO + "print('v2')\n")
+    assert j.client.get(url).json()["script_changed"] is False
+    run = scheduled_run()
+    assert (run["run_as"], run["status"]) == ("alice", "succeeded"), run
+    assert j.log(job["id"], run["id"]) == "user alice alice\nv2\n"
+    assert _audit(j.api, "job.script.approve")[-1] == ("alice", {
+        "job_id": job["id"], "script": "nightly.py", "via": "file editor"})
+
+    edit(mc, WHO + "print('evil')\n")
+    edit(j.client, WHO + "print('evil')\nprint('v3')\n")  # alice's edit over mallory's
+    assert j.client.get(url).json()["script_changed"] is True
+    run = scheduled_run()
+    assert run["status"] == "failed" and "changed since alice saved" in run["reason"], run
+    assert len(_audit(j.api, "job.script.approve")) == 1
+    # the job page's approval, then her own edits approve themselves again
+    assert j.client.patch(url, json={}).status_code == 200
+    assert j.client.get(url).json()["script_changed"] is False
+    edit(j.client, WHO + "print('v4')\n")
+    run = scheduled_run()
+    assert (run["status"], j.log(job["id"], run["id"])) == ("succeeded", "user alice alice\nv4\n")
+
+
 def test_a_job_saved_before_script_digests_records_the_version_its_next_run_runs(
         owner_jobs: Jobs) -> None:
     """Jobs from before migration 0013 have no digest: their next scheduled run runs the script

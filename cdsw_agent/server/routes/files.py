@@ -11,8 +11,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
+from sqlalchemy.orm import Session
+
+from ...jobs import identity
+from ...jobs import script as job_script
 from ...projects.storage import CHUNK, Entry, FileError, ProjectFiles, clean_relative, engine_owner
-from ..deps import get_state
+from .. import audit
+from ..deps import get_db, get_state
 from ..errors import ApiError
 from ..permissions import Access, require
 from ..schemas import Id, Strict
@@ -105,17 +110,32 @@ def read_file(project_id: Id, path: str = PathQuery, access: Access = require("p
 
 
 @router.put("/content", response_model=EntryOut)
-def write_file(project_id: Id, body: FileWrite, access: Access = require("project.files.write"),
-               state: ServerState = Depends(get_state)) -> EntryOut:
+def write_file(project_id: Id, body: FileWrite, request: Request,
+               access: Access = require("project.files.write"),
+               state: ServerState = Depends(get_state), db: Session = Depends(get_db)) -> EntryOut:
     files = files_of(state, access)
+    assert access.project is not None
     try:
         if body.expected_modified is not None and files.exists(body.path):
             if abs(files.entry(body.path).modified - body.expected_modified) > 1e-6:
                 raise ApiError(409, "%s changed since you opened it; reload it before saving"
                                % body.path)
-        return _out(files.write_text(body.path, body.content))
+        data = body.content.encode("utf-8")
+        path = str(clean_relative(body.path))
+        # a job's person saving its script approves their own edit (jobs/identity.py)
+        approved = identity.editor_approvals(
+            db, access.project.id, path, access.user.id,
+            lambda: job_script.current_digest(files.root, path), job_script.digest(data))
+        entry = files.write_stream(body.path, iter([data]), max_bytes=None)
     except FileError as e:
+        db.rollback()
         raise _fail(e)
+    for job in approved:
+        audit.record(db, "job.script.approve", access.user,
+                     target="%d/%s" % (access.project.id, job.name), request=request,
+                     job_id=job.id, script=path, via="file editor")
+    db.commit()
+    return _out(entry)
 
 
 UPLOAD_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
