@@ -6,13 +6,14 @@ import errno
 import logging
 import threading
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..store.db import DAMAGED, DISK_FULL, UNAVAILABLE, problem_kind
@@ -23,6 +24,7 @@ RETRY_AFTER_SECONDS = 5
 # while the database is down every request fails the same way: one log line per reason per
 # this many seconds (with the count of the ones not logged), never a traceback per request
 OUTAGE_LOG_INTERVAL = 10.0
+Handler = Callable[[Request, Any], Awaitable[Any]]
 
 
 class ApiError(Exception):
@@ -57,18 +59,42 @@ def _field(loc: Any) -> str:
     return ".".join(parts) or ".".join(str(p) for p in loc)
 
 
+def permission_first(handler: Handler) -> Handler:
+    """`handler` of RequestValidationError, after the permission its route was to decide in
+    its own thread (permissions.Pending), which the invalid parameters came before: a caller
+    who may not make the call gets the refusal (through the app's ApiError handler), not
+    what was wrong with their input, as when the permission was decided first."""
+    async def handler_after_permission(request: Request, exc: Exception) -> Any:
+        pending = getattr(request.state, "pending_permission", None)
+        if pending is not None and pending.access is None:
+            def refusal() -> Optional[ApiError]:
+                with request.app.state.server.db.session() as db:  # the request's is closed
+                    try:
+                        pending.decide(db)
+                    except ApiError as e:
+                        return e
+                return None
+
+            refused = await run_in_threadpool(refusal)
+            if refused is not None:
+                return await request.app.exception_handlers[ApiError](request, refused)
+        return await handler(request, exc)
+    return handler_after_permission
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(body(exc.error, exc.detail), status_code=exc.status)
 
-    @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         details = [{"field": _field(e.get("loc", ())), "message": e.get("msg", "invalid")}
                    for e in exc.errors()]
         first = details[0] if details else {"field": "request", "message": "invalid"}
         return JSONResponse(body("invalid request: %s: %s" % (first["field"], first["message"]),
                                  details), status_code=422)
+
+    app.add_exception_handler(RequestValidationError, permission_first(_validation))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

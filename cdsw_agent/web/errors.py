@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..server.errors import ApiError
+from ..server.errors import ApiError, permission_first
 from .render import page
 
 Handler = Callable[[Request, Exception], Awaitable[Response]]
@@ -59,7 +59,7 @@ def install(app: FastAPI) -> None:
               lambda e: (e.status_code, "no such page" if e.status_code == 404 else str(e.detail))))
     app.add_exception_handler(
         RequestValidationError,
-        _wrap(handlers[RequestValidationError], _validation))
+        permission_first(_wrap(handlers[RequestValidationError], _validation)))
 
 
 def _validation(exc: Exception) -> tuple:

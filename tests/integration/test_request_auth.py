@@ -144,6 +144,69 @@ def test_each_request_gives_its_connection_back(any_api: Api) -> None:
     assert any_api.db.engine.pool.checkedout() == 0
 
 
+def test_a_def_route_decides_its_permission_in_its_own_worker_thread(any_api: Api,
+                                                                      monkeypatch) -> None:
+    """One thread-pool hop per call (permissions.Pending): the caller, the permission and the
+    route's work in one worker thread, where they took two hops before."""
+    import threading
+
+    import anyio.to_thread
+
+    from cdsw_agent.server import deps, permissions
+    from cdsw_agent.server.routes import projects
+
+    keyed = any_api.key_client(any_api.user())
+    assert keyed.get("/api/v1/projects").status_code == 200  # warm
+    hops, threads = [], {}
+    run_sync = anyio.to_thread.run_sync
+
+    async def counted(func, *args, **kwargs):  # type: ignore[no-untyped-def]
+        hops.append(func)
+        return await run_sync(func, *args, **kwargs)
+
+    def recorded(name, original):  # type: ignore[no-untyped-def]
+        def call(*args, **kwargs):  # type: ignore[no-untyped-def]
+            threads[name] = threading.get_ident()
+            return original(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    monkeypatch.setattr(permissions, "current_caller",
+                        recorded("caller", permissions.current_caller))
+    monkeypatch.setattr(projects, "project_rows", recorded("route", projects.project_rows))
+    assert keyed.get("/api/v1/projects").status_code == 200
+    # (on PostgreSQL get_db's closing ROLLBACK, a network round trip, takes a hop of its own)
+    hops = [f for f in hops if f is not deps.release]
+    assert len(hops) == 1 and threads["caller"] == threads["route"], (hops, threads)
+
+
+def test_who_may_not_make_a_call_learns_nothing_of_its_input(any_api: Api) -> None:
+    """Parameters are validated before a `def` route's permission is decided: a caller who may
+    not make the call still gets the refusal, not what was wrong with their input."""
+    owner, viewer = any_api.user(), any_api.user()
+    browser = any_api.client_for(owner)
+    pid = browser.post("/api/v1/projects", json={"name": "p"}).json()["id"]
+    r = browser.put("/api/v1/projects/%d/collaborators/%d" % (pid, viewer.id),
+                    json={"role": "viewer"})
+    assert r.status_code == 200, r.text
+    anonymous = TestClient(any_api.client.app)
+    assert anonymous.get("/api/v1/projects?limit=nope").status_code == 401
+    stranger = any_api.key_client(any_api.user())
+    bad = {"visibility": "bad"}
+    assert stranger.patch("/api/v1/projects/%d" % pid, json=bad).status_code == 404
+    assert any_api.key_client(viewer).patch("/api/v1/projects/%d" % pid, json=bad) \
+        .status_code == 403
+    assert any_api.key_client(owner).patch("/api/v1/projects/%d" % pid, json=bad) \
+        .status_code == 422
+    # a page: the browser is sent to sign in, as for a valid address
+    r = anonymous.get("/admin/audit?before_id=nope", headers={"Accept": "text/html"},
+                      follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/signin?next="), r
+    assert any_api.client_for(owner).get("/admin/audit?before_id=nope",
+                                        headers={"Accept": "text/html"}).status_code == 403
+    assert any_api.db.engine.pool.checkedout() == 0
+
+
 def test_more_concurrent_calls_than_connections_and_threads_do_not_stall(settings) -> None:
     """A request gives its connection back between the permission check and its route: one
     that kept it while waiting for a worker thread, with every thread blocked waiting for a

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import List, Optional
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
@@ -17,11 +17,11 @@ from ...store.models import ApiKey, WebSession, utcnow
 from .. import audit
 from ..deps import get_db, get_state
 from ..errors import ApiError
-from ..permissions import Access, require
+from ..permissions import Access, api_router, require
 from ..schemas import Id, Strict, UserOut, user_out
 from ..state import ServerState
 
-router = APIRouter(prefix="/account", tags=["account"])
+router = api_router(prefix="/account", tags=["account"])
 
 
 class ProfileUpdate(Strict):

@@ -6,7 +6,7 @@ import datetime as dt
 import re
 from typing import Any, Dict, List, Optional
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -16,12 +16,12 @@ from .. import audit, envvars
 from ..envvars import EnvOut, EnvSet
 from ..deps import get_db, get_state
 from ..errors import ApiError
-from ..permissions import Access, require
+from ..permissions import Access, api_router, require
 from ..schemas import Id, Strict
 from ..state import ServerState
 from . import site_settings
 
-router = APIRouter(tags=["administration"])
+router = api_router(tags=["administration"])
 
 IMAGE_REPO = r"^[a-z0-9]+([._/-][a-z0-9]+)*(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)*$"
 IMAGE_TAG = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"

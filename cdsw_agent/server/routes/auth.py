@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Optional
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import delete
@@ -20,12 +20,12 @@ from .. import audit
 from ..auth import SESSION_COOKIE
 from ..deps import get_db, get_state
 from ..errors import ApiError
-from ..permissions import Access, require
+from ..permissions import Access, api_router, require
 from ..schemas import Strict, UserOut, user_out
 from ..state import ServerState
 from .site_settings import effective
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = api_router(prefix="/auth", tags=["auth"])
 
 
 class SignIn(Strict):

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional
 
 import docker
 from docker.errors import APIError, DockerException
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -31,11 +31,11 @@ from ...roles import swarm as swarm_mgr
 from ...store.models import ClusterNode
 from ..deps import get_db, get_state
 from ..errors import ApiError
-from ..permissions import Access, require
+from ..permissions import Access, api_router, require
 from ..state import ServerState
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/cluster", tags=["cluster"])
+router = api_router(prefix="/cluster", tags=["cluster"])
 _client_lock = threading.Lock()
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import List, Optional
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -17,10 +17,10 @@ from ...store.models import Cluster, ClusterGrant, Project, Team, User
 from .. import audit
 from ..deps import get_db
 from ..errors import ApiError
-from ..permissions import Access, check_cluster_grant, require
+from ..permissions import Access, api_router, check_cluster_grant, require
 from ..schemas import Id, Strict
 
-router = APIRouter(tags=["clusters"])
+router = api_router(tags=["clusters"])
 NAME = r"^[A-Za-z][A-Za-z0-9_-]{0,31}$"
 
 

@@ -14,7 +14,7 @@ import threading
 from typing import Any, Callable
 
 import anyio
-from fastapi import APIRouter, Depends, Path, Query, Request, WebSocket
+from fastapi import Depends, Path, Query, Request, WebSocket
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -25,11 +25,11 @@ from ...sessions.monitor import manager_for
 from ..deps import get_state
 from ..engine_access import require_engine, require_engine_websocket, require_launch
 from ..errors import ApiError
-from ..permissions import Access, require, require_websocket
+from ..permissions import Access, api_router, require, require_websocket
 from ..schemas import Id, Strict
 from ..state import ServerState
 
-router = APIRouter(tags=["sessions"])
+router = api_router(tags=["sessions"])
 ONE = "/sessions/{session_id}"
 PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Dict, List, Optional
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import FileResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -24,13 +24,13 @@ from ...store.models import EngineImage, EngineProfile
 from .. import audit
 from ..deps import get_db, get_state
 from ..errors import ApiError, unprocessable
-from ..permissions import Access, require
+from ..permissions import Access, api_router, require
 from ..scheduler import experiments_for
 from ..schemas import Id, Strict
 from ..state import ServerState
 from .projects import project_dir
 
-router = APIRouter(tags=["experiments"])
+router = api_router(tags=["experiments"])
 BASE = "/projects/{project_id}/experiments"
 MAX_COMPARE = 50
 OptId = Optional[int]

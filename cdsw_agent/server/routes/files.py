@@ -6,7 +6,7 @@ import os
 from typing import Iterator, List, Optional
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
@@ -19,13 +19,13 @@ from ...projects.storage import CHUNK, Entry, FileError, ProjectFiles, clean_rel
 from .. import audit
 from ..deps import get_db, get_state
 from ..errors import ApiError
-from ..permissions import Access, require
+from ..permissions import Access, api_router, require
 from ..schemas import Id, Strict
 from ..state import ServerState
 from .projects import project_dir
 from .uploads import is_file, read_multipart
 
-router = APIRouter(prefix="/projects/{project_id}/files", tags=["files"])
+router = api_router(prefix="/projects/{project_id}/files", tags=["files"])
 PathQuery = Query(default="", max_length=4096, description="path relative to the project root")
 
 

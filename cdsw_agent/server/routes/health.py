@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from ... import __version__
 from ...health.host_checks import data_volume_full
 from ..deps import get_state
-from ..permissions import Access, require
+from ..permissions import Access, api_router, require
 from ..state import ServerState
 
-router = APIRouter(tags=["health"])
+router = api_router(tags=["health"])
 
 
 @router.get("/healthz")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any, Optional, Tuple
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select, text
 
@@ -25,10 +25,10 @@ from ...engine import inference_v2 as v2
 from ...models.service import service_for
 from ...store.models_models import Model, ModelDeployment, ModelReplica
 from ..deps import get_state
-from ..permissions import Access, require_model_key
+from ..permissions import Access, api_router, require_model_key
 from ..state import ServerState
 
-router = APIRouter(prefix="/v2", tags=["models"])
+router = api_router(prefix="/v2", tags=["models"])
 KEY_HINT = "send the model's access key as 'Authorization: Bearer KEY' or ?accessKey=KEY"
 
 

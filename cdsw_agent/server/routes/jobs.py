@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
@@ -28,13 +28,13 @@ from ...workloads import outputs
 from .. import audit
 from ..deps import get_db, get_state
 from ..errors import ApiError, unprocessable
-from ..permissions import Access, require, role_rank
+from ..permissions import Access, api_router, require, role_rank
 from ..scheduler import runner_for
 from ..schemas import Id, Strict
 from ..state import ServerState
 from .projects import project_dir
 
-router = APIRouter(tags=["jobs"])
+router = api_router(tags=["jobs"])
 BASE = "/projects/{project_id}/jobs"
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 EMAIL = r"^[^@\s,<>]{1,64}@[^@\s,<>]{1,255}$"

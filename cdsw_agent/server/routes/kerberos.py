@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
+from fastapi import Depends, File, Form, Request, Response, UploadFile
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
@@ -14,10 +14,10 @@ from ...kerberos.kdc import KerberosError
 from .. import audit
 from ..deps import get_db, get_state
 from ..errors import ApiError
-from ..permissions import Access, require
+from ..permissions import Access, api_router, require
 from ..state import ServerState
 
-router = APIRouter(prefix="/kerberos", tags=["account"])
+router = api_router(prefix="/kerberos", tags=["account"])
 
 
 class KerberosStatus(BaseModel):

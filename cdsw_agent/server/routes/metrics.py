@@ -8,16 +8,16 @@ SSH tunnel); from anywhere else the caller must be a site administrator (an API 
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import PlainTextResponse
 
 from ...health import prometheus
 from .. import workbench_metrics
 from ..deps import get_state
-from ..permissions import Access, require
+from ..permissions import Access, api_router, require
 from ..state import ServerState
 
-router = APIRouter(tags=["health"])
+router = api_router(tags=["health"])
 
 
 @router.get("/metrics", response_class=PlainTextResponse)

@@ -14,7 +14,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any, Dict, List, Optional, Tuple
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import Body, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -27,10 +27,10 @@ from ...store.models import Project
 from .. import audit
 from ..deps import get_db, get_state
 from ..errors import ApiError
-from ..permissions import Access, project_access, require, visible_projects
+from ..permissions import Access, api_router, project_access, require, visible_projects
 from ..state import ServerState
 
-router = APIRouter(prefix="/mlflow", tags=["mlflow"])
+router = api_router(prefix="/mlflow", tags=["mlflow"])
 API = "/api/2.0/mlflow"
 ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
 MAX_ARTIFACT_BYTES = 1 << 30

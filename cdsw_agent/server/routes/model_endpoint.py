@@ -29,7 +29,7 @@ import logging
 import time
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import Field, ValidationError
@@ -38,12 +38,12 @@ from ...models.service import SERVICE_KEY, service_for
 from ...sessions import engine_origin
 from ..deps import get_state
 from ..request_metrics import HttpStats
-from ..permissions import Access, require
+from ..permissions import Access, api_router, require
 from ..schemas import Strict
 from ..state import ServerState
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["models"])
+router = api_router(tags=["models"])
 MISSING_KEY = "missing accessKey: send {\"accessKey\": \"...\", \"request\": {...}}"
 UNKNOWN_KEY = "unknown or revoked accessKey"
 PATHS = frozenset(("/model", "/api/altus-ds-1/models/call-model"))

@@ -13,7 +13,7 @@ import datetime as dt
 from pathlib import Path, PurePosixPath
 from typing import Any, Dict, List, Optional
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 from fastapi.responses import FileResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -28,12 +28,12 @@ from ...store.models_models import (DEPLOYMENT_ACTIVE, REPLICA_LIVE, Model, Mode
 from .. import audit
 from ..deps import get_db, get_state
 from ..errors import ApiError, unprocessable
-from ..permissions import Access, require
+from ..permissions import Access, api_router, require
 from ..schemas import Id, Strict
 from ..state import ServerState
 from .projects import project_dir
 
-router = APIRouter(tags=["models"])
+router = api_router(tags=["models"])
 BASE = "/projects/{project_id}/models"
 ONE = BASE + "/{model_id}"
 NAME = r"^[^\x00-\x1f\x7f]+$"

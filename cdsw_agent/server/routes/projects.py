@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import json
 import os
 import re
 import shutil
@@ -14,7 +13,8 @@ import unicodedata
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+import orjson
+from fastapi import Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import Integer, bindparam, func, select
@@ -32,8 +32,8 @@ from .. import audit, envvars
 from ..envvars import EnvOut, EnvSet
 from ..deps import get_db, get_state
 from ..errors import ApiError
-from ..permissions import (Access, check_grant_on, project_role, require, role_facts,
-                           role_from_facts, team_role, visible_projects_of)
+from ..permissions import (Access, api_router, check_grant_on, project_role, require,
+                           role_facts, role_from_facts, team_role, visible_projects_of)
 from ..schemas import contains_pattern, Id, Strict
 from ..scheduler import stop_project_workloads
 from ..state import ServerState
@@ -41,7 +41,7 @@ from .clusters import NAME as CLUSTER_NAME
 from .site_settings import effective
 from .uploads import read_multipart, save_upload
 
-router = APIRouter(prefix="/projects", tags=["projects"])
+router = api_router(prefix="/projects", tags=["projects"])
 
 
 class ProjectCreate(Strict):
@@ -282,13 +282,11 @@ def list_projects(q: str = Query(default="", max_length=100),
                   access: Access = require("signed_in"), db: Session = Depends(get_db)) -> Response:
     answer = project_rows(access, db, q=q, owner=owner, visibility=visibility, limit=limit,
                           offset=offset)
-    for row in answer:
-        row["created_at"] = row["created_at"].isoformat()
-        row["updated_at"] = row["updated_at"].isoformat()
     # built in ProjectOut's shape from typed columns: serialised once, not validated again
-    # against response_model (which still documents it), 1/6 of the route's time at 100 rows
-    return Response(json.dumps(answer, ensure_ascii=False, separators=(",", ":")),
-                    media_type="application/json")
+    # against response_model (which still documents it); orjson writes the timestamps as
+    # isoformat() does, in 0.02 ms for 100 rows where the standard library took 0.4 ms, 2/5 of
+    # the route (issue 14)
+    return Response(orjson.dumps(answer), media_type="application/json")
 
 
 @router.get("/templates", response_model=List[TemplateOut])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Dict, List, Optional, Tuple
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -20,11 +20,11 @@ from ...store.promotions_models import Promotion
 from .. import audit
 from ..deps import get_db, get_state
 from ..errors import ApiError
-from ..permissions import Access, project_access, require
+from ..permissions import Access, api_router, project_access, require
 from ..schemas import Id, Strict
 from ..state import ServerState
 
-router = APIRouter(tags=["promotions"])
+router = api_router(tags=["promotions"])
 BASE = "/projects/{project_id}/promotions"
 ONE = BASE + "/{promotion_id}"
 

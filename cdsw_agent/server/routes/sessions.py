@@ -13,7 +13,7 @@ import json
 from typing import AsyncIterator, List, Optional
 
 import anyio
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -29,12 +29,12 @@ from ...store.sessions_models import ACTIVE_STATUSES, SHARE_MODES, EngineSession
 from .. import audit
 from ..deps import get_db, get_state
 from ..errors import ApiError, unprocessable
-from ..permissions import (Access, project_role, require,
+from ..permissions import (Access, api_router, project_role, require,
                            session_share_mode, sharing_allowed)
 from ..schemas import Id, Strict
 from ..state import ServerState
 
-router = APIRouter(tags=["sessions"])
+router = api_router(tags=["sessions"])
 ONE = "/sessions/{session_id}"
 
 

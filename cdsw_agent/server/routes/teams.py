@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import List, Optional
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -15,10 +15,10 @@ from ...store.models import Project, Team, TeamMember, User
 from .. import audit
 from ..deps import get_db
 from ..errors import ApiError
-from ..permissions import Access, require
+from ..permissions import Access, api_router, require
 from ..schemas import NAME_PATTERN, Id, Strict
 
-router = APIRouter(prefix="/teams", tags=["teams"])
+router = api_router(prefix="/teams", tags=["teams"])
 
 
 class TeamCreate(Strict):

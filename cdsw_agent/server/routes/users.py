@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from pydantic import Field
 from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
@@ -15,11 +15,11 @@ from ...store.models import User, WebSession
 from .. import audit
 from ..deps import get_db, get_state
 from ..errors import ApiError
-from ..permissions import Access, require
+from ..permissions import Access, api_router, require
 from ..schemas import contains_pattern, Id, Strict, UserBrief, UserOut, user_out
 from ..state import ServerState
 
-router = APIRouter(prefix="/users", tags=["users"])
+router = api_router(prefix="/users", tags=["users"])
 
 
 class UserCreate(Strict):

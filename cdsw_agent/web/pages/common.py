@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ... import clusters
-from ...server.permissions import Access
+from ...server.permissions import Access, api_router
 from ...store.models import Cluster
 from ...server.routes.projects import project_out
 from ..render import can, project_nav
@@ -18,7 +18,7 @@ from ..render import can, project_nav
 
 def page_router() -> APIRouter:
     """Pages are not part of the API's OpenAPI document."""
-    return APIRouter(include_in_schema=False)
+    return api_router(include_in_schema=False)
 
 
 def project_context(request: Request, access: Access, db: Session, tab: str) -> Dict[str, Any]:
