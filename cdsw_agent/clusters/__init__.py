@@ -54,6 +54,21 @@ def default_cluster(db: Session) -> Cluster:
     return cluster
 
 
+def of_node(db: Session, label: str) -> Cluster:
+    """The cluster whose work a node takes, by its label (its worker's workbench_cluster): the
+    cluster of that name, else the default one, as placement() reads the labels."""
+    cluster = db.scalars(select(Cluster).where(Cluster.name == label)).first() if label else None
+    return cluster or default_cluster(db)
+
+
+def home_ids(db: Session) -> Dict[int, int]:
+    """project id -> the id of its home cluster (cluster_of, for every project at once)."""
+    default = default_cluster(db).id
+    known = set(db.scalars(select(Cluster.id)))
+    return {pid: cid if cid in known else default
+            for pid, cid in db.execute(select(Project.id, Project.cluster_id))}
+
+
 def all_clusters(db: Session) -> List[Cluster]:
     return list(db.scalars(select(Cluster).order_by(Cluster.is_default.desc(), Cluster.name)))
 

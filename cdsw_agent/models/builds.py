@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -51,6 +52,15 @@ IMAGE_REPOSITORY = "cdsw/model"
 EDGE_REPOSITORY = "cdsw-edge/model"  # a build's edge bundle image (bundles.py): -MODEL:bBUILD
 BUILD_LABEL = "io.cdsw.model-build"
 MODEL_LABEL = "io.cdsw.model"
+_IMAGE_TAG = re.compile(r"m(\d+)-b(\d+)")
+
+
+def model_of_image(ref: str) -> Optional[int]:
+    """The model a build's image (IMAGE_REPOSITORY:m<model>-b<build>) is of; None for any other
+    image."""
+    repository, _, tag = ref.rpartition(":")
+    found = _IMAGE_TAG.fullmatch(tag)
+    return int(found.group(1)) if repository == IMAGE_REPOSITORY and found else None
 SKIPPED = frozenset((".git", "__pycache__", ".ipynb_checkpoints"))  # names, at every level
 
 

@@ -41,6 +41,7 @@ def tiny(docker_engine: Any, tmp_path: Path) -> Iterator[Dict[str, Any]]:  # noq
                              docker_host=docker_engine.url)
     app = FastAPI()
     app.state.server = ServerState.create(settings)
+    app.state.server.db.upgrade()  # which host runs which cluster's models
     errors.install(app)
     app.include_router(cluster.router, prefix="/api/v1")
     try:
@@ -85,6 +86,53 @@ def test_list_and_export_round_trip(tiny: Dict[str, Any], tmp_path: Path) -> Non
     # a second export is served from the same archive: same bytes, same checksum
     again = post(tiny, "/images/export", secret=SECRET, image=tiny["ref"])
     assert again.headers["X-Cdsw-Image-Sha256"] == digest
+
+
+def test_a_models_build_goes_only_to_its_clusters_hosts(tiny: Dict[str, Any]) -> None:
+    """Several clusters: a DEV model's image is listed to and exported for DEV's host only; a
+    host of the default cluster (or one that has not reported its cluster yet) gets the engine
+    images alone. Its pruning (below) then removes a build it holds from another cluster."""
+    from cdsw_agent import clusters
+    from cdsw_agent.models.builds import IMAGE_REPOSITORY
+    from cdsw_agent.store.models import Project, User
+    from cdsw_agent.store.models_models import Model
+
+    db = tiny["http"].app.state.server.db
+    with db.session() as s:
+        dev = clusters.register(s, "DEV")
+        user = User(username="ann", password_hash="-", email="ann@example.com", full_name="Ann")
+        s.add(user)
+        s.flush()
+        project = Project(name="p", slug="p", owner_user_id=user.id, namespace="u:%d" % user.id,
+                          visibility="private", cluster_id=dev.id)
+        s.add(project)
+        s.flush()
+        model = Model(project_id=project.id, name="scorer", file="m.py", function="f")
+        s.add(model)
+        s.flush()
+        model_ref = "%s:m%d-b%d" % (IMAGE_REPOSITORY, model.id,  # no other test's build
+                                    900000 + int.from_bytes(os.urandom(2), "big"))
+        cluster._report(s, "dev-host", cluster="DEV")
+        cluster._report(s, "default-host", cluster="")
+    tiny["client"].images.get(tiny["ref"]).tag(*model_ref.split(":"))
+    try:
+        def listed(host: str) -> set:
+            r = tiny["http"].post("/api/v1/cluster/images", json=dict(secret=SECRET,
+                                                                      hostname=host))
+            assert r.status_code == 200, r.text
+            return {i["ref"] for i in r.json()["images"]}
+
+        assert {tiny["ref"], model_ref} <= listed("dev-host")
+        for host in ("default-host", "not-reported-yet"):
+            assert tiny["ref"] in listed(host) and model_ref not in listed(host)
+
+        def export(host: str) -> int:
+            return tiny["http"].post("/api/v1/cluster/images/export", json=dict(
+                secret=SECRET, hostname=host, image=model_ref)).status_code
+
+        assert (export("default-host"), export("dev-host")) == (404, 200)
+    finally:
+        tiny["client"].images.remove(model_ref)
 
 
 class RecordedMaster(worker.MasterClient):

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from ipaddress import IPv4Address
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import docker
 from docker.errors import APIError, DockerException
@@ -25,10 +25,13 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ... import clusters
 from ...errors import UserError
+from ...models.builds import model_of_image
 from ...roles import engine_firewall
 from ...roles import swarm as swarm_mgr
 from ...store.models import ClusterNode
+from ...store.models_models import Model
 from ..deps import get_db, get_state
 from ..errors import ApiError
 from ..permissions import Access, api_router, require
@@ -276,13 +279,33 @@ def _engine_images(state: ServerState) -> list:
         raise ApiError(503, "the master's Docker is unavailable", str(e).splitlines()[0])
 
 
+def _for_node(db: Session, hostname: str) -> Callable[[str], bool]:
+    """Whether an image belongs on this worker's host: every engine image; a model build's
+    image only on the hosts of its project's home cluster, the only ones its replicas run on
+    (clusters.placement), so a PROD host never holds DEV's builds. The host's cluster is the
+    one its heartbeats report (none yet: the default cluster's)."""
+    label = str(_nodes(db).get(hostname, {}).get("cluster") or "")
+    node_cluster = clusters.of_node(db, label).id
+    homes = clusters.home_ids(db)
+    model_homes = {mid: homes.get(pid) for mid, pid in db.execute(select(Model.id,
+                                                                          Model.project_id))}
+
+    def wanted(ref: str) -> bool:
+        model_id = model_of_image(ref)
+        return model_id is None or model_homes.get(model_id) == node_cluster
+    return wanted
+
+
 @router.post("/images")
 def images(body: Authenticated, access: Access = require("public"),
-           state: ServerState = Depends(get_state)) -> Dict[str, Any]:
-    """The engine images (label com.cdsw.engine=true) every worker should hold, with their ids."""
+           state: ServerState = Depends(get_state),
+           db: Session = Depends(get_db)) -> Dict[str, Any]:
+    """The images (label com.cdsw.engine=true) this worker's host should hold, with their ids:
+    the engine images, and the model builds of its cluster's projects."""
     _authenticate(state, body.secret)
+    wanted = _for_node(db, body.hostname)
     return {"images": [{"ref": i.ref, "id": i.image_id, "size": i.size}
-                       for i in _engine_images(state) if i.tag != "<none>"]}
+                       for i in _engine_images(state) if i.tag != "<none>" and wanted(i.ref)]}
 
 
 def _archive_name(image: Any) -> str:
@@ -293,7 +316,8 @@ def _archive_name(image: Any) -> str:
 
 @router.post("/images/export")
 def export_image(body: ImageExportRequest, access: Access = require("public"),
-                 state: ServerState = Depends(get_state)) -> Any:
+                 state: ServerState = Depends(get_state),
+                 db: Session = Depends(get_db)) -> Any:
     """`docker save` of one engine image, its sha256 in a header. The archive is made once per
     image id (data_dir/image-exports) and served from there to every worker."""
     from pathlib import Path
@@ -303,8 +327,10 @@ def export_image(body: ImageExportRequest, access: Access = require("public"),
     from ...images import transfer
 
     _authenticate(state, body.secret)
-    wanted = [i for i in _engine_images(state) if i.ref == body.image]
-    if not wanted:  # only engine images leave the master
+    for_node = _for_node(db, body.hostname)
+    db.rollback()  # nothing more to read: no connection held while the image is saved
+    wanted = [i for i in _engine_images(state) if i.ref == body.image and for_node(i.ref)]
+    if not wanted:  # only engine images, and models of the host's cluster, leave the master
         raise ApiError(404, "no engine image %s on the master" % body.image)
     image = wanted[0]
     exports = Path(state.settings.data_dir) / "image-exports"
