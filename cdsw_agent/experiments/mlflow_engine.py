@@ -32,7 +32,8 @@ def variables(db: Session, settings: Any, kind: str, name: str, project: Any,
         return {}
     key = tokens.new_token(tokens.API_KEY_PREFIX)
     db.add(ApiKey(user_id=launcher.id, prefix=key[:12], key_hash=tokens.digest(key),
-                  name=("engine %s %s" % (name, secrets.token_hex(3)))[-100:], scope="write",
+                  name=("engine %s %s" % (name, secrets.token_hex(3)))[-100:],
+                  scope=tokens.MLFLOW_SCOPE,  # /mlflow only: it sits in the engine's environment
                   expires_at=utcnow() + dt.timedelta(hours=TOKEN_HOURS)))
     return {"MLFLOW_TRACKING_URI": master_url(settings) + "/mlflow",
             "MLFLOW_TRACKING_TOKEN": key,

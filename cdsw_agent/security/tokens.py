@@ -20,3 +20,7 @@ def same(a: str, b: str) -> bool:
 
 
 API_KEY_PREFIX = "cdswk_"
+# the scope of the API key an engine gets for MLflow tracking (experiments/mlflow_engine.py):
+# it sits in the engine's environment, where a printed environment or a saved notebook output
+# can show it to collaborators, so it reaches the MLflow API only (server/permissions.py)
+MLFLOW_SCOPE = "mlflow"

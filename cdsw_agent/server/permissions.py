@@ -21,7 +21,8 @@ project (or team) once the caller is allowed. The rules:
   owner and project admins may stop it; only the owner shares it, and only while the site
   allows sharing (site setting session_sharing_allowed, off by default with Kerberos): when it
   does not, existing shares give no access either;
-- API keys with the ``read`` scope may only read (WebSockets count as writing);
+- API keys with the ``read`` scope may only read (WebSockets count as writing); the key an
+  engine gets for MLflow tracking (scope ``mlflow``) reaches the MLflow API only;
 - Prometheus may scrape /metrics anonymously from loopback only;
 - the MLflow tracking API (/mlflow) needs a signed-in caller; what it reaches is a project's,
   reached through an experiment or run id: viewers read, contributors write, and a project the
@@ -54,6 +55,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 from starlette.concurrency import run_in_threadpool
 
+from ..security import tokens
 from ..store.models import PROJECT_ROLES, Collaborator, Project, Team, TeamMember, User
 from ..store.sessions_models import EngineSession, SessionShare
 from .auth import SAFE_METHODS, Caller, current_caller
@@ -69,6 +71,10 @@ class Rule:
     on_cluster: bool = False  # project: the caller also needs a grant on the project's cluster
     not_requester: bool = False  # promotion: the requester may not
 
+
+# what an engine's MLflow tracking key (scope tokens.MLFLOW_SCOPE) may do: nothing else of its
+# user's
+MLFLOW_ACTIONS = frozenset(("mlflow.read", "mlflow.write"))
 
 # action -> rule. Adding a route means adding (or reusing) an action here.
 RULES: Dict[str, Rule] = {
@@ -232,6 +238,9 @@ def decide(action: str, caller: Caller, request: Request, db: Session) -> Access
                                 "administrator's API key as 'Authorization: Bearer <key>'")
     if not caller.signed_in:
         raise ApiError(401, "sign in first, or send an API key as 'Authorization: Bearer <key>'")
+    if caller.scope == tokens.MLFLOW_SCOPE and action not in MLFLOW_ACTIONS:
+        raise ApiError(403, "this key is an engine's MLflow tracking token: it reaches the "
+                            "MLflow API (/mlflow) only")
     if rule.kind == "signed_in_read":  # reads whatever the method (MLflow's POST searches)
         return Access(caller)
     if caller.scope == "read" and getattr(request, "method", "WEBSOCKET") not in SAFE_METHODS:

@@ -70,7 +70,7 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(100))
     prefix: Mapped[str] = mapped_column(String(16), index=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    scope: Mapped[str] = mapped_column(String(16), default="write")  # read | write
+    scope: Mapped[str] = mapped_column(String(16), default="write")  # read | write | mlflow
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime)
     last_used_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime, nullable=True)

@@ -73,6 +73,11 @@ def as_key(master: Master, monkeypatch: pytest.MonkeyPatch) -> Any:
     def use(key: str) -> MlflowClient:
         monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", key)
         return MlflowClient()
+
+    # the client keeps each run's artifact repository, with the tracking address it was made
+    # with, by run id: every test's master numbers its runs from 1 on another port
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+    tracking_utils._artifact_repos_cache.clear()
     return use
 
 
@@ -264,6 +269,43 @@ mlflow.set_tag("from", "engine")
 mlflow.log_text("hello from the engine", "notes/hello.txt")
 print("logged", mlflow.active_run().info.run_id)
 """
+
+
+def test_an_engines_tracking_token_reaches_mlflow_and_nothing_else(master: Master, as_key: Any,
+                                                                    tmp_path: Path) -> None:
+    """The token sits in the engine's environment, where a printed environment or a notebook
+    output saved in the project shows it to collaborators: it logs runs and artifacts as its
+    user, and is refused everywhere else of that user's."""
+    import requests
+
+    from cdsw_agent.experiments import mlflow_engine
+    from cdsw_agent.store.models import Project
+
+    api = master.api
+    owner = api.user("alice")
+    project = _project(api, owner, "scoped")
+    with api.db.session() as s:
+        env = mlflow_engine.variables(s, api.settings, "session", "s1",
+                                      s.get(Project, project["id"]), owner)
+    token = env["MLFLOW_TRACKING_TOKEN"]
+    client = as_key(token)
+    exp_id = client.create_experiment("alice/scoped/engine")
+    run = client.create_run(exp_id)
+    client.log_metric(run.info.run_id, "m", 1.0)
+    (tmp_path / "a.txt").write_text("artifact\n")
+    client.log_artifact(run.info.run_id, str(tmp_path / "a.txt"))
+    assert [f.path for f in client.list_artifacts(run.info.run_id)] == ["a.txt"]
+    bearer = {"Authorization": "Bearer " + token}
+    for method, path, body in (
+            ("GET", "/api/v1/projects", None),
+            ("GET", "/api/v1/account", None),
+            ("POST", "/api/v1/account/api-keys", {"name": "mine now"}),
+            ("PATCH", "/api/v1/projects/%d" % project["id"], {"visibility": "public"}),
+            ("GET", "/api/v1/projects/%d/files" % project["id"], None)):
+        r = requests.request(method, master.url + path, json=body, headers=bearer, timeout=10)
+        assert r.status_code == 403 and "MLflow tracking token" in r.json()["error"], (path, r.text)
+    assert api.client_for(owner).get("/api/v1/projects/%d" % project["id"]).json()[
+        "visibility"] == "private"
 
 
 def test_mlflow_works_inside_an_engine_with_no_configuration(master: Master, as_key: Any,
