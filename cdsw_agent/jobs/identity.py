@@ -15,9 +15,9 @@ its launcher, workloads/engine.py).
   or the Contributor) approves the new version and is the one its runs act as. A run a person
   starts runs the script as it is, as that person. The engine runs the bytes the master checked,
   whatever the file holds by then (jobs/script.py).
-- The job's person editing its script in the workbench's file editor approves their own edit:
-  when the file held the version the job approved until their save, the version they saved is
-  approved (editor_approvals). An edit on top of a version nobody approved (another person's)
+- The job's person saving its script with the workbench's file tools (the editor, an upload)
+  approves their own edit: when the file held the version the job approved until their save,
+  the version they saved is approved (editor_approvals). An edit on top of a version nobody approved (another person's)
   still needs the job saved, as does an edit made elsewhere (a session, git), whose author the
   master cannot know.
 - The identity is fixed on the run when it is recorded: a run launched again after a master
@@ -97,13 +97,15 @@ def script_refusal(run: JobRun, digest: str) -> str:
 
 
 def editor_approvals(db: Session, project_id: int, script: str, user_id: int,
-                     before: Callable[[], str], after: str) -> List[Job]:
-    """`user_id` is saving `script` in the file editor: bytes whose digest is `after`, over what
-    `before()` reads now ("" when the file cannot be read). Called just before the write; the
-    session is committed once the write succeeded. The jobs of the project that run this script
-    as that person and approved the version being replaced approve the saved one; they are
-    returned. An edit on top of a version the job did not approve (another person's) approves
-    nothing: the job's page is where someone else's change is read and approved."""
+                     before: Callable[[], str], after: Callable[[], str]) -> List[Job]:
+    """`user_id` is saving `script` with the workbench's file tools (the editor, an upload):
+    bytes whose digest `after()` gives, over what `before()` reads now ("" when the file cannot
+    be read); both are called only when a job runs that script as that person. Called just
+    before the write; the session is committed once the write succeeded. The jobs of the
+    project that run this script as that person and approved the version being replaced
+    approve the saved one; they are returned. An edit on top of a version the job did not
+    approve (another person's) approves nothing: the job's page is where someone else's change
+    is read and approved."""
     jobs = list(db.scalars(select(Job).where(Job.project_id == project_id, Job.script == script,
                                              Job.run_as_user_id == user_id,
                                              Job.script_sha256.is_not(None))))
@@ -111,6 +113,8 @@ def editor_approvals(db: Session, project_id: int, script: str, user_id: int,
         return []
     replaced = before()
     approved = [job for job in jobs if replaced and job.script_sha256 == replaced]
-    for job in approved:
-        job.script_sha256 = after
+    if approved:
+        saved = after()
+        for job in approved:
+            job.script_sha256 = saved
     return approved

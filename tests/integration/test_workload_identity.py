@@ -212,8 +212,8 @@ def test_a_contributor_who_rewrites_the_owners_script_never_runs_it_as_the_owner
 
 def test_the_jobs_person_editing_its_script_in_the_editor_approves_only_their_own_edit(
         owner_jobs: Jobs) -> None:
-    """alice edits her job's script in the file editor: her next scheduled run runs it, as
-    alice, with no approval step. mallory's edit still stops the job, and alice editing on top
+    """alice edits her job's script in the file editor (or uploads it): her next scheduled run
+    runs it, as alice, with no approval step. mallory's edit still stops the job, and alice editing on top
     of mallory's change does not approve it: that takes the job page."""
     j = owner_jobs
     mallory = j.api.user("mallory")
@@ -253,6 +253,16 @@ def test_the_jobs_person_editing_its_script_in_the_editor_approves_only_their_ow
     edit(j.client, WHO + "print('v4')\n")
     run = scheduled_run()
     assert (run["status"], j.log(job["id"], run["id"])) == ("succeeded", "user alice alice\nv4\n")
+    # an upload of the file is a save with the workbench's file tools too
+    r = j.client.post(j.base + "/files/upload", files={
+        "files": ("nightly.py", (WHO + "print('v5')\n").encode(), "text/x-python")})
+    assert r.status_code == 201, r.text
+    run = scheduled_run()
+    assert (run["status"], j.log(job["id"], run["id"])) == ("succeeded", "user alice alice\nv5\n")
+    assert _audit(j.api, "job.script.approve")[-1][1]["via"] == "upload"
+    r = mc.post(j.base + "/files/upload", files={
+        "files": ("nightly.py", (WHO + "print('evil')\n").encode(), "text/x-python")})
+    assert r.status_code == 201 and j.client.get(url).json()["script_changed"] is True
 
 
 def test_a_job_saved_before_script_digests_records_the_version_its_next_run_runs(

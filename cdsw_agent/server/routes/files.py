@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
-from typing import Iterator, List, Optional
+from typing import BinaryIO, Callable, Iterator, List, Optional
 from urllib.parse import quote
 
 from fastapi import Depends, Query, Request, Response
@@ -114,28 +115,41 @@ def write_file(project_id: Id, body: FileWrite, request: Request,
                access: Access = require("project.files.write"),
                state: ServerState = Depends(get_state), db: Session = Depends(get_db)) -> EntryOut:
     files = files_of(state, access)
-    assert access.project is not None
     try:
         if body.expected_modified is not None and files.exists(body.path):
             if abs(files.entry(body.path).modified - body.expected_modified) > 1e-6:
                 raise ApiError(409, "%s changed since you opened it; reload it before saving"
                                % body.path)
         data = body.content.encode("utf-8")
-        path = str(clean_relative(body.path))
-        # a job's person saving its script approves their own edit (jobs/identity.py)
+        entry = _write_approving(db, request, access, files, body.path, iter([data]), None,
+                                 lambda: job_script.digest(data), "file editor")
+    except FileError as e:
+        raise _fail(e)
+    return _out(entry)
+
+
+def _write_approving(db: Session, request: Request, access: Access, files: ProjectFiles,
+                     rel: str, chunks: Iterator[bytes], max_bytes: Optional[int],
+                     digest: Callable[[], str], via: str) -> Entry:
+    """Writes a file for the caller; when it is the script of a job that runs as them, their
+    save approves the version they wrote (jobs/identity.editor_approvals), committed with the
+    write or not at all."""
+    assert access.project is not None
+    path = str(clean_relative(rel))
+    try:
         approved = identity.editor_approvals(
             db, access.project.id, path, access.user.id,
-            lambda: job_script.current_digest(files.root, path), job_script.digest(data))
-        entry = files.write_stream(body.path, iter([data]), max_bytes=None)
-    except FileError as e:
+            lambda: job_script.current_digest(files.root, path), digest)
+        entry = files.write_stream(rel, chunks, max_bytes=max_bytes)
+    except BaseException:
         db.rollback()
-        raise _fail(e)
+        raise
     for job in approved:
         audit.record(db, "job.script.approve", access.user,
                      target="%d/%s" % (access.project.id, job.name), request=request,
-                     job_id=job.id, script=path, via="file editor")
+                     job_id=job.id, script=path, via=via)
     db.commit()
-    return _out(entry)
+    return entry
 
 
 UPLOAD_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
@@ -143,10 +157,21 @@ UPLOAD_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data
     "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}}
 
 
+def _upload_digest(f: BinaryIO) -> str:
+    """The uploaded file's digest, read from its spool, which is left at its start."""
+    f.seek(0)
+    h = hashlib.sha256()
+    for block in iter(lambda: f.read(CHUNK), b""):
+        h.update(block)
+    f.seek(0)
+    return h.hexdigest()
+
+
 @router.post("/upload", response_model=Uploaded, status_code=201, openapi_extra=UPLOAD_DOC)
 async def upload_files(project_id: Id, request: Request, path: str = PathQuery,
                        access: Access = require("project.files.write"),
-                       state: ServerState = Depends(get_state)) -> Uploaded:
+                       state: ServerState = Depends(get_state),
+                       db: Session = Depends(get_db)) -> Uploaded:
     """Upload one or more files (multipart field `files`) into the folder `path`."""
     files = files_of(state, access)
     max_bytes = state.settings.max_upload_mb * 1024 * 1024
@@ -175,8 +200,9 @@ async def upload_files(project_id: Id, request: Request, path: str = PathQuery,
                         return
                     yield data
             try:
-                written.append(_out(await run_in_threadpool(files.write_stream, rel, chunks(),
-                                                            max_bytes)))
+                written.append(_out(await run_in_threadpool(
+                    _write_approving, db, request, access, files, rel, chunks(), max_bytes,
+                    lambda u=up: _upload_digest(u.file), "upload")))
             except FileError as e:
                 raise _fail(e)
         return Uploaded(files=written)
