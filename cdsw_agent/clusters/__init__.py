@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Select
 
 from ..errors import UserError
 from ..settings import Settings
@@ -61,12 +62,13 @@ def of_node(db: Session, label: str) -> Cluster:
     return cluster or default_cluster(db)
 
 
-def home_ids(db: Session) -> Dict[int, int]:
-    """project id -> the id of its home cluster (cluster_of, for every project at once)."""
+def home_ids(db: Session, among: Select) -> Dict[int, int]:
+    """project id -> the id of its home cluster (cluster_of, for the projects whose ids the
+    statement `among` selects, at once)."""
     default = default_cluster(db).id
     known = set(db.scalars(select(Cluster.id)))
-    return {pid: cid if cid in known else default
-            for pid, cid in db.execute(select(Project.id, Project.cluster_id))}
+    return {pid: cid if cid in known else default for pid, cid in db.execute(
+        select(Project.id, Project.cluster_id).where(Project.id.in_(among)))}
 
 
 def all_clusters(db: Session) -> List[Cluster]:

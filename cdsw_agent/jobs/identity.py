@@ -17,9 +17,9 @@ its launcher, workloads/engine.py).
   whatever the file holds by then (jobs/script.py).
 - The job's person saving its script with the workbench's file tools (the editor, an upload)
   approves their own edit: when the file held the version the job approved until their save,
-  the version they saved is approved (editor_approvals). An edit on top of a version nobody approved (another person's)
-  still needs the job saved, as does an edit made elsewhere (a session, git), whose author the
-  master cannot know.
+  the version they saved is approved (editor_approvals). An edit on top of a version nobody
+  approved (another person's) still needs the job saved, as does an edit made elsewhere (a
+  session, git), whose author the master cannot know.
 - The identity is fixed on the run when it is recorded: a run launched again after a master
   restart acts as the same person. A run whose person was removed or deactivated does not start.
 """

@@ -52,7 +52,8 @@ IMAGE_REPOSITORY = "cdsw/model"
 EDGE_REPOSITORY = "cdsw-edge/model"  # a build's edge bundle image (bundles.py): -MODEL:bBUILD
 BUILD_LABEL = "io.cdsw.model-build"
 MODEL_LABEL = "io.cdsw.model"
-_IMAGE_TAG = re.compile(r"m(\d+)-b(\d+)")
+SKIPPED = frozenset((".git", "__pycache__", ".ipynb_checkpoints"))  # names, at every level
+_IMAGE_TAG = re.compile(r"m(\d+)-b(\d+)")  # IMAGE_REPOSITORY's tags
 
 
 def model_of_image(ref: str) -> Optional[int]:
@@ -61,7 +62,6 @@ def model_of_image(ref: str) -> Optional[int]:
     repository, _, tag = ref.rpartition(":")
     found = _IMAGE_TAG.fullmatch(tag)
     return int(found.group(1)) if repository == IMAGE_REPOSITORY and found else None
-SKIPPED = frozenset((".git", "__pycache__", ".ipynb_checkpoints"))  # names, at every level
 
 
 class BuildError(Exception):

@@ -284,9 +284,10 @@ def _for_node(db: Session, hostname: str) -> Callable[[str], bool]:
     image only on the hosts of its project's home cluster, the only ones its replicas run on
     (clusters.placement), so a PROD host never holds DEV's builds. The host's cluster is the
     one its heartbeats report (none yet: the default cluster's)."""
-    label = str(_nodes(db).get(hostname, {}).get("cluster") or "")
-    node_cluster = clusters.of_node(db, label).id
-    homes = clusters.home_ids(db)
+    node = db.get(ClusterNode, hostname)
+    node_cluster = clusters.of_node(db, str((node.report or {}).get("cluster") or "")
+                                    if node is not None else "").id
+    homes = clusters.home_ids(db, select(Model.project_id))
     model_homes = {mid: homes.get(pid) for mid, pid in db.execute(select(Model.id,
                                                                           Model.project_id))}
 
