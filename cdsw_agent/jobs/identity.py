@@ -16,10 +16,11 @@ its launcher, workloads/engine.py).
   starts runs the script as it is, as that person. The engine runs the bytes the master checked,
   whatever the file holds by then (jobs/script.py).
 - The job's person saving its script with the workbench's file tools (the editor, an upload)
-  approves their own edit: when the file held the version the job approved until their save,
-  the version they saved is approved (editor_approvals). An edit on top of a version nobody
-  approved (another person's) still needs the job saved, as does an edit made elsewhere (a
-  session, git), whose author the master cannot know.
+  or in JupyterLab (whose saves pass through the master's session proxy, made by the signed-in
+  person) approves their own edit: when the file held the version the job approved until their
+  save, the version they saved is approved (editor_approvals). An edit on top of a version
+  nobody approved (another person's) still needs the job saved, as does an edit made in a
+  session by other means (a terminal, code, git), whose author the master cannot know.
 - The identity is fixed on the run when it is recorded: a run launched again after a master
   restart acts as the same person. A run whose person was removed or deactivated does not start.
 """
@@ -96,19 +97,26 @@ def script_refusal(run: JobRun, digest: str) -> str:
             "act as you)" % (job.name, job.script, who, kind, who, who))
 
 
+def pinned_as(db: Session, project_id: int, script: str, user_id: int) -> List[Job]:
+    """The project's jobs that run `script` as `user_id`, pinned to a version of it."""
+    return list(db.scalars(select(Job).where(Job.project_id == project_id, Job.script == script,
+                                             Job.run_as_user_id == user_id,
+                                             Job.script_sha256.is_not(None))))
+
+
 def editor_approvals(db: Session, project_id: int, script: str, user_id: int,
                      before: Callable[[], str], after: Callable[[], str]) -> List[Job]:
-    """`user_id` is saving `script` with the workbench's file tools (the editor, an upload):
-    bytes whose digest `after()` gives, over what `before()` reads now ("" when the file cannot
-    be read); both are called only when a job runs that script as that person. Called just
-    before the write; the session is committed once the write succeeded. The jobs of the
+    """`user_id` is saving `script` with the workbench's file tools (the editor, an upload) or
+    in JupyterLab: bytes whose digest `after()` gives, over the version whose digest `before()`
+    gives ("" when the file could not be read); both are called only when a job runs that
+    script as that person. The file tools call this just before their write and commit once it
+    succeeded; a JupyterLab save, once the engine wrote the file, with the digest the master
+    read before passing the save on (server/script_approvals.py). The jobs of the
     project that run this script as that person and approved the version being replaced
     approve the saved one; they are returned. An edit on top of a version the job did not
     approve (another person's) approves nothing: the job's page is where someone else's change
     is read and approved."""
-    jobs = list(db.scalars(select(Job).where(Job.project_id == project_id, Job.script == script,
-                                             Job.run_as_user_id == user_id,
-                                             Job.script_sha256.is_not(None))))
+    jobs = pinned_as(db, project_id, script, user_id)
     if not jobs:
         return []
     replaced = before()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from typing import Callable, Dict, Iterable, Tuple
+from typing import Callable, Dict, Iterable, Optional, Tuple
 
 import anyio
 import httpx
@@ -32,15 +32,17 @@ def _forward(headers: Iterable[Tuple[str, str]], drop: set) -> Dict[str, str]:
     return {k: v for k, v in headers if k.lower() not in drop}
 
 
-async def http(request: Request, ep: Endpoint, path: str,
-               on_traffic: Callable[[], None]) -> Response:
+async def http(request: Request, ep: Endpoint, path: str, on_traffic: Callable[[], None],
+               body: Optional[bytes] = None) -> Response:
+    """Passes the call on; `body` is the request's body when the caller already read it."""
     url = ep.http + path + ("?" + request.url.query if request.url.query else "")
     headers = _forward(request.headers.items(), REQUEST_DROP)
     headers.update(ep.headers)
     client = httpx.AsyncClient(timeout=PROXY_TIMEOUT, trust_env=False)
     has_body = request.method not in ("GET", "HEAD", "OPTIONS", "DELETE")
+    content = (body if body is not None else request.stream()) if has_body else None
     upstream_request = client.build_request(request.method, url, headers=headers,
-                                            content=request.stream() if has_body else None)
+                                            content=content)
     try:
         upstream = await client.send(upstream_request, stream=True)
     except httpx.HTTPError as e:

@@ -1,5 +1,6 @@
 """Engine content on its own origin, in Chromium: JupyterLab opened from the session page runs a
-cell on the engine origin (the master's engine port), and script served by or running in the
+cell on the engine origin (the master's engine port), saves a job's script as its owner's own
+version, and script served by or running in the
 engine, opened by the signed-in owner, cannot read the owner's workbench identity or create an
 API key for them. The same script, run on the workbench's own origin, can: the attack is real
 and only the origin stops it."""
@@ -132,6 +133,41 @@ def test_jupyterlab_runs_a_cell_on_the_engine_origin(page: Page, server: Server)
     assert lab.evaluate("() => location.origin") == server.engine_url
     assert "cdsw_session" not in lab.evaluate("() => document.cookie")
     lab.close()
+
+
+def test_saving_a_jobs_script_in_jupyterlab_approves_the_owners_own_version(
+        page: Page, server: Server) -> None:
+    """alice edits her job's script in JupyterLab and saves it: the job keeps running as her,
+    on the version she saved, with no approval step (server/script_approvals.py). Without
+    that, the job page would show the script as changed since alice saved the job."""
+    sign_in(page, "alice")
+    pid = new_project(page)
+    write_file(page, pid, "nightly.py", "print('v1')\n")
+    page.goto("/projects/%d/jobs/new" % pid)
+    page.get_by_label("Name", exact=True).fill("nightly")
+    page.get_by_label("Script").fill("nightly.py")
+    page.get_by_role("button", name="Create Job").click()
+    page.wait_for_url(re.compile(r"/jobs/\d+$"))
+    job_url = page.url
+    lab = open_lab(page, server, start_session(page, pid))
+    lab.locator(".jp-DirListing-item", has_text="nightly.py").dblclick(timeout=LAB_MS)
+    editor = lab.locator(".jp-FileEditor .cm-content").first
+    expect(editor).to_contain_text("print('v1')", timeout=60000)
+    editor.click()
+    lab.keyboard.press("Control+End")
+    lab.keyboard.type("print('v2')")
+    lab.keyboard.press("Control+s")
+    script = server.log.parent / "data" / "projects" / str(pid) / "nightly.py"
+    for _ in range(100):
+        if "v2" in script.read_text():
+            break
+        lab.wait_for_timeout(100)
+    assert script.read_text() == "print('v1')\nprint('v2')", script.read_text()
+    assert not getattr(lab, "failed_responses"), getattr(lab, "failed_responses")
+    lab.close()
+    page.goto(job_url)
+    expect(page.locator("#run-as")).to_contain_text("runs as alice")
+    expect(page.locator("#script-changed")).to_have_count(0)
 
 
 def test_engine_pages_cannot_act_as_the_viewer(page: Page, server: Server,

@@ -9,9 +9,11 @@ a build as nobody.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import time
 from pathlib import Path
-from typing import Any, Dict, Iterator
+from typing import Any, Dict, Iterator, Tuple
 
 import httpx
 import pytest
@@ -28,6 +30,23 @@ from .test_jobs_api import Jobs, start_jobs
 from .test_models_api import Models, ready, start_models, stop_all
 
 WHO = "import os\nprint('user', os.environ['HADOOP_USER_NAME'], os.environ['CDSW_USER'])\n"
+
+
+def _nightly_and_mallory(j: Jobs) -> Tuple[User, httpx.Client, Dict[str, Any]]:
+    """alice's job nightly (every minute, nightly.py) and mallory, a Contributor, with her
+    client."""
+    mallory = j.api.user("mallory")
+    _add(j.api, j.client, j.project_id, mallory, "contributor")
+    j.script("nightly.py", WHO)
+    job = j.create(name="nightly", script="nightly.py", schedule="* * * * *")
+    return mallory, j.api.client_for(mallory), job
+
+
+def _next_scheduled_run(j: Jobs, job_id: int) -> Dict[str, Any]:
+    """The clock moves on a minute; the scheduler starts the job's run and sees it through."""
+    j.clock.advance(minutes=1)
+    j.sched.tick()
+    return j.wait(job_id, j.runs(job_id)[0]["id"], tick=True)
 
 
 def _add(api: Api, client: Any, pid: int, user: User, role: str) -> None:
@@ -216,11 +235,7 @@ def test_the_jobs_person_editing_its_script_in_the_editor_approves_only_their_ow
     runs it, as alice, with no approval step. mallory's edit still stops the job, and alice editing on top
     of mallory's change does not approve it: that takes the job page."""
     j = owner_jobs
-    mallory = j.api.user("mallory")
-    _add(j.api, j.client, j.project_id, mallory, "contributor")
-    mc = j.api.client_for(mallory)
-    j.script("nightly.py", WHO)
-    job = j.create(name="nightly", script="nightly.py", schedule="* * * * *")
+    mallory, mc, job = _nightly_and_mallory(j)
     url = j.base + "/jobs/%d" % job["id"]
 
     def edit(client: httpx.Client, content: str) -> None:
@@ -229,9 +244,7 @@ def test_the_jobs_person_editing_its_script_in_the_editor_approves_only_their_ow
         assert r.status_code == 200, r.text
 
     def scheduled_run() -> Dict[str, Any]:
-        j.clock.advance(minutes=1)
-        j.sched.tick()
-        return j.wait(job["id"], j.runs(job["id"])[0]["id"], tick=True)
+        return _next_scheduled_run(j, job["id"])
 
     edit(j.client, WHO + "print('v2')\n")
     assert j.client.get(url).json()["script_changed"] is False
@@ -263,6 +276,71 @@ def test_the_jobs_person_editing_its_script_in_the_editor_approves_only_their_ow
     r = mc.post(j.base + "/files/upload", files={
         "files": ("nightly.py", (WHO + "print('evil')\n").encode(), "text/x-python")})
     assert r.status_code == 201 and j.client.get(url).json()["script_changed"] is True
+
+
+def test_the_jobs_person_saving_its_script_in_jupyterlab_approves_only_their_own_save(
+        owner_jobs: Jobs) -> None:
+    """A save in JupyterLab passes through the master's session proxy (PUT .../engine/api/
+    contents/PATH): alice saving her job's script in her session approves her version, as the
+    file editor does. mallory saving it in her own session, or in alice's session shared with
+    her, approves nothing, and neither does alice saving on top of mallory's change. A real
+    engine (jupyter_server on the local backend) writes every save."""
+    j = owner_jobs
+    mallory, mc, job = _nightly_and_mallory(j)
+    url = j.base + "/jobs/%d" % job["id"]
+
+    def session(client: httpx.Client) -> int:
+        r = client.post(j.base + "/sessions", json={})
+        assert r.status_code == 201, r.text
+        sid = r.json()["id"]
+        deadline = time.monotonic() + 90
+        while (s := client.get("/api/v1/sessions/%d" % sid).json())["status"] != "running":
+            assert s["status"] in ("scheduling", "starting") and time.monotonic() < deadline, s
+            time.sleep(0.3)
+        return sid
+
+    keys = {j.client: j.api.key_client(j.user), mc: j.api.key_client(mallory)}
+
+    def save(client: httpx.Client, sid: int, content: str, fmt: str = "text") -> None:
+        """What JupyterLab's save sends (with an API key: the engine origin's cookie is
+        test_engine_origin.py's)."""
+        if fmt == "base64":
+            content = base64.b64encode(content.encode()).decode()
+        r = keys[client].put("/api/v1/sessions/%d/engine/api/contents/nightly.py" % sid,
+                       json={"type": "file", "format": fmt, "content": content})
+        assert r.status_code == 200, r.text
+        assert r.json()["path"] == "nightly.py"
+
+    def scheduled_run() -> Dict[str, Any]:
+        return _next_scheduled_run(j, job["id"])
+
+    alice_sid, mallory_sid = session(j.client), session(mc)
+    save(j.client, alice_sid, WHO + "print('v2')\n")
+    saved = j.api.settings.projects_dir / str(j.project_id) / "nightly.py"
+    assert saved.read_text() == WHO + "print('v2')\n"  # the engine wrote it
+    assert j.client.get(url).json()["script_changed"] is False
+    run = scheduled_run()
+    assert (run["run_as"], run["status"]) == ("alice", "succeeded"), run
+    assert j.log(job["id"], run["id"]) == "user alice alice\nv2\n"
+    assert _audit(j.api, "job.script.approve")[-1] == ("alice", {
+        "job_id": job["id"], "script": "nightly.py", "via": "JupyterLab"})
+    save(j.client, alice_sid, WHO + "print('v3')\n", fmt="base64")
+    assert j.client.get(url).json()["script_changed"] is False
+
+    save(mc, mallory_sid, WHO + "print('evil')\n")
+    assert j.client.get(url).json()["script_changed"] is True
+    save(j.client, alice_sid, WHO + "print('evil')\nprint('v4')\n")  # over mallory's change
+    assert j.client.get(url).json()["script_changed"] is True
+    run = scheduled_run()
+    assert run["status"] == "failed" and "changed since alice saved" in run["reason"], run
+    # alice lends mallory her session: mallory's save there is still mallory's
+    assert j.client.patch(url, json={}).status_code == 200
+    r = j.client.put("/api/v1/sessions/%d/shares/%d" % (alice_sid, mallory.id),
+                     json={"mode": "interactive"})
+    assert r.status_code == 200, r.text
+    save(mc, alice_sid, WHO + "print('evil again')\n")
+    assert j.client.get(url).json()["script_changed"] is True
+    assert [a for a, _ in _audit(j.api, "job.script.approve")] == ["alice", "alice"]
 
 
 def test_a_job_saved_before_script_digests_records_the_version_its_next_run_runs(

@@ -3,7 +3,8 @@
 - POST /sessions/ID/engine-access (workbench, CSRF-checked): a one-time launch URL on the
   engine origin; GET /sessions/ID/engine-launch there exchanges it for the engine cookie.
 - /sessions/ID/engine/... (HTTP and WebSocket): jupyter_server itself, with the engine cookie on
-  the engine origin, or an API key anywhere (see server/engine_access.py).
+  the engine origin, or an API key anywhere (see server/engine_access.py). A JupyterLab save
+  of a job's script by the job's person approves their version (server/script_approvals.py).
 - /sessions/ID/terminals/NAME/websocket: the workbench's own terminal tab (terminado frames
   only, never a page), with the workbench sign-in.
 """
@@ -22,6 +23,7 @@ from ...sessions import engine_origin, proxy
 from ...sessions.launch import base_path
 from ...sessions.manager import SessionError
 from ...sessions.monitor import manager_for
+from .. import script_approvals
 from ..deps import get_state
 from ..engine_access import require_engine, require_engine_websocket, require_launch
 from ..errors import ApiError
@@ -108,7 +110,28 @@ async def engine_http(session_id: Id, path: str, request: Request,
         _, ep = await anyio.to_thread.run_sync(manager.running, session_id)
     except SessionError as e:
         raise ApiError(e.status, str(e))
-    return await proxy.http(request, ep, path, _traffic(manager, session_id))
+    state = request.app.state.server
+    script = script_approvals.saved_script(request.method, path)
+    watched = None
+    if script is not None and 0 < _length(request) <= script_approvals.MAX_BODY:
+        watched = await anyio.to_thread.run_sync(script_approvals.watch, state, access, script)
+    if watched is None:
+        return await proxy.http(request, ep, path, _traffic(manager, session_id))
+    # a job's person saving its script in JupyterLab: their save approves their version
+    body = await request.body()
+    response = await proxy.http(request, ep, path, _traffic(manager, session_id), body=body)
+    data = script_approvals.saved_bytes(body) if response.status_code in (200, 201) else None
+    if data is not None:
+        await anyio.to_thread.run_sync(script_approvals.approve_save, state, access, request,
+                                       watched, data)
+    return response
+
+
+def _length(request: Request) -> int:
+    try:
+        return int(request.headers.get("content-length", ""))
+    except ValueError:
+        return 0
 
 
 for _method in PROXY_METHODS:  # one operation per method, each with its own id

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from ...jobs import identity
 from ...jobs import script as job_script
 from ...projects.storage import CHUNK, Entry, FileError, ProjectFiles, clean_relative, engine_owner
-from .. import audit
+from .. import script_approvals
 from ..deps import get_db, get_state
 from ..errors import ApiError
 from ..permissions import Access, api_router, require
@@ -144,10 +144,7 @@ def _write_approving(db: Session, request: Request, access: Access, files: Proje
     except BaseException:
         db.rollback()
         raise
-    for job in approved:
-        audit.record(db, "job.script.approve", access.user,
-                     target="%d/%s" % (access.project.id, job.name), request=request,
-                     job_id=job.id, script=path, via=via)
+    script_approvals.record(db, approved, access.user, access.project.id, path, request, via)
     db.commit()
     return entry
 
