@@ -64,3 +64,59 @@ def test_every_router_of_the_app_uses_the_route_class() -> None:
         route.dependant.call)
     names = {d.call.__name__ for d in route.dependant.dependencies}
     assert "in_route_thread" in names and "dependency" not in names
+
+
+def test_quick_routes_run_in_a_small_pool_of_their_own() -> None:
+    """@quick routes (route_threads) are awaited as `async def` and run, at most QUICK_THREADS
+    at a time, in their own pool; other `def` routes keep anyio's shared pool."""
+    import asyncio
+    import threading
+    import time
+
+    import httpx
+    import pytest
+    from fastapi import FastAPI
+
+    from cdsw_agent.server import route_threads
+
+    lock = threading.Lock()
+    active = {"quick": 0, "shared": 0}
+    peak = dict(active)
+
+    def busy(kind: str) -> str:
+        with lock:
+            active[kind] += 1
+            peak[kind] = max(peak[kind], active[kind])
+        time.sleep(0.05)
+        with lock:
+            active[kind] -= 1
+        return kind
+
+    router = api_router()
+
+    @router.get("/quick")
+    @route_threads.quick
+    def quick_one(q: str = Query(default="")) -> str:
+        return busy("quick") + q
+
+    @router.get("/shared")
+    def shared_one() -> str:
+        return busy("shared")
+
+    app = FastAPI()
+    app.include_router(router)
+    [route] = [r for r in router.routes if getattr(r, "path", "") == "/quick"]
+    assert inspect.iscoroutinefunction(route.endpoint)  # type: ignore[attr-defined]
+    assert list(inspect.signature(route.endpoint).parameters) == ["q"]  # type: ignore
+
+    async def calls() -> list:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            return await asyncio.gather(*[c.get("/quick?q=!") for _ in range(12)],
+                                        *[c.get("/shared") for _ in range(12)])
+
+    answers = asyncio.run(calls())
+    assert [r.json() for r in answers] == ["quick!"] * 12 + ["shared"] * 12
+    assert peak["quick"] == route_threads.pool_size() < peak["shared"], peak
+    with pytest.raises(TypeError, match="@quick is for def routes"):
+        route_threads.in_quick_pool(asynchronous)
