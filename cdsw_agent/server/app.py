@@ -13,7 +13,7 @@ from .. import __version__
 from ..models import service as model_service
 from ..settings import Settings
 from ..store.db import Database
-from . import ams_push, engine_access, errors, request_metrics, route_threads
+from . import ams_push, engine_access, errors, request_metrics
 from . import scheduler as job_scheduler
 from .routes.model_endpoint import ModelFrontDoor
 from .state import ServerState
@@ -132,7 +132,6 @@ def create_app(settings: Settings, db: Optional[Database] = None) -> FastAPI:
     )
     _api_docs(app, API_PREFIX + "/docs")
     app.state.server = ServerState.create(settings, db)
-    route_threads.configure(settings.api_quick_threads)
     errors.install(app)
     # innermost first
     app.add_middleware(SecurityHeaders, hsts=settings.tls_enable)

@@ -58,7 +58,6 @@ from starlette.concurrency import run_in_threadpool
 from ..security import tokens
 from ..store.models import PROJECT_ROLES, Collaborator, Project, Team, TeamMember, User
 from ..store.sessions_models import EngineSession, SessionShare
-from . import route_threads
 from .auth import SAFE_METHODS, Caller, current_caller
 from .deps import get_db
 from .errors import ApiError
@@ -487,14 +486,10 @@ def decide_in_route_thread(endpoint: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class AuthorizedRoute(APIRoute):
-    """The route class of every router (api_router): see decide_in_route_thread; a `@quick`
-    route then runs in the quick routes' pool (route_threads)."""
+    """The route class of every router (api_router): see decide_in_route_thread."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
-        decided = decide_in_route_thread(endpoint)
-        if route_threads.is_quick(endpoint):
-            decided = route_threads.in_quick_pool(decided)
-        super().__init__(path, decided, **kwargs)
+        super().__init__(path, decide_in_route_thread(endpoint), **kwargs)
 
 
 def api_router(**kwargs: Any) -> APIRouter:

@@ -63,10 +63,6 @@ SETTINGS: List[Setting] = [
     S("db_url", "str", "", "Database URL; empty means SQLite in the data directory. "
       "PostgreSQL: postgresql://USER:PASSWORD@HOST:5432/DB.", secret=True, validator=_db_url,
       group="database"),
-    S("api_quick_threads", "int", 4, "Threads for the API's quick routes (lists and reads that "
-      "only query the database). Few threads answer more calls on a busy master; raise it when "
-      "the database is far away, as each of these calls waits for its queries.", minimum=1,
-      maximum=64, group="database"),
     S("java_home", "str", "", "JAVA_HOME mounted into engines for Spark and Hadoop clients.",
       conf_key="JAVA_HOME"),
     S("log_level", "choice", "info", "Log verbosity.", choices=("debug", "info", "warning", "error")),

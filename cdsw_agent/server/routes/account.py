@@ -18,7 +18,6 @@ from .. import audit
 from ..deps import get_db, get_state
 from ..errors import ApiError
 from ..permissions import Access, api_router, require
-from ..route_threads import quick
 from ..schemas import Id, Strict, UserOut, user_out
 from ..state import ServerState
 
@@ -78,7 +77,6 @@ def _key_out(k: ApiKey) -> dict:
 
 
 @router.get("", response_model=UserOut)
-@quick
 def get_account(access: Access = require("signed_in")) -> UserOut:
     return user_out(access.user)
 
@@ -124,7 +122,6 @@ def change_password(body: PasswordChange, request: Request, access: Access = req
 
 
 @router.get("/api-keys", response_model=List[ApiKeyOut])
-@quick
 def list_keys(access: Access = require("signed_in"), db: Session = Depends(get_db)) -> list:
     rows = db.scalars(select(ApiKey).where(ApiKey.user_id == access.user.id).order_by(ApiKey.id))
     return [_key_out(k) for k in rows]

@@ -21,7 +21,6 @@ from ..auth import SESSION_COOKIE
 from ..deps import get_db, get_state
 from ..errors import ApiError
 from ..permissions import Access, api_router, require
-from ..route_threads import quick
 from ..schemas import Strict, UserOut, user_out
 from ..state import ServerState
 from .site_settings import effective
@@ -108,7 +107,6 @@ def sign_out(request: Request, response: Response, access: Access = require("pub
 
 
 @router.get("/me", response_model=Me)
-@quick
 def me(access: Access = require("public")) -> Me:
     caller = access.caller
     return Me(user=user_out(caller.user) if caller.user else None,

@@ -18,7 +18,6 @@ from .. import audit
 from ..deps import get_db
 from ..errors import ApiError
 from ..permissions import Access, api_router, check_cluster_grant, require
-from ..route_threads import quick
 from ..schemas import Id, Strict
 
 router = api_router(tags=["clusters"])
@@ -94,7 +93,6 @@ def _cluster(db: Session, cluster_id: int) -> Cluster:
 
 
 @router.get("/clusters", response_model=List[ClusterOut])
-@quick
 def list_clusters(access: Access = require("signed_in"), db: Session = Depends(get_db)) -> list:
     clusters.default_cluster(db)
     return [cluster_out(db, c, access.user) for c in clusters.all_clusters(db)]
@@ -114,7 +112,6 @@ def add_cluster(body: ClusterCreate, request: Request, access: Access = require(
 
 
 @router.get("/clusters/{cluster_id}", response_model=ClusterOut)
-@quick
 def get_cluster(cluster_id: Id, access: Access = require("signed_in"),
                 db: Session = Depends(get_db)) -> ClusterOut:
     return cluster_out(db, _cluster(db, cluster_id), access.user)
@@ -174,7 +171,6 @@ def delete_grant(cluster_id: Id, grant_id: Id, request: Request,
 
 
 @router.get("/projects/{project_id}/cluster", response_model=ProjectClusterOut)
-@quick
 def get_project_cluster(project_id: Id, access: Access = require("project.read"),
                         db: Session = Depends(get_db)) -> ProjectClusterOut:
     assert access.project is not None

@@ -25,7 +25,6 @@ from .. import audit
 from ..deps import get_db, get_state
 from ..errors import ApiError, unprocessable
 from ..permissions import Access, api_router, require
-from ..route_threads import quick
 from ..scheduler import experiments_for
 from ..schemas import Id, Strict
 from ..state import ServerState
@@ -174,7 +173,6 @@ def start_experiment(project_id: Id, body: ExperimentCreate, request: Request,
 
 
 @router.get(BASE, response_model=List[ExperimentOut])
-@quick
 def list_experiments(project_id: Id, status: Optional[str] = Query(default=None, max_length=16),
                      limit: int = Query(default=50, ge=1, le=1000),
                      offset: int = Query(default=0, ge=0, le=10**9),
@@ -191,7 +189,6 @@ def list_experiments(project_id: Id, status: Optional[str] = Query(default=None,
 
 
 @router.get(BASE + "/compare", response_model=CompareOut)
-@quick
 def compare_experiments(project_id: Id, ids: str = Query(min_length=1, max_length=1000,
                                                          description="run ids, comma-separated"),
                         access: Access = require("project.read"),
@@ -212,7 +209,6 @@ def compare_experiments(project_id: Id, ids: str = Query(min_length=1, max_lengt
 
 
 @router.get(BASE + "/{experiment_id}", response_model=ExperimentOut)
-@quick
 def get_experiment(project_id: Id, experiment_id: Id, access: Access = require("project.read"),
                    db: Session = Depends(get_db),
                    state: ServerState = Depends(get_state)) -> ExperimentOut:

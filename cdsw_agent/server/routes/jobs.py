@@ -29,7 +29,6 @@ from .. import audit
 from ..deps import get_db, get_state
 from ..errors import ApiError, unprocessable
 from ..permissions import Access, api_router, require, role_rank
-from ..route_threads import quick
 from ..scheduler import runner_for
 from ..schemas import Id, Strict
 from ..state import ServerState
@@ -306,7 +305,6 @@ def _runner_error(e: RunError) -> ApiError:
 # --- jobs ----------------------------------------------------------------------------------
 
 @router.get(BASE, response_model=List[JobOut])
-@quick
 def list_jobs(project_id: Id, access: Access = require("project.read"),
               db: Session = Depends(get_db)) -> list:
     jobs = db.scalars(select(Job).where(Job.project_id == project_id).order_by(Job.id)).all()
@@ -431,7 +429,6 @@ def start_run(project_id: Id, job_id: Id, request: Request, access: Access = req
 
 
 @router.get(BASE + "/{job_id}/runs", response_model=List[RunOut])
-@quick
 def list_runs(project_id: Id, job_id: Id, limit: int = Query(default=50, ge=1, le=1000),
               offset: int = Query(default=0, ge=0, le=10**9),
               access: Access = require("project.read"), db: Session = Depends(get_db)) -> list:
@@ -442,7 +439,6 @@ def list_runs(project_id: Id, job_id: Id, limit: int = Query(default=50, ge=1, l
 
 
 @router.get(BASE + "/{job_id}/runs/{run_id}", response_model=RunOut)
-@quick
 def get_run(project_id: Id, job_id: Id, run_id: Id, access: Access = require("project.read"),
             db: Session = Depends(get_db)) -> RunOut:
     return run_out(_run(db, _job(db, access, job_id), run_id))
@@ -496,7 +492,6 @@ def stop_run(project_id: Id, job_id: Id, run_id: Id, request: Request,
 # --- pipeline ------------------------------------------------------------------------------
 
 @router.get("/projects/{project_id}/pipeline", response_model=PipelineOut)
-@quick
 def get_pipeline(project_id: Id, access: Access = require("project.read"),
                  db: Session = Depends(get_db)) -> PipelineOut:
     jobs = db.scalars(select(Job).where(Job.project_id == project_id).order_by(Job.id)).all()

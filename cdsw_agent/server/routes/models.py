@@ -29,7 +29,6 @@ from .. import audit
 from ..deps import get_db, get_state
 from ..errors import ApiError, unprocessable
 from ..permissions import Access, api_router, require
-from ..route_threads import quick
 from ..schemas import Id, Strict
 from ..state import ServerState
 from .projects import project_dir
@@ -304,7 +303,6 @@ def _after_change(db: Session, state: ServerState, dep_id: int) -> ModelService:
 # --- models ------------------------------------------------------------------------------------
 
 @router.get(BASE, response_model=List[ModelOut])
-@quick
 def list_models(project_id: Id, access: Access = require("project.read"),
                 db: Session = Depends(get_db), state: ServerState = Depends(get_state)) -> list:
     service = service_for(state)
@@ -334,7 +332,6 @@ def create_model(project_id: Id, body: ModelCreate, request: Request,
 
 
 @router.get(ONE, response_model=ModelOut)
-@quick
 def get_model(project_id: Id, model_id: Id, access: Access = require("project.read"),
               db: Session = Depends(get_db), state: ServerState = Depends(get_state)) -> Any:
     """The model with its deployment's monitoring: each replica's state, message and counts
@@ -407,7 +404,6 @@ def start_build(project_id: Id, model_id: Id, request: Request,
 
 
 @router.get(ONE + "/builds", response_model=List[BuildOut])
-@quick
 def list_builds(project_id: Id, model_id: Id, access: Access = require("project.read"),
                 db: Session = Depends(get_db)) -> list:
     model = _model(db, access, model_id)
@@ -416,7 +412,6 @@ def list_builds(project_id: Id, model_id: Id, access: Access = require("project.
 
 
 @router.get(ONE + "/builds/{build_id}", response_model=BuildOut)
-@quick
 def get_build(project_id: Id, model_id: Id, build_id: Id,
               access: Access = require("project.read"), db: Session = Depends(get_db)) -> Any:
     return build_out(_build(db, _model(db, access, model_id), build_id))
@@ -502,7 +497,6 @@ def export_bundle(project_id: Id, model_id: Id, build_id: Id, request: Request,
 
 
 @router.get(ONE + "/deployments", response_model=List[DeploymentOut])
-@quick
 def list_deployments(project_id: Id, model_id: Id, access: Access = require("project.read"),
                      db: Session = Depends(get_db),
                      state: ServerState = Depends(get_state)) -> list:
@@ -599,7 +593,6 @@ def _replica(db: Session, model: Model, replica_id: int) -> ModelReplica:
 
 
 @router.get(ONE + "/replicas", response_model=List[ReplicaOut])
-@quick
 def list_replicas(project_id: Id, model_id: Id, access: Access = require("project.read"),
                   db: Session = Depends(get_db), state: ServerState = Depends(get_state)) -> list:
     model = _model(db, access, model_id)
@@ -629,7 +622,6 @@ def key_out(k: ModelAccessKey) -> AccessKeyOut:
 
 
 @router.get(ONE + "/access-keys", response_model=List[AccessKeyOut])
-@quick
 def list_access_keys(project_id: Id, model_id: Id, access: Access = require("project.read"),
                      db: Session = Depends(get_db)) -> list:
     model = _model(db, access, model_id)

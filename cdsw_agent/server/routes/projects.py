@@ -34,7 +34,6 @@ from ..deps import get_db, get_state
 from ..errors import ApiError
 from ..permissions import (Access, api_router, check_grant_on, project_role, require,
                            role_facts, role_from_facts, team_role, visible_projects_of)
-from ..route_threads import quick
 from ..schemas import contains_pattern, Id, Strict
 from ..scheduler import stop_project_workloads
 from ..state import ServerState
@@ -276,7 +275,6 @@ def project_rows(access: Access, db: Session, q: str = "", owner: str = "",
 
 
 @router.get("", response_model=List[ProjectOut])
-@quick
 def list_projects(q: str = Query(default="", max_length=100),
                   owner: str = Query(default="", max_length=64),
                   visibility: str = Query(default="", pattern=r"^(|private|team|public)$"),
@@ -380,7 +378,6 @@ async def create_project_from_archive(request: Request, access: Access = require
 
 
 @router.get("/{project_id}", response_model=ProjectOut)
-@quick
 def get_project(project_id: Id, access: Access = require("project.read")) -> ProjectOut:
     assert access.project is not None
     return project_out(access.project, access.project_role)
@@ -489,7 +486,6 @@ def _collaborators(p: Project) -> List[CollaboratorOut]:
 
 
 @router.get("/{project_id}/collaborators", response_model=List[CollaboratorOut])
-@quick
 def list_collaborators(project_id: Id, access: Access = require("project.read")) -> list:
     assert access.project is not None
     return _collaborators(access.project)

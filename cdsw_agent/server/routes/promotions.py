@@ -21,7 +21,6 @@ from .. import audit
 from ..deps import get_db, get_state
 from ..errors import ApiError
 from ..permissions import Access, api_router, project_access, require
-from ..route_threads import quick
 from ..schemas import Id, Strict
 from ..state import ServerState
 
@@ -120,7 +119,6 @@ def _start_rebuilds(state: ServerState, rebuilds: List[Tuple[int, int]], actor_i
 
 
 @router.get(BASE, response_model=List[PromotionOut])
-@quick
 def list_promotions(project_id: Id, access: Access = require("project.read"),
                     db: Session = Depends(get_db)) -> list:
     """The project's promotion history, as source or target, newest first."""
@@ -153,7 +151,6 @@ def request_promotion(project_id: Id, body: PromotionCreate, request: Request,
 
 
 @router.get(ONE, response_model=PromotionDetail)
-@quick
 def get_promotion(project_id: Id, promotion_id: Id, access: Access = require("promotion.read"),
                   db: Session = Depends(get_db),
                   state: ServerState = Depends(get_state)) -> PromotionDetail:

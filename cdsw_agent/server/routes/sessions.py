@@ -31,7 +31,6 @@ from ..deps import get_db, get_state
 from ..errors import ApiError, unprocessable
 from ..permissions import (Access, api_router, project_role, require,
                            session_share_mode, sharing_allowed)
-from ..route_threads import quick
 from ..schemas import Id, Strict
 from ..state import ServerState
 
@@ -131,7 +130,6 @@ def _api_error(e: Exception) -> ApiError:
 # --- lifecycle -------------------------------------------------------------------------------
 
 @router.get("/projects/{project_id}/sessions", response_model=List[SessionOut])
-@quick
 def list_sessions(project_id: Id, active: bool = Query(default=False),
                   access: Access = require("project.read"),
                   db: Session = Depends(get_db)) -> list:
@@ -305,7 +303,6 @@ def _share_out(share: SessionShare) -> ShareOut:
 
 
 @router.get(ONE + "/shares", response_model=List[ShareOut])
-@quick
 def list_shares(session_id: Id, access: Access = require("session.share"),
                 db: Session = Depends(get_db)) -> list:
     shares = db.scalars(select(SessionShare).where(SessionShare.session_id == session_id)

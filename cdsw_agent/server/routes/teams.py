@@ -16,7 +16,6 @@ from .. import audit
 from ..deps import get_db
 from ..errors import ApiError
 from ..permissions import Access, api_router, require
-from ..route_threads import quick
 from ..schemas import NAME_PATTERN, Id, Strict
 
 router = api_router(prefix="/teams", tags=["teams"])
@@ -58,7 +57,6 @@ def _team_out(team: Team) -> TeamOut:
 
 
 @router.get("", response_model=List[TeamOut])
-@quick
 def list_teams(access: Access = require("signed_in"), db: Session = Depends(get_db)) -> list:
     return [_team_out(t) for t in db.scalars(select(Team).order_by(Team.name))]
 
@@ -78,7 +76,6 @@ def create_team(body: TeamCreate, request: Request, access: Access = require("si
 
 
 @router.get("/{team_id}", response_model=TeamOut)
-@quick
 def get_team(team_id: Id, access: Access = require("team.read")) -> TeamOut:
     assert access.team is not None
     return _team_out(access.team)

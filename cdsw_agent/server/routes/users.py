@@ -16,7 +16,6 @@ from .. import audit
 from ..deps import get_db, get_state
 from ..errors import ApiError
 from ..permissions import Access, api_router, require
-from ..route_threads import quick
 from ..schemas import contains_pattern, Id, Strict, UserBrief, UserOut, user_out
 from ..state import ServerState
 
@@ -42,7 +41,6 @@ class UserUpdate(Strict):
 
 
 @router.get("", response_model=List[UserBrief])
-@quick
 def list_users(q: str = Query(default="", max_length=64), limit: int = Query(default=100, ge=1, le=1000),
                access: Access = require("signed_in"), db: Session = Depends(get_db)) -> list:
     stmt = select(User).where(User.is_active.is_(True)).order_by(User.username).limit(limit)
@@ -54,7 +52,6 @@ def list_users(q: str = Query(default="", max_length=64), limit: int = Query(def
 
 
 @router.get("/{user_id}", response_model=UserBrief)
-@quick
 def get_user(user_id: Id, access: Access = require("signed_in"), db: Session = Depends(get_db)) -> UserBrief:
     u = db.get(User, user_id)
     if u is None:

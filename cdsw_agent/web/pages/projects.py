@@ -16,7 +16,6 @@ from ...server.deps import get_db, get_state
 from ...server.envvars import listing, project_scope
 from ...server.errors import ApiError
 from ...server.permissions import Access, require
-from ...server.route_threads import quick
 from ...server.routes.admin import list_images
 from ...server.routes.clusters import get_project_cluster, list_clusters
 from ...server.routes.files import files_of
@@ -40,7 +39,6 @@ def _my_teams(db: Session, access: Access) -> List[Team]:
 
 
 @router.get("/projects")
-@quick
 def projects_page(request: Request, q: str = Query(default="", max_length=100),
                   owner: str = Query(default="", max_length=64),
                   visibility: str = Query(default="", pattern=r"^(|private|team|public)$"),
