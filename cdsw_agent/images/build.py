@@ -28,8 +28,8 @@ from .. import __version__
 from ..errors import UserError
 from .mirror import resolve_mirror
 from .progress import Progress, run_logged
-from .recipe import (ENGINE_UID, ENGINE_USER, MANIFEST_PATH, RECIPE_VERSION, REPOSITORY, USER_HOME,
-                     VENV, Recipe)
+from .recipe import (ENGINE_UID, ENGINE_USER, GIT_GUARD, MANIFEST_PATH, RECIPE_VERSION, REPOSITORY,
+                     USER_HOME, VENV, Recipe)
 from .rootfs import CHROOT_ENV, Rootfs, cached_rootfs, check_host, ensure_rootfs, tar_create, tar_extract
 from .runtime import PACKAGE_ROOT, install_runtime, runtime_digest
 from .util import atomic_dir, cache_lock, scratch_parent, sha256_json
@@ -198,6 +198,7 @@ def assemble(root: Path, recipe: Recipe, rootfs: Rootfs, wheelhouse: Wheelhouse,
     freeze = ensure_venv(root, recipe, rootfs, wheelhouse, log, progress, cache)
     site_rel = "%s/lib/python%s/site-packages" % (VENV, recipe.python_version)
     install_runtime(root / site_rel.lstrip("/"), runtime_root)
+    install_git_guard(root)
     if recipe.with_scala:
         from ..engine.scala_repl import write_kernelspec
 
@@ -220,6 +221,16 @@ def assemble(root: Path, recipe: Recipe, rootfs: Rootfs, wheelhouse: Wheelhouse,
     path = root / MANIFEST_PATH.lstrip("/")
     path.write_text(json.dumps(manifest, indent=1) + "\n")
     path.chmod(0o644)
+
+
+def install_git_guard(root: Path) -> None:
+    """`git` as the engine runs it: through the guard, with -I so that nothing in the project
+    (the working directory) or the environment is imported first."""
+    path = root / GIT_GUARD.lstrip("/")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\n# git through cdsw_agent/engine/git_guard.py\n"
+                    'exec %s/bin/python -I -m cdsw_agent.engine.git_guard "$@"\n' % VENV)
+    path.chmod(0o755)
 
 
 def drop_setuid_bits(root: Path) -> List[str]:
@@ -350,6 +361,12 @@ def verify(root: Path, recipe: Recipe, log: Path) -> None:
         if check.returncode != 0:
             raise UserError("the image's Python cannot import its packages: %s"
                             % (check.stderr.strip().splitlines() or ["?"])[-1])
+        git = subprocess.run(chroot(root, "/bin/sh", "-c", '[ "$(command -v git)" = %s ] && cd /tmp '
+                                    "&& git --version" % GIT_GUARD,
+                                    uid=ENGINE_UID), env=env, capture_output=True, text=True)
+        if git.returncode != 0 or not git.stdout.startswith("git version"):
+            raise UserError("git in the image does not run through its guard: %s"
+                            % (git.stderr.strip().splitlines() or ["?"])[-1])
         if recipe.with_r:
             r = subprocess.run(chroot(root, "Rscript", "-e", "library(IRkernel)", uid=ENGINE_UID),
                                env=env, capture_output=True, text=True)

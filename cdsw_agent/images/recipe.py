@@ -14,7 +14,8 @@ from typing import Dict, List, Tuple
 from .. import __version__
 from ..errors import UserError
 
-RECIPE_VERSION = "3"  # 2: the engine user's home is USER_HOME; 3: no setuid programs
+# 2: the engine user's home is USER_HOME; 3: no setuid programs; 4: git through GIT_GUARD
+RECIPE_VERSION = "4"
 
 # Where images live locally; a registry (settings.engine_registry) is prefixed when pushing.
 REPOSITORY = "cdsw/engine"
@@ -29,6 +30,10 @@ MANIFEST_PATH = "/opt/cdsw/image.json"
 # PATH of every engine image: the virtualenv first (python, pip, jupyter); engines put the
 # cluster's clients right after it (clientconfig.distributions)
 IMAGE_PATH = VENV + "/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# `git` on PATH ahead of /usr/bin/git: runs a repository's own commands (hooks, drivers) only
+# as the engine's person trusted them (cdsw_agent/engine/git_guard.py)
+GIT_GUARD = "/usr/local/bin/git"
 
 LABEL_PREFIX = "com.cdsw.engine"
 LABEL_MARKER = LABEL_PREFIX  # value "true" on every engine image; `cdsw images list` filters on it

@@ -247,6 +247,63 @@ def test_engines_are_isolated_hardened_and_run_nothing_planted(master: SwarmMast
     master.client.delete("/api/v1/projects/%d/env/PYTHONSTARTUP" % master.project_id)
 
 
+GIT_SHELL = ("import subprocess\n"
+             "r = subprocess.run('mkdir -p repo && cd repo && ' + %r, shell=True, "
+             "capture_output=True, text=True)\n"
+             "print(r.returncode, r.stderr)")
+
+
+def test_git_in_an_engine_runs_nothing_a_collaborator_planted_in_the_repository(
+        master: SwarmMaster) -> None:
+    """A Contributor writes a command-running monitor and a filter driver into the shared
+    repository's .git/config (through the files API, as she could from her own session); the
+    owner's `git status` and `git add` in their engine (the image's git, its guard) refuse and
+    say why, and nothing runs. Plain /usr/bin/git in the same engine runs the planted monitor
+    (the attack is real); the owner trusting the state makes it run (their own choice)."""
+    contrib = master.api.user("git-contrib")
+    r = master.client.put("/api/v1/projects/%d/collaborators/%d" % (master.project_id, contrib.id),
+                          json={"role": "contributor"})
+    assert r.status_code == 200, r.text
+    s = master.start()
+    assert master.wait(s["id"], "running", "failed")["status"] == "running"
+
+    def shell(command: str) -> str:
+        return "".join(e.get("text", "") for e in master.execute(s["id"], GIT_SHELL % command))
+
+    out = shell("command -v git >&2; git init -q . && git -c user.name=o -c user.email=o@x "
+                "commit -q --allow-empty -m first && git status --short")
+    assert out == "0 /usr/local/bin/git\n\n", out
+    marker = "/home/cdsw/repo/../hijacked-git-%s"
+    c = master.api.key_client(contrib)
+    base = "/api/v1/projects/%d/files" % master.project_id
+    config = c.get(base + "/content", params={"path": "repo/.git/config"}).json()["content"]
+    for path, content in (
+            ("repo/.git/config", config + "[core]\n\tfsmonitor = touch %s; false\n"
+             "[filter \"evil\"]\n\tclean = touch %s; cat\n" % (marker % "monitor",
+                                                                   marker % "filter")),
+            ("repo/.gitattributes", "* filter=evil\n"), ("repo/data.txt", "x\n")):
+        r = c.put(base + "/content", json={"path": path, "content": content})
+        assert r.status_code in (200, 201), r.text
+    project_dir = Path(master.api.settings.projects_dir) / str(master.project_id)
+
+    out = shell("git status; git add data.txt")
+    assert out.startswith("1 cdsw: git did not run"), out
+    assert "core.fsmonitor = touch" in out and "filter.evil.clean = touch" in out, out
+    assert not list(project_dir.glob("hijacked-git-*"))
+
+    assert shell("/usr/bin/git status >/dev/null")  # the engine's real git, unguarded
+    assert (project_dir / "hijacked-git-monitor").is_file()  # runs the plant: the attack works
+    (project_dir / "hijacked-git-monitor").unlink()
+
+    assert shell("CDSW_GIT_TRUST=1 git status --short >/dev/null").startswith("0 ")
+    assert (project_dir / "hijacked-git-monitor").is_file()  # trusted by the owner: it runs
+    assert "/home/cdsw/repo/.git" in shell("cat $HOME/.config/cdsw/git-trusted >&2")
+    for p in project_dir.glob("hijacked-git-*"):
+        p.unlink()
+    master.client.post("/api/v1/sessions/%d/stop" % s["id"])
+    assert master.wait(s["id"], "stopped", "failed", timeout=60)["status"] == "stopped"
+
+
 def test_no_engine_token_anywhere_a_kernel_or_terminal_can_look(master: SwarmMaster) -> None:
     """The attack: code in a session (a kernel, a terminal) looks for its engine's token in
     every process's environment and command line (the container's init, PID 1, included), in
