@@ -6,10 +6,12 @@ Starts `cdsw role master start` on loopback with a fresh data dir (SQLite, or Po
 starts a bare server (starlette on uvicorn, one worker, one route answering those bytes). Then
 for each client count it runs interleaved rounds (ours, bare, ours, ...) of a fixed number of
 requests from benchmarks/loadgen.py (its own process, keep-alive connections) and prints the
-median round with ratios and the load average. Measures, never asserts.
+median round with ratios and the load average. --workers N runs the master with N HTTP worker
+processes and their controller (setting master_http_workers; each client's keep-alive connection
+stays with the worker that accepted it). Measures, never asserts.
 
     .venv/bin/python benchmarks/api_load.py [--projects 1000] [--clients 1,50] [--requests 2000]
-        [--rounds 3] [--db-url URL] [--profile FILE [--profile-clients N]]
+        [--rounds 3] [--db-url URL] [--workers N] [--profile FILE [--profile-clients N]]
 """
 
 from __future__ import annotations
@@ -85,6 +87,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2000, help="requests per round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--db-url", default="")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="the master's HTTP worker processes (setting master_http_workers)")
     ap.add_argument("--profile", default="", help="a file: py-spy profile of the master during "
                     "one extra round (needs py-spy)")
     ap.add_argument("--profile-clients", type=int, default=0,
@@ -103,6 +107,7 @@ def main() -> None:
     (tmp / "none.properties").write_text("")
     if args.db_url:
         env["CDSW_DB_URL"] = args.db_url
+    env["CDSW_MASTER_HTTP_WORKERS"] = str(args.workers)
     cdsw = [sys.executable, "-m", "cdsw_agent.cli.main"]
     subprocess.run(cdsw + ["db", "upgrade"], env=env, check=True, capture_output=True)
     subprocess.run(cdsw + ["admin", "create-user", "bench", "--admin", "--password-stdin"], env=env,
@@ -176,10 +181,12 @@ def main() -> None:
         server.wait(timeout=30)
 
     db = "PostgreSQL" if args.db_url else "SQLite"
-    print("API: GET /api/v1/projects?limit=100 over %d projects, %s, master with one uvicorn "
-          "worker; median of %d interleaved rounds of %d requests; %s, %d cores, Python %s; "
+    print("API: GET /api/v1/projects?limit=100 over %d projects, %s, master with %s; median "
+          "of %d interleaved rounds of %d requests; %s, %d cores, Python %s; "
           "load average before/after: %s / %s" % (
-              args.projects, db, args.rounds, args.requests, platform.machine(),
+              args.projects, db, "one process" if args.workers == 1 else
+              "%d HTTP workers and its controller" % args.workers,
+              args.rounds, args.requests, platform.machine(),
               os.cpu_count(), platform.python_version(), loads[0], loads[-1]))
     print()
     print("| clients | target | req/s | p50 ms | p99 ms | errors | req/s vs bare |")

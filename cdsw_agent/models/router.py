@@ -3,7 +3,10 @@ equals), with per-replica counts. It holds only memory: service.py publishes the
 and the key digests on every supervision tick, so serving never waits for the database.
 
 Counts (requests, successes, failures, latency) live in this process: they restart from zero
-when the master restarts.
+when the master restarts. With several HTTP workers (server/controller.py) each worker's router
+serves from the table the controller hands it, reports what it counted since its last report
+(`take_counts`), and the controller's router adds every worker's counts up (`add_counts`): its
+totals, outstanding calls included, are what the monitoring page and the drain see.
 
 Replicas are called through one `ReplicaClient` per event loop (replica_client.py): pooled
 keep-alive connections whose answers httptools parses, because the forward is most of the
@@ -21,7 +24,7 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Awaitable, Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
 from .keys import digest
 from .replica_client import NoAnswer, ReplicaClient, Unreachable
@@ -70,6 +73,13 @@ class ModelRouter:
         self._clients: "weakref.WeakKeyDictionary[Any, ReplicaClient]" = \
             weakref.WeakKeyDictionary()
         self._last: Tuple[Any, Any] = (None, None)
+        # controller: each worker's outstanding calls per replica; worker: the controller's
+        # totals as of the last report (shown instead of this worker's own share)
+        self._outstanding_of: Dict[str, Dict[int, int]] = {}
+        self.totals: Optional[Dict[int, Dict[str, Any]]] = None
+        # a worker's: when a model has no route here, ask for the table again (a replica the
+        # controller saw become ready since the last report) before answering 503
+        self.refresh: Optional[Callable[[], Awaitable[bool]]] = None
 
     # --- what service.py publishes
     def publish(self, routes: Dict[int, List[Route]], keys: Dict[str, int]) -> None:
@@ -91,8 +101,69 @@ class ModelRouter:
         return stats.outstanding if stats else 0
 
     def summary(self, replica_id: int) -> Dict[str, Any]:
+        totals = self.totals
+        if totals is not None:
+            return dict(totals.get(replica_id) or ReplicaStats().summary())
         with self._lock:
             return self.stats.get(replica_id, ReplicaStats()).summary()
+
+    # --- several HTTP workers: the table handed out, counts added up (server/controller.py)
+    def table(self) -> Tuple[Dict[int, List[Route]], Dict[str, int]]:
+        with self._lock:
+            return {m: list(rs) for m, rs in self._routes.items()}, dict(self._keys)
+
+    def take_counts(self) -> Dict[int, Dict[str, Any]]:
+        """A worker's counts since it last reported (its calls in progress as they are now);
+        they start again from zero here."""
+        out: Dict[int, Dict[str, Any]] = {}
+        with self._lock:
+            for replica_id, st in self.stats.items():
+                if st.requests or st.outstanding or st.latencies_ms:
+                    out[replica_id] = {"requests": st.requests, "successes": st.successes,
+                                       "failures": st.failures, "outstanding": st.outstanding,
+                                       "latencies_ms": list(st.latencies_ms)}
+                    st.requests = st.successes = st.failures = 0
+                    st.latencies_ms.clear()
+        return out
+
+    def return_counts(self, counts: Dict[int, Dict[str, Any]]) -> None:
+        """Counts taken for a report that did not arrive: kept for the next one."""
+        with self._lock:
+            for replica_id, c in counts.items():
+                st = self.stats.setdefault(replica_id, ReplicaStats())
+                st.requests += c["requests"]
+                st.successes += c["successes"]
+                st.failures += c["failures"]
+                st.latencies_ms.extendleft(reversed(c["latencies_ms"]))
+
+    def add_counts(self, worker: str, counts: Dict[int, Dict[str, Any]]) -> None:
+        """The controller adds a worker's report; its outstanding calls replace that worker's
+        previous figure."""
+        with self._lock:
+            own = self._outstanding_of.setdefault(worker, {})
+            for replica_id in set(own) | set(counts):
+                c = counts.get(replica_id)
+                st = self.stats.setdefault(replica_id, ReplicaStats())
+                before = own.pop(replica_id, 0)
+                now = c["outstanding"] if c else 0
+                st.outstanding += now - before
+                if now:
+                    own[replica_id] = now
+                if c:
+                    st.requests += c["requests"]
+                    st.successes += c["successes"]
+                    st.failures += c["failures"]
+                    st.latencies_ms.extend(c["latencies_ms"])
+
+    def forget_worker(self, worker: str) -> None:
+        """A worker that ended has no call in progress any more."""
+        self.add_counts(worker, {})
+        with self._lock:
+            self._outstanding_of.pop(worker, None)
+
+    def summaries(self) -> Dict[int, Dict[str, Any]]:
+        with self._lock:
+            return {replica_id: st.summary() for replica_id, st in self.stats.items()}
 
     def model_for(self, key: str) -> Optional[int]:
         return self._keys.get(digest(key))
@@ -152,6 +223,9 @@ class ModelRouter:
                      "ready" % model_id
         while True:
             route = self._pick(model_id, tried)
+            if route is None and not tried and self.refresh is not None \
+                    and await self.refresh():
+                route = self._pick(model_id, tried)
             if route is None:
                 return 503, {"success": False, "error": last_error}
             started = time.perf_counter()

@@ -146,7 +146,7 @@ def start_engine_firewall(settings: Settings, state: Any) -> Optional[Callable[[
 def start(settings: Settings, db: Optional[Database] = None) -> None:
     """Run the master in the foreground until SIGTERM/SIGINT."""
     from ..server.app import create_app
-    from ..server.listen import serve
+    from ..server import http_workers, listen
     from .swarm import start_manager
 
     setup_logging(settings.log_level, settings.secret_values())
@@ -172,6 +172,8 @@ def start(settings: Settings, db: Optional[Database] = None) -> None:
     if engine_listener_port(settings):
         log.info("engine content (JupyterLab) on port %d", engine_listener_port(settings))
     stop_firewall = start_engine_firewall(settings, app.state.server)
+    # several workers: this process controls them (server/http_workers.py)
+    serve = http_workers.serve if settings.master_http_workers > 1 else listen.serve
     try:
         serve(app, settings, settings.bind_address, settings.http_port, log_config=None,
               proxy_headers=False, ws="auto", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import importlib
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Dict, Optional
+from typing import Any, AsyncIterator, Dict, Optional
 
+import anyio
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -84,6 +85,16 @@ class MasterApp(FastAPI):
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    reporter = app.state.server.extras.get("worker.reporter")
+    if reporter is not None:  # an HTTP worker: the loops run in the controller
+        await anyio.to_thread.run_sync(reporter.first)  # the routing table, before serving
+        reporter.start()
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(reporter.stop)
+            await model_service.service_for(app.state.server).router.aclose()
+        return
     # the job scheduler runs in the master process (one master per workbench)
     job_scheduler.start(app.state.server)
     ams_push.start(app.state.server)  # to Ambari Metrics, when a collector is configured
@@ -121,7 +132,10 @@ def _api_docs(app: FastAPI, path: str) -> None:
     app.docs_url = path  # what the permission walker knows as the (public) docs page
 
 
-def create_app(settings: Settings, db: Optional[Database] = None) -> FastAPI:
+def create_app(settings: Settings, db: Optional[Database] = None,
+               controller: Optional[Any] = None) -> FastAPI:
+    """The master's application; with `controller` (a ControllerClient), an HTTP worker's of a
+    master with several (server/controller.py)."""
     app = MasterApp(
         lifespan=_lifespan,
         title="CDSW workbench API",
@@ -132,6 +146,10 @@ def create_app(settings: Settings, db: Optional[Database] = None) -> FastAPI:
     )
     _api_docs(app, API_PREFIX + "/docs")
     app.state.server = ServerState.create(settings, db)
+    if controller is not None:
+        from .worker_services import install
+
+        install(app.state.server, controller)
     errors.install(app)
     # innermost first
     app.add_middleware(SecurityHeaders, hsts=settings.tls_enable)

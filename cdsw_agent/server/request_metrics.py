@@ -5,7 +5,8 @@ A pure ASGI middleware (no response copy) counts every HTTP request into a fixed
 first segment, so the number of series stays small whatever the URLs: api (the REST API),
 model (POST /model), inference_v2 (/v2), mlflow, health (/healthz, /metrics), static (our
 assets and npm libraries) and pages (everything else the browser loads). Counts restart from
-zero when the master restarts, as Prometheus counters may.
+zero when the master restarts, as Prometheus counters may. With several HTTP workers each
+worker's counts go to the controller with its reports, and /metrics shows their sum.
 """
 
 from __future__ import annotations
@@ -60,6 +61,25 @@ class HttpStats:
             series.buckets[index] += 1
             series.total += seconds
             series.count += 1
+
+    def take(self) -> List[List]:
+        """What was counted since the last take, as JSON-ready rows, counting again from zero
+        (an HTTP worker's report to the controller, server/controller.py)."""
+        with self._lock:
+            rows = [[h, c, s.buckets, s.total, s.count] for (h, c), s in self._series.items()]
+            self._series = {}
+        return rows
+
+    def add(self, rows: List[List]) -> None:
+        """Adds rows from take() (the controller, for every worker)."""
+        with self._lock:
+            for handler, code, buckets, total, count in rows:
+                series = self._series.get((handler, code))
+                if series is None:
+                    series = self._series[(handler, code)] = _Series(len(self.bounds) + 1)
+                series.buckets = [a + b for a, b in zip(series.buckets, buckets)]
+                series.total += total
+                series.count += count
 
     def count(self, handler: str, code: str) -> int:
         """Requests counted for (handler, "2xx"...)."""

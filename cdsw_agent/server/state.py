@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from ..security.passwords import Passwords
 from ..settings import Settings
@@ -16,6 +16,9 @@ class ServerState:
     db: Database
     passwords: Passwords
     extras: Dict[str, Any] = field(default_factory=dict)  # later subsystems hang here
+    # in an HTTP worker of a master with several: its client of the controller
+    # (server/controller_client.py); None in the process that controls
+    controller: Optional[Any] = None
 
     @classmethod
     def create(cls, settings: Settings, db: Database | None = None) -> "ServerState":

@@ -59,6 +59,11 @@ SETTINGS: List[Setting] = [
     S("bind_address", "str", "0.0.0.0", "Address the web server listens on."),
     S("http_port", "int", 8080, "Port of the web UI and API (HTTPS when TLS is enabled).",
       minimum=1, maximum=65535),
+    S("master_http_workers", "int", 1, "Processes of the master that answer HTTP (the web UI, "
+      "the API, model calls). 1: one process serves and runs the control loops. More: that many "
+      "worker processes share the port, each with its own interpreter (one core each at most), "
+      "and the master process becomes their controller: loops, engine launches and counts "
+      "(docs/architecture.md). Use up to the master host's cores.", minimum=1, maximum=64),
     S("data_dir", "path", "/var/lib/cdsw", "Directory for the database, project files and backups."),
     S("db_url", "str", "", "Database URL; empty means SQLite in the data directory. "
       "PostgreSQL: postgresql://USER:PASSWORD@HOST:5432/DB.", secret=True, validator=_db_url,

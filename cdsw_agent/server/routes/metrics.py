@@ -23,5 +23,7 @@ router = api_router(tags=["health"])
 @router.get("/metrics", response_class=PlainTextResponse)
 def metrics(request: Request, access: Access = require("metrics.read"),
             state: ServerState = Depends(get_state)) -> PlainTextResponse:
-    return PlainTextResponse(workbench_metrics.exposition(state).render(),
-                             media_type=prometheus.CONTENT_TYPE)
+    # an HTTP worker asks the controller, which holds every worker's counts
+    text = state.controller.call("metrics.text") if state.controller is not None \
+        else workbench_metrics.exposition(state).render()
+    return PlainTextResponse(text, media_type=prometheus.CONTENT_TYPE)

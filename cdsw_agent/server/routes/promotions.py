@@ -102,9 +102,13 @@ def _failed(e: promo.PromotionError) -> ApiError:
     return ApiError(e.status, str(e))
 
 
-def _start_rebuilds(state: ServerState, rebuilds: List[Tuple[int, int]], actor_id: int) -> None:
-    """After the commit: build each deployed model from the new files, then roll it."""
+def start_rebuilds(state: ServerState, rebuilds: List[Tuple[int, int]], actor_id: int) -> None:
+    """After the commit: build each deployed model from the new files, then roll it (in the
+    controller, which builds and keeps the thread that waits for the builds)."""
     if not rebuilds:
+        return
+    if state.controller is not None:
+        state.controller.call("promotion.rebuild", rebuilds=rebuilds, actor_id=actor_id)
         return
     service = service_for(state)
 
@@ -169,7 +173,7 @@ def approve(project_id: Id, promotion_id: Id, body: Review, request: Request,
     audit.record(db, "promotion.approve", access.user, target=str(p.id), request=request,
                  promotion_id=p.id, target_project_id=p.target_project_id, **p.result)
     promo.commit_with_files(db, state.settings, p)
-    _start_rebuilds(state, rebuilds, access.user.id)
+    start_rebuilds(state, rebuilds, access.user.id)
     return detail(db, state, p)
 
 
@@ -201,5 +205,5 @@ def rollback(project_id: Id, promotion_id: Id, body: Review, request: Request,
                  promotion_id=p.id, target_project_id=p.target_project_id,
                  **p.result.get("rollback", {}))
     promo.commit_with_files(db, state.settings, p)
-    _start_rebuilds(state, rebuilds, access.user.id)
+    start_rebuilds(state, rebuilds, access.user.id)
     return detail(db, state, p)
