@@ -346,6 +346,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=3000, help="requests per round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--mlflow-venv", default="")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="the master's HTTP worker processes (setting master_http_workers)")
     ap.add_argument("--profile", default="", help="a folder: py-spy profiles of the master "
                     "during one extra round per replica count (needs py-spy)")
     args = ap.parse_args()
@@ -357,7 +359,9 @@ def main() -> None:
     profiles: Dict[int, str] = {}
     make_backend = swarm_backend if args.backend == "swarm" else local_backend
     try:
-        with make_backend(tmp) as backend, master(tmp, backend) as (api, base), \
+        with make_backend(tmp) as backend, \
+                master(tmp, dict(backend, CDSW_MASTER_HTTP_WORKERS=str(args.workers))) as (
+                    api, base), \
                 mlflow_server(venv, tmp) as mlflow_url, direct_replica(tmp) as (direct, token):
             key, scale, stop_deployment = deploy(api, backend)
             ours_body = {"accessKey": key, "request": {"i": 1}}
@@ -395,9 +399,10 @@ def main() -> None:
 
     mlflow = "mlflow models serve (1 worker)"
     direct_label = "one replica, called directly"
-    print("Model serving at concurrency %d, trivial function, %s backend, median of %d "
-          "interleaved rounds of %d requests; %s, %d cores, Python %s; load average "
-          "before/after: %s / %s" % (c, args.backend, args.rounds, n_req, platform.machine(),
+    print("Model serving at concurrency %d, trivial function, %s backend, master with %d HTTP "
+          "worker(s), median of %d interleaved rounds of %d requests; %s, %d cores, Python %s; "
+          "load average before/after: %s / %s" % (c, args.backend, args.workers, args.rounds,
+                                                   n_req, platform.machine(),
                                       os.cpu_count(), platform.python_version(), loads[0],
                                       loads[-1]))
     print()

@@ -6,7 +6,9 @@ Counts (requests, successes, failures, latency) live in this process: they resta
 when the master restarts. With several HTTP workers (server/controller.py) each worker's router
 serves from the table the controller hands it, reports what it counted since its last report
 (`take_counts`), and the controller's router adds every worker's counts up (`add_counts`): its
-totals, outstanding calls included, are what the monitoring page and the drain see.
+totals, outstanding calls included, are what the monitoring page and the drain see. Each table
+has a version; a worker's report says which one it serves from, so the controller knows when no
+worker can still pick a withdrawn replica (`outstanding`) or a revoked key (`all_hold`).
 
 Replicas are called through one `ReplicaClient` per event loop (replica_client.py): pooled
 keep-alive connections whose answers httptools parses, because the forward is most of the
@@ -77,13 +79,18 @@ class ModelRouter:
         # totals as of the last report (shown instead of this worker's own share)
         self._outstanding_of: Dict[str, Dict[int, int]] = {}
         self.totals: Optional[Dict[int, Dict[str, Any]]] = None
+        self.version = 0  # of the table: the controller's count, or the one a worker applied
+        self._holding: Dict[str, int] = {}  # controller: worker -> version it serves from
+        self._withdrawn: Dict[int, int] = {}  # controller: replica -> version without it
         # a worker's: when a model has no route here, ask for the table again (a replica the
         # controller saw become ready since the last report) before answering 503
         self.refresh: Optional[Callable[[], Awaitable[bool]]] = None
 
     # --- what service.py publishes
-    def publish(self, routes: Dict[int, List[Route]], keys: Dict[str, int]) -> None:
+    def publish(self, routes: Dict[int, List[Route]], keys: Dict[str, int],
+                version: Optional[int] = None) -> None:
         with self._lock:
+            self.version = self.version + 1 if version is None else version
             self._routes = {m: tuple(r) for m, r in routes.items() if r}
             self._keys = dict(keys)
             for rs in self._routes.values():
@@ -95,10 +102,24 @@ class ModelRouter:
         with self._lock:
             self._routes = {m: tuple(r for r in rs if r.replica_id != replica_id)
                             for m, rs in self._routes.items()}
+            self.version += 1
+            self._withdrawn[replica_id] = self.version
 
     def outstanding(self, replica_id: int) -> int:
-        stats = self.stats.get(replica_id)
-        return stats.outstanding if stats else 0
+        """Calls in progress on the replica, at least 1 while a worker may still pick it (it
+        serves from a table older than the replica's withdrawal)."""
+        with self._lock:
+            stats = self.stats.get(replica_id)
+            n = stats.outstanding if stats else 0
+            gone = self._withdrawn.get(replica_id)
+            if gone is not None and any(v < gone for v in self._holding.values()):
+                return max(n, 1)
+            return n
+
+    def all_hold(self, version: int, but: str = "") -> bool:
+        """Every worker (but one) serves from this table version or a newer one."""
+        with self._lock:
+            return all(v >= version for w, v in self._holding.items() if w != but)
 
     def summary(self, replica_id: int) -> Dict[str, Any]:
         totals = self.totals
@@ -108,9 +129,10 @@ class ModelRouter:
             return self.stats.get(replica_id, ReplicaStats()).summary()
 
     # --- several HTTP workers: the table handed out, counts added up (server/controller.py)
-    def table(self) -> Tuple[Dict[int, List[Route]], Dict[str, int]]:
+    def table(self) -> Tuple[Dict[int, List[Route]], Dict[str, int], int]:
         with self._lock:
-            return {m: list(rs) for m, rs in self._routes.items()}, dict(self._keys)
+            return ({m: list(rs) for m, rs in self._routes.items()}, dict(self._keys),
+                    self.version)
 
     def take_counts(self) -> Dict[int, Dict[str, Any]]:
         """A worker's counts since it last reported (its calls in progress as they are now);
@@ -136,10 +158,13 @@ class ModelRouter:
                 st.failures += c["failures"]
                 st.latencies_ms.extendleft(reversed(c["latencies_ms"]))
 
-    def add_counts(self, worker: str, counts: Dict[int, Dict[str, Any]]) -> None:
+    def add_counts(self, worker: str, counts: Dict[int, Dict[str, Any]],
+                   holding: Optional[int] = None) -> None:
         """The controller adds a worker's report; its outstanding calls replace that worker's
-        previous figure."""
+        previous figure. `holding`: the table version it served from until this report."""
         with self._lock:
+            if holding is not None:
+                self._holding[worker] = holding
             own = self._outstanding_of.setdefault(worker, {})
             for replica_id in set(own) | set(counts):
                 c = counts.get(replica_id)
@@ -160,6 +185,7 @@ class ModelRouter:
         self.add_counts(worker, {})
         with self._lock:
             self._outstanding_of.pop(worker, None)
+            self._holding.pop(worker, None)
 
     def summaries(self) -> Dict[int, Dict[str, Any]]:
         with self._lock:

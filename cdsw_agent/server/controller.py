@@ -39,6 +39,7 @@ from .state import ServerState
 
 log = logging.getLogger(__name__)
 REPORT_SECONDS = 0.25
+PUBLISH_WAIT_SECONDS = 5  # longest a key change waits for every worker to take the new table
 SOCKET_NAME = "controller.sock"  # under DATA_DIR/run
 # the errors a call may end with on purpose, sent to the worker as (kind, status, message)
 ERRORS: Dict[str, Callable[[int, str], Exception]] = {
@@ -78,10 +79,21 @@ for _name, _get, _method in (
 
 
 @call("model.publish")
-def _model_publish(state: ServerState) -> Dict[str, Any]:
-    service = model_service.service_for(state)
-    service.publish()
-    return table(service.router)
+def _model_publish(state: ServerState, worker: str = "", wait: bool = False) -> Dict[str, Any]:
+    """The table from the database now. `wait` (a key created or revoked): answers once every
+    other worker serves from it too, so that a revoked key is refused by all of them when the
+    API call returns."""
+    router = model_service.service_for(state).router
+    model_service.service_for(state).publish()
+    version = router.version
+    deadline = time.monotonic() + PUBLISH_WAIT_SECONDS
+    while wait and not router.all_hold(version, but=worker):
+        if time.monotonic() > deadline:
+            log.warning("a worker has not taken routing table %d in %d s", version,
+                        PUBLISH_WAIT_SECONDS)
+            break
+        time.sleep(0.02)
+    return table(router)
 
 
 @call("model.build")
@@ -105,10 +117,11 @@ def _metrics_text(state: ServerState) -> str:
 
 # --- the workers' reports
 def table(router: Any) -> Dict[str, Any]:
-    """The routing table as JSON: model id -> [[replica id, url, token]], key digest -> model."""
-    routes, keys = router.table()
+    """The routing table as JSON: model id -> [[replica id, url, token]], key digest -> model,
+    and its version."""
+    routes, keys, version = router.table()
     return {"routes": {str(m): [[r.replica_id, r.url, r.token] for r in rs]
-                       for m, rs in routes.items()}, "keys": keys}
+                       for m, rs in routes.items()}, "keys": keys, "version": version}
 
 
 class Totals:
@@ -133,9 +146,9 @@ _totals = Totals()
 
 @call("worker.report")
 def _worker_report(state: ServerState, worker: str, counts: Dict[str, Dict[str, Any]],
-                   http: List[List[Any]]) -> Dict[str, Any]:
+                   http: List[List[Any]], holding: int = 0) -> Dict[str, Any]:
     router = model_service.service_for(state).router
-    router.add_counts(worker, {int(k): v for k, v in counts.items()})
+    router.add_counts(worker, {int(k): v for k, v in counts.items()}, holding)
     stats = state.extras.get(request_metrics.STATS_KEY)
     if stats is not None and http:
         stats.add(http)

@@ -132,7 +132,7 @@ class WorkerModelService(model_service.ModelService):
             return False
         self._refreshed = time.monotonic()
         try:
-            await anyio.to_thread.run_sync(self.publish)
+            await anyio.to_thread.run_sync(lambda: self.publish(wait=False))
         except Exception as e:
             log.info("routing table not refreshed: %s", e)
             return False
@@ -141,14 +141,17 @@ class WorkerModelService(model_service.ModelService):
     def start(self) -> None:  # the supervisor runs in the controller
         return None
 
-    def publish(self) -> None:
-        """The controller publishes from the database; this worker takes its table at once."""
-        self.apply(self.controller.call("model.publish"))
+    def publish(self, wait: bool = True) -> None:
+        """The controller publishes from the database; this worker takes its table at once,
+        and (`wait`: a key created or revoked) every other worker has it too."""
+        self.apply(self.controller.call("model.publish", worker=str(os.getpid()), wait=wait))
 
     def apply(self, answer: Dict[str, Any]) -> None:
-        routes = {int(m): [Route(int(r), url, token) for r, url, token in rs]
-                  for m, rs in answer.get("routes", {}).items()}
-        self.router.publish(routes, answer.get("keys", {}))
+        version = int(answer.get("version", 0))
+        if version >= self.router.version:  # not an older table answered late
+            routes = {int(m): [Route(int(r), url, token) for r, url, token in rs]
+                      for m, rs in answer.get("routes", {}).items()}
+            self.router.publish(routes, answer.get("keys", {}), version)
         if "totals" in answer:
             self.router.totals = {int(k): v for k, v in answer["totals"].items()}
 
@@ -164,18 +167,19 @@ class Reporter:
 
     def __init__(self, state: ServerState, controller: ControllerClient) -> None:
         self.state, self.controller = state, controller
-        self.worker = str(os.getpid())
+        self.worker = str(os.getpid())  # how the controller knows this worker
         self._loop = Loop("cdsw-worker-report", self.report, REPORT_SECONDS, log=log,
                           what="report to the controller")
 
     def report(self) -> None:
         service: WorkerModelService = model_service.service_for(self.state)  # type: ignore
         stats = self.state.extras.get(request_metrics.STATS_KEY)
+        holding = service.router.version
         counts = service.router.take_counts()
         http = stats.take() if stats is not None else []
         try:
             answer = self.controller.call("worker.report", timeout=REPORT_TIMEOUT_SECONDS,
-                                          worker=self.worker,
+                                          worker=self.worker, holding=holding,
                                           counts={str(k): v for k, v in counts.items()},
                                           http=http)
         except Exception:

@@ -30,7 +30,9 @@ from cdsw_agent.server.app import create_app
 from cdsw_agent.server.http_workers import ControlledMaster
 
 from ..conftest import Api, build_api, make_settings
-from .test_models_api import MODEL_PY, free_port
+from .test_models_api import MODEL_PY, Models, free_port
+from .test_models_api import \
+    test_redeploy_replaces_replicas_without_refusing_requests as redeploy_under_load
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -150,9 +152,9 @@ def test_model_counts_add_up_across_workers(cluster: Cluster, monkeypatch: pytes
     reported: Dict[str, int] = {}
     report = controller.CALLS["worker.report"]
 
-    def counting(state: Any, worker: str, counts: Dict[str, Any], http: List[Any]) -> Any:
+    def counting(state: Any, worker: str, counts: Dict[str, Any], **rest: Any) -> Any:
         reported[worker] = reported.get(worker, 0) + sum(v["requests"] for v in counts.values())
-        return report(state, worker=worker, counts=counts, http=http)
+        return report(state, worker=worker, counts=counts, **rest)
     monkeypatch.setitem(controller.CALLS, "worker.report", counting)
 
     pid = c.ok(c.request("POST", "/api/v1/projects", json={"name": "m"}), 201)["id"]
@@ -187,6 +189,14 @@ def test_model_counts_add_up_across_workers(cluster: Cluster, monkeypatch: pytes
     assert {"model.publish", "model.build", "model.sync_deployment", "metrics.text"} \
         <= set(asked), asked
 
+    # a revoked key is refused by every worker once the API call that revoked it returns
+    new = c.ok(c.request("POST", "%s/%d/access-keys" % (base, mid), json={"revoke_others": True}),
+               201)["access_key"]
+    for i in range(20):
+        r = httpx.post(c.url + "/model", json={"accessKey": key, "request": {"a": i, "b": 1}})
+        assert r.status_code == 401, (i, r.text)
+    key = new
+
     # a worker killed in the middle of everything is replaced; the other one goes on answering
     victim = c.master.workers.pids()[0]
     os.kill(victim, signal.SIGKILL)
@@ -218,3 +228,18 @@ def test_the_controller_socket_is_the_masters_and_wants_the_token(cluster: Clust
                       + b"Content-Length: %d\r\n\r\n" % len(body) + body)
             answer = s.recv(4096)
         assert answer.startswith(b"HTTP/1.1 401"), answer
+
+
+def test_a_redeploy_under_load_refuses_no_call_on_any_worker(cluster: Cluster) -> None:
+    """test_models_api's rolling redeploy with four callers on keep-alive connections spread
+    over both workers: the old replicas drain only once no worker can still pick them."""
+    c = cluster
+    pid = c.ok(c.request("POST", "/api/v1/projects", json={"name": "redeploy"}), 201)["id"]
+    client = httpx.Client(base_url=c.url, headers=c.headers, timeout=60)
+    m = Models(c.api, type("Front", (), {"url": c.url})(), client, pid)  # type: ignore[arg-type]
+    try:
+        redeploy_under_load(m)
+    finally:
+        for model in client.get(m.base).json():
+            client.delete("%s/%d" % (m.base, model["id"]), timeout=120)
+        client.close()

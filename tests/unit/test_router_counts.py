@@ -60,3 +60,28 @@ def test_a_worker_shows_the_controllers_totals() -> None:
     w.totals = {7: {"requests": 42}}
     assert w.summary(7) == {"requests": 42}
     assert w.summary(8)["requests"] == 0
+
+
+def test_a_withdrawn_replica_is_busy_until_every_worker_serves_without_it() -> None:
+    controller = ModelRouter()
+    controller.publish({1: [ROUTE]}, {})
+    v = controller.version
+    controller.add_counts("a", {}, holding=v)
+    controller.add_counts("b", {}, holding=v)
+    controller.withdraw(7)
+    assert controller.outstanding(7) == 1  # a and b may still pick it
+    controller.add_counts("a", {}, holding=controller.version)
+    assert controller.outstanding(7) == 1  # b still may
+    assert not controller.all_hold(controller.version) and controller.all_hold(v)
+    controller.add_counts("b", {7: {"requests": 0, "successes": 0, "failures": 0,
+                                    "outstanding": 2, "latencies_ms": []}},
+                          holding=controller.version)
+    assert controller.outstanding(7) == 2  # no one picks it now; two calls still run
+    controller.add_counts("b", {}, holding=controller.version)
+    assert controller.outstanding(7) == 0 and controller.all_hold(controller.version)
+
+
+def test_a_worker_keeps_the_newest_table_it_was_given() -> None:
+    w = ModelRouter()
+    w.publish({1: [ROUTE]}, {"k": 1}, version=5)
+    assert w.version == 5 and w.table()[2] == 5
