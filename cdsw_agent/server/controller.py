@@ -108,6 +108,13 @@ def _promotion_rebuild(state: ServerState, rebuilds: List[List[int]], actor_id: 
     start_rebuilds(state, [(dep, build) for dep, build in rebuilds], actor_id)
 
 
+@call("engine.launch_first_use")
+def _launch_first_use(state: ServerState, nonce: str, expires: int) -> bool:
+    from ..sessions.engine_origin import used_launches
+
+    return used_launches.first_use(nonce, expires)
+
+
 @call("metrics.text")
 def _metrics_text(state: ServerState) -> str:
     from .workbench_metrics import exposition

@@ -190,6 +190,15 @@ def require_engine_websocket() -> Any:
     return Depends(dependency)
 
 
+def first_use(state: Any, claims: Any) -> bool:
+    """Whether this launch token is used for the first time, in whichever worker it arrives
+    (the controller keeps the used ones when there are several)."""
+    if state.controller is not None:
+        return bool(state.controller.call("engine.launch_first_use", nonce=claims.nonce,
+                                          expires=claims.expires))
+    return engine_origin.used_launches.first_use(claims.nonce, claims.expires)
+
+
 def require_launch() -> Callable[..., Access]:
     """The launch exchange on an engine origin: a valid, unused launch token for this session
     stands for its user, whose right to use the session is then checked as usual."""
@@ -202,7 +211,7 @@ def require_launch() -> Callable[..., Access]:
         claims = engine_origin.verify(settings.data_dir, request.query_params.get("token", ""),
                                       "launch", session.id, session.name)
         user = _valid_user(db, claims) if claims is not None else None
-        if claims is None or user is None or not engine_origin.used_launches.first_use(claims):
+        if claims is None or user is None or not first_use(request.app.state.server, claims):
             raise ApiError(401, "this JupyterLab link has expired or was used already; open it "
                                 "again from the session page")
         access = decide(ACTION, Caller(user=user, via="engine"), request, db)

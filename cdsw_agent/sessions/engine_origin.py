@@ -180,20 +180,21 @@ def verify(data_dir: Any, value: str, purpose: str, session_id: int, workload_na
 
 
 class _UsedLaunches:
-    """Launch tokens already exchanged (each works once), until they would expire anyway."""
+    """Launch tokens already exchanged (each works once), until they would expire anyway. One
+    process keeps them: with several HTTP workers, the controller (server/engine_access.py)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._seen: Dict[str, int] = {}
 
-    def first_use(self, claims: Claims) -> bool:
+    def first_use(self, nonce: str, expires: int) -> bool:
         now = int(time.time())
         with self._lock:
-            for nonce in [n for n, exp in self._seen.items() if exp < now]:
-                del self._seen[nonce]
-            if claims.nonce in self._seen:
+            for used in [n for n, exp in self._seen.items() if exp < now]:
+                del self._seen[used]
+            if nonce in self._seen:
                 return False
-            self._seen[claims.nonce] = claims.expires
+            self._seen[nonce] = expires
             return True
 
 

@@ -21,6 +21,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -120,6 +121,14 @@ def test_sessions_jobs_and_errors_through_the_workers(cluster: Cluster, asked: L
     events = [json.loads(line) for line in r.text.splitlines() if line]
     assert events[-1]["status"] == "ok" and any(
         e.get("data", {}).get("text/plain") == "2" for e in events), events
+    # a JupyterLab launch link works once, whichever worker each use reaches
+    for _ in range(6):
+        access = c.ok(c.request("POST", "/api/v1/sessions/%d/engine-access" % s["id"],
+                                json={"path": "api/status"}))
+        url = urlsplit(access["url"])
+        local = "http://127.0.0.1:%d%s?%s" % (url.port, url.path, url.query)
+        uses = [httpx.get(local, headers={"Host": url.netloc}).status_code for _ in range(3)]
+        assert uses == [303, 401, 401], uses
     c.ok(c.request("POST", "/api/v1/sessions/%d/stop" % s["id"]))
     wait(lambda: c.ok(c.request("GET", "/api/v1/sessions/%d" % s["id"]))["status"] == "stopped",
          60, "the session to stop")

@@ -63,7 +63,8 @@ def test_credentials_are_bound_to_purpose_session_workload_and_time(tmp_path: Pa
     assert eo.verify(d, "", "cookie", 7, "session-7-a") is None
     used = eo._UsedLaunches()
     fresh = eo.verify(d, eo.mint(d, "launch", 7, "session-7-a", 3, 9), "launch", 7, "session-7-a")
-    assert fresh is not None and used.first_use(fresh) and not used.first_use(fresh)
+    assert fresh is not None and used.first_use(fresh.nonce, fresh.expires)
+    assert not used.first_use(fresh.nonce, fresh.expires)
 
 
 def test_next_paths_and_hosts(tmp_path: Path) -> None:
