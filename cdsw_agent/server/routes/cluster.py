@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from ... import clusters
 from ...errors import UserError
+from ...images.util import cache_lock
 from ...models.builds import model_of_image
 from ...roles import engine_firewall
 from ...roles import swarm as swarm_mgr
@@ -263,7 +264,6 @@ def storage(body: StorageRequest, request: Request, access: Access = require("pu
 # --- engine images for workers (without a registry): list, then `docker save` of one
 
 IMAGE_SHA256_HEADER = "X-Cdsw-Image-Sha256"
-_export_lock = threading.Lock()
 
 
 class ImageExportRequest(Authenticated):
@@ -336,7 +336,7 @@ def export_image(body: ImageExportRequest, access: Access = require("public"),
     image = wanted[0]
     exports = Path(state.settings.data_dir) / "image-exports"
     archive = exports / _archive_name(image)
-    with _export_lock:
+    with cache_lock(exports):  # a file lock: one export at a time in every HTTP worker
         try:
             digest = transfer.read_sidecar(archive) if archive.is_file() else None
             if digest is None:
