@@ -48,6 +48,7 @@ ERRORS: Dict[str, Callable[[int, str], Exception]] = {
 
 Call = Callable[..., Any]
 CALLS: Dict[str, Call] = {}
+INLINE = frozenset(("worker.report", "engine.launch_first_use"))  # run on the event loop
 
 
 def call(name: str) -> Callable[[Call], Call]:
@@ -200,9 +201,16 @@ class ControlApp:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
-        kwargs = json.loads(body or b"{}")
         try:
-            result = await anyio.to_thread.run_sync(lambda: fn(self.state, **kwargs))
+            kwargs = json.loads(body or b"{}")
+        except ValueError:
+            await _answer(send, 400, {"error": {"message": "the arguments are not JSON"}})
+            return
+        try:
+            if path[len("/call/"):] in INLINE:  # memory only: not behind long calls' threads
+                result = fn(self.state, **kwargs)
+            else:
+                result = await anyio.to_thread.run_sync(lambda: fn(self.state, **kwargs))
         except tuple(set(ERRORS.values())) as e:  # type: ignore[misc]
             kind = next(k for k, cls in ERRORS.items() if type(e) is cls)
             await _answer(send, 200, {"error": {"kind": kind, "status": getattr(e, "status", 500),

@@ -29,6 +29,7 @@ from . import controller, listen
 log = logging.getLogger(__name__)
 RESPAWN_SECONDS = 1.0
 CONTROL_KEEP_ALIVE_SECONDS = 3600  # the workers' connections to the controller stay open
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def control_socket(path: str) -> socket.socket:
@@ -47,6 +48,19 @@ def control_socket(path: str) -> socket.socket:
     return sock
 
 
+def _end_with_controller() -> None:
+    """SIGTERM to this worker when the controller ends, even killed: orphaned workers would
+    keep the port from the next master."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError) as e:
+        log.warning("this HTTP worker will not end with its controller: %s", e)
+    if os.getppid() == 1:  # the controller ended before that took effect
+        raise SystemExit(0)
+
+
 def worker_main(values: Dict[str, Any], sources: Dict[str, Any], sockets: List[socket.socket],
                 control_path: str, token: str, uvicorn_options: Dict[str, Any]) -> None:
     """One HTTP worker: the master's application with a client of the controller."""
@@ -58,6 +72,7 @@ def worker_main(values: Dict[str, Any], sources: Dict[str, Any], sockets: List[s
     from .app import create_app
     from .controller_client import ControllerClient
 
+    _end_with_controller()
     settings = Settings(values, sources)
     setup_logging(settings.log_level, settings.secret_values())
     for sig in (signal.SIGTERM, signal.SIGINT):  # uvicorn's re-raise after its shutdown: exit 0

@@ -252,3 +252,54 @@ def test_a_redeploy_under_load_refuses_no_call_on_any_worker(cluster: Cluster) -
         for model in client.get(m.base).json():
             client.delete("%s/%d" % (m.base, model["id"]), timeout=120)
         client.close()
+
+
+def test_the_role_process_stops_its_workers_and_a_killed_one_leaves_none(tmp_path: Path) -> None:
+    """`cdsw role master start` as the managers run it: SIGTERM stops the workers with it
+    (exit 0); killed with SIGKILL, its workers end too, so the next master gets the port."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDSW_")}
+    (tmp_path / "none").write_text("")
+    env.update(CDSW_DATA_DIR=str(tmp_path / "data"), CDSW_HTTP_PORT=str(port),
+               CDSW_BIND_ADDRESS="127.0.0.1", CDSW_CONF=str(tmp_path / "none"),
+               CDSW_PROPERTIES=str(tmp_path / "none"), CDSW_ORCHESTRATOR="local",
+               CDSW_ENGINE_PORT=str(free_port()), CDSW_MASTER_HTTP_WORKERS="2",
+               CDSW_STORAGE_BACKEND="local")
+    cdsw = [sys.executable, "-m", "cdsw_agent.cli.main"]
+    subprocess.run(cdsw + ["db", "upgrade"], env=env, check=True, capture_output=True)
+
+    def start() -> subprocess.Popen:
+        proc = subprocess.Popen(cdsw + ["role", "master", "start"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait(lambda: _answers("http://127.0.0.1:%d" % port), 120, "the master")
+        return proc
+
+    def workers_of(pid: int) -> List[int]:
+        out = subprocess.run(["pgrep", "-P", str(pid), "-f", "multiprocessing"],
+                             capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def gone(pids: List[int]) -> bool:
+        return not [p for p in pids if Path("/proc/%d" % p).exists()]
+
+    first = start()
+    workers = workers_of(first.pid)
+    assert len(workers) >= 2, workers
+    first.kill()
+    first.wait(10)
+    wait(lambda: gone(workers), 30, "the killed master's workers to end")
+    second = start()  # the port is free again
+    workers = workers_of(second.pid)
+    second.terminate()
+    assert second.wait(60) == 0
+    wait(lambda: gone(workers), 10, "the stopped master's workers to end")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url + "/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
