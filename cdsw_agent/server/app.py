@@ -18,6 +18,7 @@ from . import ams_push, engine_access, errors, request_metrics
 from . import scheduler as job_scheduler
 from .routes.model_endpoint import ModelFrontDoor
 from .state import ServerState
+from .worker_services import REPORTER_KEY
 
 API_PREFIX = "/api/v1"
 # route modules under cdsw_agent/server/routes, each exposing `router`
@@ -85,7 +86,7 @@ class MasterApp(FastAPI):
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    reporter = app.state.server.extras.get("worker.reporter")
+    reporter = app.state.server.extras.get(REPORTER_KEY)
     if reporter is not None:  # an HTTP worker: the loops run in the controller
         await anyio.to_thread.run_sync(reporter.first)  # the routing table, before serving
         reporter.start()

@@ -75,8 +75,8 @@ def worker_main(values: Dict[str, Any], sources: Dict[str, Any], sockets: List[s
     _end_with_controller()
     settings = Settings(values, sources)
     setup_logging(settings.log_level, settings.secret_values())
-    for sig in (signal.SIGTERM, signal.SIGINT):  # uvicorn's re-raise after its shutdown: exit 0
-        signal.signal(sig, lambda *_: None)
+    # SIGTERM keeps its default until uvicorn takes it (a worker told to stop while it starts
+    # ends at once); after its graceful shutdown uvicorn raises it again, which ends the worker
     db = Database(settings.database_url, application_name=MASTER_APPLICATION_NAME)
     app = create_app(settings, db, controller=ControllerClient(control_path, token))
     uvicorn.Server(uvicorn.Config(app, **uvicorn_options)).run(sockets=sockets)
