@@ -25,7 +25,8 @@ before running the real git:
 A repository (or hooks folder) inside the person's own home is theirs and runs as is.
 
 `git config` always runs (how a person removes what they do not want), with GIT_EDITOR taken
-from their own environment rather than the repository's `core.editor`. Outside a repository
+from their own environment rather than the repository's `core.editor`, and without a pager (on a
+terminal `git config --list` would run the repository's `core.pager`). Outside a repository
 git runs as is. What remains: a collaborator who rewrites the configuration with a new driver
 in the instant between the check and git reading it (drivers cannot be pinned by name).
 Standard library only (it runs on the engine image's Python).
@@ -288,8 +289,8 @@ def command(args: Sequence[str], git: str = REAL_GIT,
     stderr = stderr or sys.stderr
     env = dict(os.environ)
     where, subcommand = split_args(args)
-    if subcommand == "config":
-        return [git] + list(args), _editor_env(env)
+    if subcommand == "config":  # no pager: `git config --list` on a terminal runs core.pager
+        return [git, "--no-pager"] + list(args), _editor_env(env)
     repo = Repository.find(where, git)
     if repo is None or repo.is_own(repo.common_dir):
         return [git] + list(args), env

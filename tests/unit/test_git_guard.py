@@ -209,6 +209,27 @@ def test_git_config_always_runs_with_the_persons_own_editor(project: Path) -> No
     assert guarded(["status"], project).returncode == 0
 
 
+def test_git_config_on_a_terminal_runs_no_planted_pager(project: Path) -> None:
+    import pty
+
+    plant_setting(project, "core.pager", marker(project, "pager") + "cat")
+
+    def on_terminal(cmd: List[str], env: Optional[Dict[str, str]] = None) -> None:
+        leader, follower = pty.openpty()
+        try:
+            subprocess.run(cmd, cwd=project, env=env, stdin=follower, stdout=follower,
+                           stderr=follower, timeout=30)
+        finally:
+            os.close(leader)
+            os.close(follower)
+    on_terminal([GIT, "config", "--list"])
+    assert ran(project, "pager")  # the attack is real: git pages `config --list` on a tty
+    (project.parent / "hijacked-pager").unlink()
+    cmd, env = command(["-C", str(project), "config", "--list"]) or ([], {})
+    on_terminal(cmd, env)
+    assert not ran(project, "pager")
+
+
 def test_outside_a_repository_and_in_the_persons_home_git_runs_as_is(tmp_path: Path,
                                                                      home: Path) -> None:
     plain = tmp_path / "plain"
