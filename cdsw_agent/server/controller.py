@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Type
 
 import anyio
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -41,8 +41,9 @@ log = logging.getLogger(__name__)
 REPORT_SECONDS = 0.25
 PUBLISH_WAIT_SECONDS = 5  # longest a key change waits for every worker to take the new table
 SOCKET_NAME = "controller.sock"  # under DATA_DIR/run
-# the errors a call may end with on purpose, sent to the worker as (kind, status, message)
-ERRORS: Dict[str, Callable[[int, str], Exception]] = {
+# the errors a call may end with on purpose, sent to the worker as (kind, status, message); a
+# subclass goes as the first kind it is an instance of
+ERRORS: Dict[str, Type[Exception]] = {
     "session.launch": SessionLaunchError, "session": SessionError,
     "job.run": JobRunError, "experiment.run": ExperimentRunError}
 
@@ -84,8 +85,9 @@ def _model_publish(state: ServerState, worker: str = "", wait: bool = False) -> 
     """The table from the database now. `wait` (a key created or revoked): answers once every
     other worker serves from it too, so that a revoked key is refused by all of them when the
     API call returns."""
-    router = model_service.service_for(state).router
-    model_service.service_for(state).publish()
+    service = model_service.service_for(state)
+    router = service.router
+    service.publish()
     version = router.version
     deadline = time.monotonic() + PUBLISH_WAIT_SECONDS
     while wait and not router.all_hold(version, but=worker):
@@ -212,7 +214,7 @@ class ControlApp:
             else:
                 result = await anyio.to_thread.run_sync(lambda: fn(self.state, **kwargs))
         except tuple(set(ERRORS.values())) as e:  # type: ignore[misc]
-            kind = next(k for k, cls in ERRORS.items() if type(e) is cls)
+            kind = next(k for k, cls in ERRORS.items() if isinstance(e, cls))
             await _answer(send, 200, {"error": {"kind": kind, "status": getattr(e, "status", 500),
                                                 "message": str(e)}})
             return
