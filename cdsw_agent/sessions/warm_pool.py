@@ -28,8 +28,9 @@ are removed; missing ones are started, on the master's node only, since only the
 master reach a container's mounts; at most session_warm_engines wait at any time. On the first
 tick, warm engines a previous master left (their secrets are gone with it) are removed.
 
-The pool lives in the memory of the process that runs the control loops; sessions started by
-another process would not find it (one master process serves and controls today).
+The pool lives in the memory of the process that runs the control loops. With several HTTP
+workers (master_http_workers) that is the controller, and every session start goes through it,
+so one pool serves them all.
 """
 
 from __future__ import annotations

@@ -218,6 +218,62 @@ def test_model_counts_add_up_across_workers(cluster: Cluster, monkeypatch: pytes
     assert r.status_code == 204, r.text
 
 
+def test_an_approved_promotion_rebuilds_and_rolls_the_targets_model(
+        cluster: Cluster, asked: List[str]) -> None:
+    """A promotion approved through a worker: its deployed model on the target is rebuilt from
+    the promoted files and rolled by the controller (which builds and waits for the builds)."""
+    c = cluster
+    root, alice, carol = (c.api.user("admin%d" % os.getpid(), admin=True),
+                          c.api.user("alice%d" % os.getpid()), c.api.user("carol%d" % os.getpid()))
+
+    def as_(user: Any) -> Callable[..., httpx.Response]:
+        headers = {"Authorization": "Bearer " + c.api.api_key(user)}
+        return lambda method, path, **kw: httpx.request(method, c.url + path, headers=headers,
+                                                         timeout=60, **kw)
+    admin, a, r = as_(root), as_(alice), as_(carol)
+    # the target stays on the default cluster: the local backend's one node is that cluster's
+    c.ok(admin("POST", "/api/v1/clusters", json={"name": "DEV", "kind": "dev",
+                                                   "requires_grant": False}), 201)
+
+    def project(call: Callable[..., httpx.Response], name: str, cluster_name: str,
+                model_py: str) -> str:
+        pid = c.ok(call("POST", "/api/v1/projects", json={"name": name}), 201)["id"]
+        base = "/api/v1/projects/%d" % pid
+        if cluster_name != "default":
+            c.ok(call("PUT", base + "/cluster", json={"cluster": cluster_name}))
+        c.ok(call("PUT", base + "/files/content", json={"path": "model.py", "content": model_py}))
+        return base
+    promoted = MODEL_PY.replace('"sum": args["a"] + args["b"]', '"sum": args["a"] + args["b"] + 100')
+    src = project(a, "churn", "DEV", promoted)
+    dst = project(r, "churn-prod", "default", MODEL_PY)
+    c.ok(r("PUT", dst + "/collaborators/%d" % alice.id, json={"role": "contributor"}))
+    definition = {"name": "adder", "file": "model.py", "function": "predict"}
+    c.ok(a("POST", src + "/models", json=definition), 201)
+
+    # the target's model, deployed from its own files
+    model = c.ok(r("POST", dst + "/models", json=definition), 201)
+    mbase, key = "%s/models/%d" % (dst, model["id"]), model["access_key"]
+    build = c.ok(r("POST", mbase + "/builds"), 201)
+    wait(lambda: c.ok(r("GET", "%s/builds/%d" % (mbase, build["id"])))["status"] == "succeeded",
+         120, "the target's build")
+    c.ok(r("POST", mbase + "/deployment", json={"replicas": 1}), 201)
+
+    def answer() -> Any:
+        x = httpx.post(c.url + "/model", json={"accessKey": key, "request": {"a": 1, "b": 1}})
+        return x.json()["response"]["sum"] if x.status_code == 200 else None
+    wait(lambda: answer() == 2, 120, "the target's model to answer")
+
+    promotion = c.ok(a("POST", src + "/promotions",
+                       json={"target_project_id": int(dst.rsplit("/", 1)[1])}), 201)
+    assert "model.py" in promotion["diff"]["files"]["changed"], promotion["diff"]
+    c.ok(r("POST", "%s/promotions/%d/approve" % (dst, promotion["id"]), json={}))
+    wait(lambda: answer() == 102, 180, "the promoted model to be rebuilt and rolled")
+    assert "promotion.rebuild" in asked, asked
+    builds = c.ok(r("GET", mbase + "/builds"))
+    assert len(builds) == 2 and all(b["status"] == "succeeded" for b in builds), builds
+    assert r("DELETE", mbase).status_code == 204
+
+
 def _model_2xx(c: Cluster) -> int:
     text = c.request("GET", "/metrics").text
     found = re.search(r'cdsw_http_requests_total\{handler="model",code="2xx"\} (\d+)', text)
