@@ -43,11 +43,11 @@ def cli(ctx: click.Context, conf: Optional[str], properties: Optional[str]) -> N
 
 
 def _register() -> None:
-    from . import (admin, clientconfig, clusters, config, db, diagnostics, health, images, models,
-                   role, standalone, status)
+    from . import (admin, clientconfig, clusters, config, db, diagnostics, health, hosts, images,
+                   models, role, standalone, status)
 
     for module in (config, db, admin, role, standalone, health, status, clientconfig, clusters,
-                   images, models):
+                   hosts, images, models):
         cli.add_command(module.command)
     for command in diagnostics.commands:  # validate, logs
         cli.add_command(command)

@@ -1,0 +1,97 @@
+"""The master's side of `cdsw hosts`: the swarm's nodes with what their workers last reported,
+waiting for a new node (joined, ready, labelled), draining and removing one."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional
+
+from ..errors import UserError
+from ..roles.swarm import CLUSTER_NODE_LABEL, set_availability
+
+
+def describe(node: Mapping[str, Any], report: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """One node as `cdsw hosts list` shows it."""
+    spec, status = node.get("Spec") or {}, node.get("Status") or {}
+    return {"hostname": (node.get("Description") or {}).get("Hostname", ""),
+            "id": node.get("ID", ""),
+            "role": "master" if spec.get("Role") == "manager" else "worker",
+            "cluster": (spec.get("Labels") or {}).get(CLUSTER_NODE_LABEL, "") or "default",
+            "state": status.get("State", ""), "availability": spec.get("Availability", ""),
+            "address": status.get("Addr", ""),
+            "last_heartbeat": (report or {}).get("last_seen", "") or "-"}
+
+
+def list_nodes(client: Any, reports: Mapping[str, Mapping[str, Any]]) -> List[Dict[str, Any]]:
+    rows = [describe(n, reports.get((n.get("Description") or {}).get("Hostname", "")))
+            for n in client.api.nodes()]
+    return sorted(rows, key=lambda r: (r["role"] != "master", r["hostname"], r["state"] != "ready"))
+
+
+def nodes_named(client: Any, hostname: str) -> List[dict]:
+    return [n for n in client.api.nodes()
+            if (n.get("Description") or {}).get("Hostname") == hostname]
+
+
+def joined(client: Any, hostname: str, cluster: str) -> Optional[dict]:
+    """The host's node once it is ready, active and carries its cluster's label."""
+    for node in nodes_named(client, hostname):
+        row = describe(node)
+        if row["state"] == "ready" and row["availability"] == "active" and \
+                row["cluster"] == (cluster or "default"):
+            return node
+    return None
+
+
+def wait_joined(client: Any, hostname: str, cluster: str, timeout: float,
+                echo: Callable[[str], None], interval: float = 2.0) -> dict:
+    deadline = time.monotonic() + timeout
+    said = ""
+    while True:
+        node = joined(client, hostname, cluster)
+        if node is not None:
+            return node
+        found = [describe(n) for n in nodes_named(client, hostname)]
+        now = ("node %s is %s, cluster %s" % (found[-1]["id"][:12], found[-1]["state"],
+                                             found[-1]["cluster"]) if found
+               else "not in the swarm yet")
+        if now != said:
+            echo("  %s: %s" % (hostname, now))
+            said = now
+        if time.monotonic() > deadline:
+            raise UserError("%s did not join the swarm as a ready node of cluster %s within %.0f s "
+                            "(%s); see the worker's log there" % (hostname, cluster or "default",
+                                                                  timeout, now))
+        time.sleep(interval)
+
+
+def drain(client: Any, hostname: str) -> List[str]:
+    """Drain every worker node of that host name; returns their ids."""
+    ids = []
+    for node in nodes_named(client, hostname):
+        if (node.get("Spec") or {}).get("Role") == "manager":
+            raise UserError("%s is the swarm manager (the master); it cannot be removed" % hostname)
+        if (node.get("Spec") or {}).get("Availability") != "drain":
+            set_availability(client, node, "drain")
+        ids.append(node["ID"])
+    return ids
+
+
+def remove(client: Any, node_ids: List[str], timeout: float = 60) -> None:
+    """Remove the nodes from the swarm once they are down (force after timeout)."""
+    deadline = time.monotonic() + timeout
+    for node_id in node_ids:
+        while time.monotonic() < deadline:
+            try:
+                state = client.api.inspect_node(node_id)["Status"].get("State")
+            except Exception:  # already gone
+                state = "gone"
+            if state in ("down", "gone"):
+                break
+            time.sleep(1.0)
+        try:
+            client.api.remove_node(node_id, force=True)
+        except Exception as e:
+            if "not found" not in str(e).lower():
+                raise UserError("cannot remove swarm node %s: %s"
+                                % (node_id, str(e).splitlines()[0]))
