@@ -129,6 +129,7 @@ def add_cmd(ctx: CliContext, host: str, cluster: str, ssh_user: str, ssh_port: i
         hostname, facts["python"], facts["dockerd"], mode,
         ", roles already running" if was_running else ""))
     started = False
+    known_nodes = {n["ID"] for n in nodes.nodes_named(client, hostname)}
     try:
         if facts.get("installed") == build:
             echo("[3/6] agent %s already installed in %s" % (build, plan.current))
@@ -149,6 +150,8 @@ def add_cmd(ctx: CliContext, host: str, cluster: str, ssh_user: str, ssh_port: i
             echo("  stopping what this run started on %s" % host, err=True)
             try:
                 ssh.run_script(target, install.stop_script(plan), check=False, timeout=300)
+                nodes.remove(client, [n["ID"] for n in nodes.nodes_named(client, hostname)
+                                      if n["ID"] not in known_nodes])
             except UserError as e:
                 echo("  could not stop it: %s" % e, err=True)
         raise

@@ -241,9 +241,9 @@ def test_add_joins_the_swarm_with_its_cluster_label(hosts_lab: HostsLab) -> None
 
 
 def test_remove_takes_the_host_out(hosts_lab: HostsLab) -> None:
-    if "p1" not in hosts_lab.swarm_nodes():
-        pytest.skip("p1 was not added (see the test above)")
     pid_file = hosts_lab.prefix / "run" / "worker.pid"
+    if "p1" not in hosts_lab.swarm_nodes() or not pid_file.exists():
+        pytest.skip("p1 was not added (see the test above)")
     pid = int(pid_file.read_text())
     r = hosts_lab.cli("hosts", "remove", hosts_lab.p1.address, *hosts_lab.ssh_args())
     assert r.returncode == 0, r.stdout + r.stderr
@@ -254,3 +254,21 @@ def test_remove_takes_the_host_out(hosts_lab: HostsLab) -> None:
         time.sleep(0.2)
     assert not Path("/proc/%d" % pid).exists()
     assert "p1" not in hosts_lab.cli("hosts", "list").stdout
+
+
+def test_a_failed_add_leaves_nothing_started(hosts_lab: HostsLab) -> None:
+    """A Docker role that cannot start: the add fails with one line, and what it started is
+    stopped again (no pid files, no settings file with the secret, no swarm node)."""
+    r = hosts_lab.add("--cluster", "PROD", "--accept-new-host-key", "--set",
+                      "dockerd_path=/nonexistent/dockerd",
+                      "--timeout", "20")
+    print(r.stdout, r.stderr)
+    assert r.returncode != 0
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("cdsw: error:")]
+    assert len(errors) == 1, r.stdout + r.stderr
+    assert "stopping what this run started" in r.stderr
+    assert SECRET not in r.stdout + r.stderr
+    run = hosts_lab.prefix / "run"
+    assert not list(run.glob("*.pid")) if run.exists() else True
+    assert not (hosts_lab.prefix / "etc" / "cdsw.properties").exists()
+    assert "p1" not in hosts_lab.swarm_nodes()
