@@ -103,12 +103,13 @@ def add_cmd(ctx: CliContext, host: str, cluster: str, ssh_user: str, ssh_port: i
     from ..roles import master, swarm
 
     echo = click.echo
-    plan = install.Plan(prefix=prefix.rstrip("/"), python=python, services=services,
-                        unit_dir=unit_dir.rstrip("/"))
-    install.check_plan(plan)
-    target = _target(host, ssh_user, ssh_port, identity, known_hosts)
     # everything that can be refused here is, before the remote is touched
     extra = install.parse_assignments(assignments)
+    plan = install.Plan(prefix=prefix.rstrip("/"), python=python, services=services,
+                        unit_dir=unit_dir.rstrip("/"),
+                        dockerd=extra.get("dockerd_path", ctx.settings.dockerd_path))
+    install.check_plan(plan)
+    target = _target(host, ssh_user, ssh_port, identity, known_hosts)
     label = _cluster(ctx, cluster)
     wheels, version, build, wheel_pythons = _wheelhouse(wheelhouse)
     settings = master.ensure_cluster_secret(ctx.settings)

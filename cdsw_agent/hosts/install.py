@@ -45,6 +45,7 @@ class Plan:
     python: str = "python3"  # the remote's interpreter
     services: str = "auto"  # auto | systemd | background
     unit_dir: str = "/etc/systemd/system"
+    dockerd: str = "dockerd"  # the host's dockerd_path setting
 
     @property
     def properties(self) -> str:
@@ -75,7 +76,7 @@ def check_plan(plan: Plan) -> None:
                         % plan.prefix)
     if plan.services not in SERVICE_MODES:
         raise UserError("--services %s: choose one of %s" % (plan.services, ", ".join(SERVICE_MODES)))
-    for value in (plan.prefix, plan.python, plan.unit_dir):
+    for value in (plan.prefix, plan.python, plan.unit_dir, plan.dockerd):
         if not re.fullmatch(r"[A-Za-z0-9_./+-]+", value):
             raise UserError("%r: only letters, digits and . _ / + - are allowed in paths" % value)
 
@@ -187,7 +188,7 @@ echo "uid=$(id -u)"
 echo "hostname=$(hostname)"
 echo "python=$("$py" -c 'import sys; print("%%d.%%d" %% sys.version_info[:2])' 2>/dev/null || true)"
 echo "venv=$("$py" -c 'import venv, ensurepip' >/dev/null 2>&1 && echo yes || echo no)"
-echo "dockerd=$(PATH=%(path)s command -v dockerd || true)"
+echo "dockerd=$(PATH=%(path)s command -v %(dockerd)s || true)"
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then echo systemd=yes; else echo systemd=no; fi
 echo "installed=$([ -f %(current)s/.complete ] && basename "$(readlink %(current)s)" || true)"
 is_running() {
@@ -196,7 +197,7 @@ is_running() {
   echo no
 }
 %(running)s
-""" % dict(python=_q(p.python), path=PATH, current=_q(p.current), unit_dir=_q(p.unit_dir),
+""" % dict(python=_q(p.python), path=PATH, dockerd=_q(p.dockerd), current=_q(p.current), unit_dir=_q(p.unit_dir),
            prefix=_q(p.prefix), running=running)
 
 
@@ -253,7 +254,8 @@ def problems(plan: Plan, facts: Mapping[str, str], wheel_pythons: Set[str]) -> L
             out.append("%s there has no venv module; install it (Debian/Ubuntu: apt-get install "
                        "python3-venv)" % plan.python)
     if not facts.get("dockerd"):
-        out.append("dockerd is not installed there; install Docker (docker.io or docker-ce)")
+        out.append("%s is not installed there; install Docker (docker.io or docker-ce) or "
+                   "--set dockerd_path=PATH" % plan.dockerd)
     if plan.services == "systemd" and facts.get("systemd") != "yes":
         out.append("--services systemd, but systemd does not run there")
     return out
@@ -341,9 +343,10 @@ def configure_and_start_script(plan: Plan, mode: str, properties: str) -> str:
             parts.append("start_bg %s" % role)
         parts.append("sleep 2")
         for role in ROLES:
-            parts.append("kill -0 \"$(cat %s/%s.pid)\" 2>/dev/null || { echo \"the %s role exited: "
-                         "$(tail -n 1 %s/%s.log)\" >&2; exit 1; }"
-                         % (_q(plan.prefix + "/run"), role, role, _q(plan.prefix + "/log"), role))
+            log = "%s/log/%s.log" % (plan.prefix, role)
+            parts.append("kill -0 \"$(cat %s/%s.pid)\" 2>/dev/null || { echo \"the %s role exited "
+                         "(log: %s): $(tail -n 1 %s)\" >&2; exit 1; }"
+                         % (_q(plan.prefix + "/run"), role, role, log, _q(log)))
     return "\n".join(parts) + "\n"
 
 

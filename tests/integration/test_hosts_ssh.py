@@ -257,11 +257,19 @@ def test_remove_takes_the_host_out(hosts_lab: HostsLab) -> None:
 
 
 def test_a_failed_add_leaves_nothing_started(hosts_lab: HostsLab) -> None:
-    """A Docker role that cannot start: the add fails with one line, and what it started is
-    stopped again (no pid files, no settings file with the secret, no swarm node)."""
+    """A host without the dockerd asked for is refused after the probe, before anything is
+    written; a Docker role that exits at once (dockerd_path=/bin/false): the add fails with one
+    line, and what it started is stopped again (no pid files, no settings file with the secret,
+    no swarm node)."""
     r = hosts_lab.add("--cluster", "PROD", "--accept-new-host-key", "--set",
-                      "dockerd_path=/nonexistent/dockerd",
-                      "--timeout", "20")
+                      "dockerd_path=/nonexistent/dockerd")
+    assert r.returncode != 0
+    assert "/nonexistent/dockerd is not installed there" in r.stderr, r.stdout + r.stderr
+    assert "[3/6]" not in r.stdout
+    assert not (hosts_lab.prefix / "etc" / "cdsw.properties").exists()
+
+    r = hosts_lab.add("--cluster", "PROD", "--accept-new-host-key", "--set",
+                      "dockerd_path=/bin/false", "--timeout", "30")
     print(r.stdout, r.stderr)
     assert r.returncode != 0
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("cdsw: error:")]

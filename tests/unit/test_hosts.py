@@ -122,6 +122,17 @@ def test_probe_facts_and_problems() -> None:
                                                       set())[0]
 
 
+def test_probe_runs_and_looks_for_the_configured_dockerd(tmp_path: Path) -> None:
+    plan = install.Plan(prefix=str(tmp_path / "pfx"), unit_dir=str(tmp_path / "u"),
+                        dockerd="/nonexistent/dockerd")
+    r = subprocess.run(["sh", "-s"], input=install.probe_script(plan), capture_output=True,
+                       text=True, timeout=60)
+    facts = install.parse_facts(r.stdout)
+    assert r.returncode == 0 and facts["dockerd"] == "" and facts["installed"] == ""
+    assert facts["running_docker"] == "no" and facts["python"]
+    assert "/nonexistent/dockerd is not installed" in " ".join(install.problems(plan, facts, set()))
+
+
 def test_wheelhouse_names() -> None:
     names = ["cdsw_agent-0.1.0.318-py3-none-any.whl",
              "cffi-2.1.1-cp311-cp311-manylinux2014_x86_64.whl",
@@ -217,3 +228,36 @@ def test_plan_is_checked() -> None:
         with pytest.raises(UserError):
             install.check_plan(bad)
     install.check_plan(install.Plan())
+
+
+def test_systemd_start_with_a_recording_systemctl(tmp_path: Path) -> None:
+    """The systemd branch against a stand-in systemctl that records its calls: units written,
+    enabled and started; unchanged on a second run (start, no restart); restarted when the
+    settings change."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    (bin_dir / "systemctl").write_text("#!/bin/sh\necho \"$*\" >> %s\nexit 0\n" % calls)
+    (bin_dir / "systemctl").chmod(0o755)
+    plan = install.Plan(prefix=str(tmp_path / "pfx"), unit_dir=str(tmp_path / "units"))
+    (tmp_path / "units").mkdir()
+    env = {"PATH": "%s:/usr/bin:/bin" % bin_dir}
+
+    def run(props: str) -> list:
+        calls.write_text("")
+        script = install.configure_and_start_script(plan, "systemd", props).replace(
+            "sleep 2", ":")
+        r = subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True, env=env,
+                           timeout=60)
+        assert r.returncode == 0, r.stderr
+        return calls.read_text().splitlines()
+
+    props = install.worker_properties(settings(tmp_path), SECRET, "PROD")
+    first = run(props)
+    assert "enable cdsw-docker.service cdsw-worker.service" in first
+    assert "restart cdsw-docker.service cdsw-worker.service" in first  # new files
+    assert (tmp_path / "units" / "cdsw-worker.service").read_text() == \
+        install.systemd_unit(plan, "worker")
+    assert "start cdsw-docker.service cdsw-worker.service" in run(props)  # nothing changed
+    changed = install.worker_properties(settings(tmp_path), SECRET, "DEV")
+    assert "restart cdsw-docker.service cdsw-worker.service" in run(changed)
