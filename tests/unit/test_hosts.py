@@ -261,3 +261,32 @@ def test_systemd_start_with_a_recording_systemctl(tmp_path: Path) -> None:
     assert "start cdsw-docker.service cdsw-worker.service" in run(props)  # nothing changed
     changed = install.worker_properties(settings(tmp_path), SECRET, "DEV")
     assert "restart cdsw-docker.service cdsw-worker.service" in run(changed)
+
+
+def test_parcel_launcher_exports_its_wheelhouse(tmp_path: Path) -> None:
+    """On a parcel's master, `cdsw hosts add` finds the parcel's wheelhouse (CDSW_WHEELHOUSE,
+    exported by parcel/bin/cdsw.in) unless one is given."""
+    import sys
+
+    pyv = "%d.%d" % sys.version_info[:2]
+    template = (Path(__file__).resolve().parents[2] / "parcel" / "bin" / "cdsw.in").read_text()
+    payload = tmp_path / "CDSW"
+    (payload / "bin").mkdir(parents=True)
+    (payload / "lib" / "cdsw" / "wheels").mkdir(parents=True)
+    launcher = payload / "bin" / "cdsw"
+    launcher.write_text(template.replace("@CDSW_VERSION@", "9.9").replace("@PYTHONS_SPACED@", "")
+                        .replace("@PYTHONS@", pyv))
+    launcher.chmod(0o755)
+    venv = tmp_path / "venvs" / ("venv-9.9-py%s" % pyv)  # a finished venv whose cdsw tells
+    (venv / "bin").mkdir(parents=True)
+    (venv / ".cdsw-complete").write_text("9.9\n")
+    (venv / "bin" / "cdsw").write_text("#!/bin/sh\necho \"$CDSW_WHEELHOUSE\"\n")
+    (venv / "bin" / "cdsw").chmod(0o755)
+    env = {"PATH": "%s:/usr/bin:/bin" % Path(sys.executable).parent,
+           "CDSW_VENV_ROOT": str(tmp_path / "venvs"), "CDSW_PYTHON": sys.executable}
+    r = subprocess.run([str(launcher)], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(payload / "lib" / "cdsw" / "wheels")
+    r = subprocess.run([str(launcher)], capture_output=True, text=True,
+                       env=dict(env, CDSW_WHEELHOUSE="/elsewhere"))
+    assert r.stdout.strip() == "/elsewhere"
