@@ -74,11 +74,12 @@ def is_known(target: Target) -> bool:
     return r.returncode == 0 and bool(r.stdout.strip())
 
 
-def unknown_key_message(target: Target) -> str:
-    return ("the host key of %s is not in %s; compare its fingerprint (run `ssh-keygen -lf "
-            "/etc/ssh/ssh_host_ed25519_key.pub` on it) with the one `--accept-new-host-key` "
-            "prints, and run again with that flag to record it"
-            % (target.key_name, target.known_hosts_file))
+def unknown_key_message(target: Target, prints: Sequence[str] = ()) -> str:
+    offered = " (it offers %s)" % ", ".join(prints) if prints else ""
+    return ("the host key of %s is not in %s%s; compare with `ssh-keygen -lf "
+            "/etc/ssh/ssh_host_ed25519_key.pub` run on that host and, if it matches, run again "
+            "with --accept-new-host-key to record it"
+            % (target.key_name, target.known_hosts_file, offered))
 
 
 def scan_host_keys(target: Target) -> List[str]:
@@ -189,7 +190,7 @@ def check_key_known(target: Target, accept_new: bool, echo=print) -> None:  # ty
     if is_known(target):
         return
     if not accept_new:
-        raise UserError(unknown_key_message(target))
+        raise UserError(unknown_key_message(target, fingerprints(scan_host_keys(target))))
     for fp in accept_host_key(target):
         echo("  host key of %s recorded in %s: %s" % (target.key_name, target.known_hosts_file, fp))
 

@@ -194,6 +194,11 @@ def test_unknown_host_key_is_refused(hosts_lab: HostsLab) -> None:
     r = hosts_lab.add("--cluster", "PROD")
     assert r.returncode != 0
     assert "not in %s" % hosts_lab.known_hosts in r.stderr and "--accept-new-host-key" in r.stderr
+    fp = subprocess.run(["ssh-keygen", "-lf", str(hosts_lab.p1.root / "ssh_host_ed25519_key.pub")],
+                        capture_output=True, text=True, check=True).stdout.split()[1]
+    assert fp in r.stderr  # the key offered, to compare before accepting it
+    assert not hosts_lab.known_hosts.exists() or \
+        hosts_lab.host_key_pub.split()[1] not in hosts_lab.known_hosts.read_text()
     assert not hosts_lab.prefix.exists()
 
 

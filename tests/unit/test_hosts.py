@@ -78,15 +78,16 @@ def test_host_key_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     t = ssh.Target("10.1.2.3", port=2022, known_hosts=str(kh))
     scanned = ["[10.1.2.3]:2022 %s %s" % (kind, blob)]
     monkeypatch.setattr(ssh, "scan_host_keys", lambda target: scanned)
-    # unknown and not accepted: refused, with how to accept, nothing recorded
-    with pytest.raises(UserError, match="--accept-new-host-key"):
+    fp = subprocess.run(["ssh-keygen", "-lf", str(tmp_path / "hk.pub")], capture_output=True,
+                        text=True).stdout.split()[1]
+    # unknown and not accepted: refused, naming the key offered and how to accept, nothing recorded
+    with pytest.raises(UserError, match="--accept-new-host-key") as refused:
         ssh.check_key_known(t, accept_new=False)
+    assert fp in str(refused.value)
     assert not kh.exists()
     # accepted explicitly: the fingerprint is printed and the key recorded
     said = []
     ssh.check_key_known(t, accept_new=True, echo=said.append)
-    fp = subprocess.run(["ssh-keygen", "-lf", str(tmp_path / "hk.pub")], capture_output=True,
-                        text=True).stdout.split()[1]
     assert len(said) == 1 and fp in said[0]
     assert ssh.is_known(t) and blob in kh.read_text()
     # known now: a second run records nothing more
