@@ -125,6 +125,7 @@ def add_cmd(ctx: CliContext, host: str, cluster: str, ssh_user: str, ssh_port: i
         raise UserError("%s is not ready: %s" % (host, "; ".join(found)))
     mode = install.service_mode(plan, facts)
     hostname = facts.get("hostname", "")
+    nodes.refuse_manager(client, hostname)
     was_running = any(facts.get("running_%s" % r) == "yes" for r in install.ROLES)
     echo("  host name %s, Python %s, dockerd %s, services: %s%s" % (
         hostname, facts["python"], facts["dockerd"], mode,

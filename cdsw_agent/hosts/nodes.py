@@ -33,6 +33,13 @@ def nodes_named(client: Any, hostname: str) -> List[dict]:
             if (n.get("Description") or {}).get("Hostname") == hostname]
 
 
+def refuse_manager(client: Any, hostname: str) -> None:
+    """The master's own host runs CDSW_MASTER, not a worker: adding it would never join."""
+    if any((n.get("Spec") or {}).get("Role") == "manager" for n in nodes_named(client, hostname)):
+        raise UserError("%s is the swarm manager (the master's host); add other hosts as workers"
+                        % hostname)
+
+
 def joined(client: Any, hostname: str, cluster: str) -> Optional[dict]:
     """The host's node once it is ready, active and carries its cluster's label."""
     for node in nodes_named(client, hostname):

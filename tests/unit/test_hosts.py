@@ -291,3 +291,41 @@ def test_parcel_launcher_exports_its_wheelhouse(tmp_path: Path) -> None:
     r = subprocess.run([str(launcher)], capture_output=True, text=True,
                        env=dict(env, CDSW_WHEELHOUSE="/elsewhere"))
     assert r.stdout.strip() == "/elsewhere"
+
+
+class FakeApi:
+    def __init__(self, nodes_: list):
+        self._nodes = nodes_
+
+    def nodes(self) -> list:
+        return self._nodes
+
+
+class FakeClient:
+    def __init__(self, nodes_: list):
+        self.api = FakeApi(nodes_)
+
+
+def _node(host: str, role: str = "worker", state: str = "ready", label: str = "",
+          availability: str = "active") -> dict:
+    return {"ID": host + "-id", "Description": {"Hostname": host},
+            "Spec": {"Role": role, "Availability": availability,
+                     "Labels": {"cdsw.cluster": label} if label else {}},
+            "Status": {"State": state}}
+
+
+def test_joined_needs_ready_active_and_the_label() -> None:
+    client = FakeClient([_node("h1", role="manager"), _node("gw", label="PROD")])
+    assert nodes.joined(client, "gw", "PROD")["ID"] == "gw-id"
+    assert nodes.joined(client, "gw", "DEV") is None and nodes.joined(client, "gw", "") is None
+    assert nodes.joined(FakeClient([_node("gw", state="down", label="PROD")]), "gw", "PROD") is None
+    assert nodes.joined(FakeClient([_node("gw", availability="drain", label="PROD")]), "gw",
+                        "PROD") is None
+    # a stale down node of the same name beside the new ready one
+    both = FakeClient([_node("gw", state="down"), _node("gw", label="PROD")])
+    assert nodes.joined(both, "gw", "PROD") is not None
+    nodes.refuse_manager(client, "gw")
+    with pytest.raises(UserError, match="swarm manager"):
+        nodes.refuse_manager(client, "h1")
+    with pytest.raises(UserError, match="did not join"):
+        nodes.wait_joined(client, "gw", "DEV", timeout=0, echo=lambda line: None, interval=0)
