@@ -151,6 +151,10 @@ def upload_tree(target: Target, local_dir: Path, remote_dir: str, timeout: float
     try:
         r = subprocess.run(ssh_argv(target, remote), stdin=tar.stdout, capture_output=True,
                            text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        tar.kill()
+        raise RemoteError("copying %s to %s took more than %.0f s" % (local_dir, target.host,
+                                                                     timeout))
     finally:
         if tar.stdout:
             tar.stdout.close()

@@ -19,6 +19,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterator
@@ -202,8 +203,37 @@ def test_unknown_host_key_is_refused(hosts_lab: HostsLab) -> None:
     assert not hosts_lab.prefix.exists()
 
 
+def command_lines_with_secret() -> list:
+    """The command lines holding the cluster secret, of every process (all lab namespaces
+    share this pid namespace)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmdline = Path("/proc", pid, "cmdline").read_bytes()
+            except OSError:
+                continue
+            if SECRET.encode() in cmdline:
+                found.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
+    return found
+
+
+def watch_command_lines(stop: threading.Event, seen: list) -> None:
+    while not stop.is_set():
+        seen += command_lines_with_secret()
+        stop.wait(0.05)
+
+
 def test_add_joins_the_swarm_with_its_cluster_label(hosts_lab: HostsLab) -> None:
-    r = hosts_lab.add("--cluster", "PROD", "--accept-new-host-key")
+    stop, seen = threading.Event(), []  # type: ignore[var-annotated]
+    watcher = threading.Thread(target=watch_command_lines, args=(stop, seen), daemon=True)
+    watcher.start()
+    try:
+        r = hosts_lab.add("--cluster", "PROD", "--accept-new-host-key")
+    finally:
+        stop.set()
+        watcher.join(10)
+    assert not seen, seen[:3]
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
     assert SECRET not in out
@@ -221,14 +251,8 @@ def test_add_joins_the_swarm_with_its_cluster_label(hosts_lab: HostsLab) -> None
     assert stat.S_IMODE(props.stat().st_mode) == 0o600
     text = props.read_text()
     assert "cdsw.cluster.secret=%s" % SECRET in text and "cdsw.workbench.cluster=PROD" in text
-    # the secret is on no command line of p1's processes
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                cmdline = Path("/proc", pid, "cmdline").read_bytes()
-            except OSError:
-                continue
-            assert SECRET.encode() not in cmdline
+    # the secret is on no command line of the processes left running either
+    assert not command_lines_with_secret()
 
     listed = hosts_lab.cli("hosts", "list")
     assert listed.returncode == 0, listed.stderr
