@@ -146,7 +146,9 @@ def add_cmd(ctx: CliContext, host: str, cluster: str, ssh_user: str, ssh_port: i
         ssh.run_script(target, install.configure_and_start_script(plan, mode, properties))
         echo("[5/6] waiting for %s to join the swarm as a node of cluster %s" % (
             hostname, label or "default"))
-        node = nodes.wait_joined(client, hostname, label, timeout, echo)
+        logs = ("`journalctl -u cdsw-worker` on %s" % host if mode == "systemd"
+                else "%s/log/worker.log on %s" % (plan.prefix, host))
+        node = nodes.wait_joined(client, hostname, label, timeout, echo, logs=logs)
     except (UserError, KeyboardInterrupt):
         if started and not was_running:  # leave nothing half-started behind
             echo("  stopping what this run started on %s" % host, err=True)

@@ -51,7 +51,8 @@ def joined(client: Any, hostname: str, cluster: str) -> Optional[dict]:
 
 
 def wait_joined(client: Any, hostname: str, cluster: str, timeout: float,
-                echo: Callable[[str], None], interval: float = 2.0) -> dict:
+                echo: Callable[[str], None], interval: float = 2.0,
+                logs: str = "the worker's log there") -> dict:
     deadline = time.monotonic() + timeout
     said = ""
     while True:
@@ -67,8 +68,7 @@ def wait_joined(client: Any, hostname: str, cluster: str, timeout: float,
             said = now
         if time.monotonic() > deadline:
             raise UserError("%s did not join the swarm as a ready node of cluster %s within %.0f s "
-                            "(%s); see the worker's log there" % (hostname, cluster or "default",
-                                                                  timeout, now))
+                            "(%s); see %s" % (hostname, cluster or "default", timeout, now, logs))
         time.sleep(interval)
 
 
