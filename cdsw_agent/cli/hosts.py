@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import click
 
 from ..errors import UserError
-from ..hosts import install, nodes, ssh
+from ..hosts import install, nodes, ssh, wheels
 from .context import CliContext, pass_ctx
 
 
@@ -63,14 +63,21 @@ def _cluster(ctx: CliContext, name: str) -> str:
 
 
 def _wheelhouse(path: str) -> Tuple[Path, str, str, set]:
-    if not path:
-        raise UserError("no wheelhouse: pass --wheelhouse DIR (the parcel's lib/cdsw/wheels, or "
-                        "one built by scripts/packaging/wheelhouse.py) or set CDSW_WHEELHOUSE")
     d = Path(path)
     if not d.is_dir():
         raise UserError("--wheelhouse %s: no such directory" % path)
     version, build = install.build_id(d)
     return d, version, build, install.wheelhouse_pythons(p.name for p in d.glob("*.whl"))
+
+
+def _no_wheelhouse() -> Optional[Path]:
+    """Without --wheelhouse: the source checkout to build one from, once the remote's Python
+    is known; refused before the remote is touched where there is none."""
+    root = wheels.checkout_root()
+    if root is None:
+        raise UserError("no wheelhouse: pass --wheelhouse DIR (the parcel's lib/cdsw/wheels) or "
+                        "set CDSW_WHEELHOUSE")
+    return root
 
 
 def _probe(target: ssh.Target, plan: install.Plan) -> Dict[str, str]:
@@ -88,7 +95,8 @@ def _probe(target: ssh.Target, plan: install.Plan) -> Dict[str, str]:
               show_default=True, help="systemd units, or background processes with pid files "
               "where there is no systemd; auto: systemd, else refuse.")
 @click.option("--wheelhouse", envvar="CDSW_WHEELHOUSE", default="", metavar="DIR",
-              help="Offline wheels of the agent and its dependencies for the host's Python.")
+              help="Offline wheels of the agent and its dependencies for the host's Python "
+              "(default: the parcel's; from a source checkout, built from it for that Python).")
 @click.option("--set", "assignments", multiple=True, metavar="NAME=VALUE",
               help="A setting of this host only (e.g. docker_data_root=/data/docker); repeatable.")
 @click.option("--timeout", default=300.0, show_default=True,
@@ -111,10 +119,14 @@ def add_cmd(ctx: CliContext, host: str, cluster: str, ssh_user: str, ssh_port: i
     install.check_plan(plan)
     target = _target(host, ssh_user, ssh_port, identity, known_hosts)
     label = _cluster(ctx, cluster)
-    wheels, version, build, wheel_pythons = _wheelhouse(wheelhouse)
+    if wheelhouse:
+        wheel_dir, version, build, wheel_pythons = _wheelhouse(wheelhouse)
+    else:
+        checkout, wheel_pythons = _no_wheelhouse(), set()
     settings = master.ensure_cluster_secret(ctx.settings)
     properties = install.worker_properties(settings, settings.cluster_secret, label, extra)
     client = swarm.connect(settings)  # the master's Docker: where the node will show up
+    nodes.refuse_loopback_swarm(client, settings.docker_host)
 
     echo("[1/6] %s: checking the host key" % target)
     ssh.check_key_known(target, accept_new_host_key, echo)
@@ -126,6 +138,9 @@ def add_cmd(ctx: CliContext, host: str, cluster: str, ssh_user: str, ssh_port: i
     mode = install.service_mode(plan, facts)
     hostname = facts.get("hostname", "")
     nodes.refuse_manager(client, hostname)
+    if not wheelhouse:
+        wheel_dir = wheels.build_from_checkout(checkout, facts["python"], echo)
+        version, build = install.build_id(wheel_dir)
     was_running = any(facts.get("running_%s" % r) == "yes" for r in install.ROLES)
     echo("  host name %s, Python %s, dockerd %s, services: %s%s" % (
         hostname, facts["python"], facts["dockerd"], mode,
@@ -137,8 +152,8 @@ def add_cmd(ctx: CliContext, host: str, cluster: str, ssh_user: str, ssh_port: i
             echo("[3/6] agent %s already installed in %s" % (build, plan.current))
         else:
             echo("[3/6] copying the wheelhouse (%s) and installing agent %s in %s" % (
-                wheels, build, plan.current))
-            ssh.upload_tree(target, wheels, plan.wheels)
+                wheel_dir, build, plan.current))
+            ssh.upload_tree(target, wheel_dir, plan.wheels)
             ssh.run_script(target, install.install_script(plan, version, build))
         echo("[4/6] writing %s (mode 0600) and starting CDSW_DOCKER and CDSW_WORKER (%s)"
              % (plan.properties, mode))

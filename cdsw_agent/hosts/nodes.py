@@ -3,6 +3,7 @@ waiting for a new node (joined, ready, labelled), draining and removing one."""
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
@@ -38,6 +39,27 @@ def refuse_manager(client: Any, hostname: str) -> None:
     if any((n.get("Spec") or {}).get("Role") == "manager" for n in nodes_named(client, hostname)):
         raise UserError("%s is the swarm manager (the master's host); add other hosts as workers"
                         % hostname)
+
+
+def refuse_loopback_swarm(client: Any, docker_host: str) -> None:
+    """A swarm created while master_host was a loopback address advertises it to every worker,
+    and no other host can join it (a standalone master started without CDSW_MASTER_HOST)."""
+    swarm = client.info().get("Swarm") or {}
+    if swarm.get("LocalNodeState") != "active":
+        raise UserError("the master's Docker is not a swarm manager yet; start the master first")
+    managers = [m.get("Addr", "") for m in swarm.get("RemoteManagers") or []]
+    if managers and all(_is_loopback(a.rpartition(":")[0]) for a in managers):
+        raise UserError("the master's swarm advertises %s, which other hosts cannot reach: stop "
+                        "the master, run `docker -H %s swarm leave --force`, set cdsw.master.host "
+                        "(CDSW_MASTER_HOST) to this host's address and start the master again"
+                        % (", ".join(managers), docker_host))
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return address == "localhost"
 
 
 def joined(client: Any, hostname: str, cluster: str) -> Optional[dict]:

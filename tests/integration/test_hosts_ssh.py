@@ -27,6 +27,7 @@ from typing import Any, Dict, Iterator
 import pytest
 import requests
 
+from cdsw_agent.hosts import wheels
 from cdsw_agent.roles.docker import cgroup_parent
 from cdsw_agent.settings import load_settings
 
@@ -50,26 +51,16 @@ def remote_python_version() -> str:
                           capture_output=True, text=True, check=True).stdout.strip()
 
 
-def build_wheelhouse(dest: Path, pyver: str) -> Path:
-    """The agent's wheel of this checkout plus its dependencies for pyver, as the parcel build
-    makes them (scripts/packaging/wheelhouse.py; cached in build/cache)."""
-    sys.path.insert(0, str(REPO / "scripts" / "packaging"))
-    try:
-        import wheelhouse  # type: ignore[import-not-found]
-    finally:
-        sys.path.pop(0)
-    cache = REPO / "build" / "cache"
-    agent = wheelhouse.build_agent_wheel(REPO, cache, epoch=315532800)
-    files = wheelhouse.collect(agent, [pyver], cache)[pyver]
-    dest.mkdir(parents=True)
-    for name, path in files.items():
-        shutil.copyfile(path, dest / name)
-    return dest
+def build_wheelhouse(pyver: str) -> Path:
+    """This checkout's agent and its dependencies for pyver, as `cdsw hosts add` builds them
+    when given no wheelhouse; built here first, outside the lab's namespaces, so that its
+    downloads into build/cache need no route from them."""
+    return wheels.build_from_checkout(REPO, pyver)
 
 
 class HostsLab:
-    def __init__(self, lab: Lab, wheels: Path):
-        self.lab, self.wheels = lab, wheels
+    def __init__(self, lab: Lab, wheelhouse: Path):
+        self.lab, self.wheels = lab, wheelhouse
         self.h1 = lab.add_host("h1")
         self.p1 = lab.add_host("p1")
         env = {k: v for k, v in os.environ.items() if not k.startswith("CDSW_")}
@@ -139,12 +130,13 @@ class HostsLab:
                 "--known-hosts", str(self.known_hosts), "--prefix", str(self.prefix),
                 "--unit-dir", str(self.unit_dir)]
 
-    def add(self, *extra: str) -> subprocess.CompletedProcess:
+    def add(self, *extra: str, wheelhouse: bool = True) -> subprocess.CompletedProcess:
         sets = []
         for key, value in self.p1_env.items():
             sets += ["--set", "%s=%s" % (key[len("CDSW_"):].lower(), value)]
         return self.cli("hosts", "add", self.p1.address, *self.ssh_args(),
-                        "--services", "background", "--wheelhouse", str(self.wheels),
+                        "--services", "background",
+                        *(["--wheelhouse", str(self.wheels)] if wheelhouse else []),
                         "--timeout", "180", *sets, *extra)
 
     def swarm_nodes(self) -> Dict[str, Any]:
@@ -165,9 +157,9 @@ def hosts_lab(tmp_path_factory: Any) -> Iterator[HostsLab]:
     for tool in ("/usr/sbin/sshd", "ssh", "ssh-keyscan", "ssh-keygen"):
         if not shutil.which(tool):
             pytest.skip("%s not found (apt-get install openssh-server openssh-client)" % tool)
-    wheels = build_wheelhouse(tmp_path_factory.mktemp("wh") / "wheels", remote_python_version())
+    wheelhouse = build_wheelhouse(remote_python_version())
     with Lab(Path("/var/lib/cdsw-lab") / ("hosts-" + os.urandom(3).hex())) as lab:
-        hl = HostsLab(lab, wheels)
+        hl = HostsLab(lab, wheelhouse)
         try:
             hl.start_master()
             r = hl.cli("clusters", "add", "PROD", "--kind", "prod", "--open")
@@ -261,9 +253,11 @@ def test_add_joins_the_swarm_with_its_cluster_label(hosts_lab: HostsLab) -> None
     master_line = [ln for ln in listed.stdout.splitlines() if ln.startswith("h1 ")]
     assert master_line and "master" in master_line[0]
 
-    # a second add: nothing reinstalled, the same node, still labelled
-    again = hosts_lab.add("--cluster", "PROD")
+    # a second add, with the wheelhouse it builds from this checkout itself: the same wheels,
+    # so nothing reinstalled, the same node, still labelled
+    again = hosts_lab.add("--cluster", "PROD", wheelhouse=False)
     assert again.returncode == 0, again.stdout + again.stderr
+    assert "building a wheelhouse for Python" in again.stdout, again.stdout
     assert "already installed" in again.stdout and "roles already running" in again.stdout
     nodes = hosts_lab.swarm_nodes()
     assert nodes["p1"]["ID"] == node["ID"] and nodes["p1"]["Status"]["State"] == "ready"
@@ -271,8 +265,8 @@ def test_add_joins_the_swarm_with_its_cluster_label(hosts_lab: HostsLab) -> None
 
 def test_remove_takes_the_host_out(hosts_lab: HostsLab) -> None:
     pid_file = hosts_lab.prefix / "run" / "worker.pid"
-    if "p1" not in hosts_lab.swarm_nodes() or not pid_file.exists():
-        pytest.skip("p1 was not added (see the test above)")
+    assert "p1" in hosts_lab.swarm_nodes() and pid_file.exists(), \
+        "p1 was not added (see test_add_joins_the_swarm_with_its_cluster_label)"
     pid = int(pid_file.read_text())
     r = hosts_lab.cli("hosts", "remove", hosts_lab.p1.address, *hosts_lab.ssh_args())
     assert r.returncode == 0, r.stdout + r.stderr

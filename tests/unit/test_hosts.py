@@ -3,6 +3,7 @@ the remote scripts and the systemd units (cdsw_agent/hosts)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -302,8 +303,13 @@ class FakeApi:
 
 
 class FakeClient:
-    def __init__(self, nodes_: list):
+    def __init__(self, nodes_: list, managers: tuple = ("10.0.0.1:2377",)):
         self.api = FakeApi(nodes_)
+        self.managers = managers
+
+    def info(self) -> dict:
+        return {"Swarm": {"LocalNodeState": "active",
+                          "RemoteManagers": [{"Addr": a} for a in self.managers]}}
 
 
 def _node(host: str, role: str = "worker", state: str = "ready", label: str = "",
@@ -329,3 +335,10 @@ def test_joined_needs_ready_active_and_the_label() -> None:
         nodes.refuse_manager(client, "h1")
     with pytest.raises(UserError, match="did not join"):
         nodes.wait_joined(client, "gw", "DEV", timeout=0, echo=lambda line: None, interval=0)
+
+
+def test_a_swarm_that_advertises_a_loopback_address_is_refused() -> None:
+    nodes.refuse_loopback_swarm(FakeClient([]), "unix:///d.sock")
+    for addr in ("127.0.0.1:2377", "[::1]:2377"):
+        with pytest.raises(UserError, match="advertises %s.*swarm leave --force" % re.escape(addr)):
+            nodes.refuse_loopback_swarm(FakeClient([], managers=(addr,)), "unix:///d.sock")
