@@ -213,10 +213,13 @@ def list_cmd(ctx: CliContext, as_json: bool) -> None:
 @click.argument("host")
 @_ssh_options
 @click.option("--purge", is_flag=True, help="Also delete the prefix (agent, wheels, logs).")
+@click.option("--unreachable", is_flag=True,
+              help="HOST is gone for good: take its swarm node out without SSH (HOST as `cdsw "
+              "hosts list` shows it: host name or address); nothing on it is stopped.")
 @pass_ctx
 def remove_cmd(ctx: CliContext, host: str, ssh_user: str, ssh_port: int, identity: str,
                known_hosts: str, accept_new_host_key: bool, prefix: str, unit_dir: str,
-               purge: bool) -> None:
+               purge: bool, unreachable: bool) -> None:
     """Drain HOST's node, stop its services over SSH, and remove the node from the swarm."""
     from ..roles import swarm
 
@@ -225,6 +228,14 @@ def remove_cmd(ctx: CliContext, host: str, ssh_user: str, ssh_port: int, identit
     install.check_plan(plan)
     target = _target(host, ssh_user, ssh_port, identity, known_hosts)
     client = swarm.connect(ctx.settings)
+    if unreachable:
+        ids = nodes.drain_unreachable(client, host)
+        echo("[1/1] removing %d swarm node%s of %s (nothing stopped there: if it comes back, "
+             "run `cdsw hosts remove %s` without --unreachable)"
+             % (len(ids), "" if len(ids) == 1 else "s", host, host))
+        nodes.remove(client, ids, timeout=0)
+        echo("%s removed" % host)
+        return
     ssh.check_key_known(target, accept_new_host_key, echo)
     hostname = _probe(target, plan).get("hostname", "")
     if not hostname:

@@ -96,14 +96,27 @@ def wait_joined(client: Any, hostname: str, cluster: str, timeout: float,
 
 def drain(client: Any, hostname: str) -> List[str]:
     """Drain every worker node of that host name; returns their ids."""
-    ids = []
-    for node in nodes_named(client, hostname):
-        if (node.get("Spec") or {}).get("Role") == "manager":
-            raise UserError("%s is the swarm manager (the master); it cannot be removed" % hostname)
+    return _drain(client, nodes_named(client, hostname), hostname)
+
+
+def drain_unreachable(client: Any, host: str) -> List[str]:
+    """The worker nodes of a host that is gone, found by host name or address, drained."""
+    found = [n for n in client.api.nodes()
+             if host in ((n.get("Description") or {}).get("Hostname"),
+                         (n.get("Status") or {}).get("Addr"))]
+    if not found:
+        raise UserError("no swarm node is named %s or has that address; `cdsw hosts list` shows "
+                        "them" % host)
+    return _drain(client, found, host)
+
+
+def _drain(client: Any, found: List[dict], host: str) -> List[str]:
+    if any((n.get("Spec") or {}).get("Role") == "manager" for n in found):
+        raise UserError("%s is the swarm manager (the master); it cannot be removed" % host)
+    for node in found:
         if (node.get("Spec") or {}).get("Availability") != "drain":
             set_availability(client, node, "drain")
-        ids.append(node["ID"])
-    return ids
+    return [n["ID"] for n in found]
 
 
 def remove(client: Any, node_ids: List[str], timeout: float = 60) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -302,4 +303,21 @@ def test_a_failed_add_leaves_nothing_started(hosts_lab: HostsLab) -> None:
     run = hosts_lab.prefix / "run"
     assert not list(run.glob("*.pid")) if run.exists() else True
     assert not (hosts_lab.prefix / "etc" / "cdsw.properties").exists()
+    assert "p1" not in hosts_lab.swarm_nodes()
+
+
+def test_an_unreachable_host_is_taken_out_without_ssh(hosts_lab: HostsLab) -> None:
+    """p1 added again, then gone for good (its sshd and its roles killed, nothing left to
+    answer): `hosts remove --unreachable` takes its node out of the swarm without SSH."""
+    r = hosts_lab.add("--cluster", "PROD")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "p1" in hosts_lab.swarm_nodes()
+    for name in ("sshd.pid", "opt-cdsw/run/worker.pid", "opt-cdsw/run/docker.pid"):
+        pid = int((hosts_lab.p1.root / name).read_text())
+        os.kill(pid, signal.SIGKILL if name != "opt-cdsw/run/docker.pid" else signal.SIGTERM)
+    r = hosts_lab.cli("hosts", "remove", hosts_lab.p1.address, *hosts_lab.ssh_args())
+    assert r.returncode != 0  # over SSH: nobody answers
+    r = hosts_lab.cli("hosts", "remove", hosts_lab.p1.address, "--unreachable")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "without --unreachable" in r.stdout
     assert "p1" not in hosts_lab.swarm_nodes()

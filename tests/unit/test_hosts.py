@@ -297,9 +297,13 @@ def test_parcel_launcher_exports_its_wheelhouse(tmp_path: Path) -> None:
 class FakeApi:
     def __init__(self, nodes_: list):
         self._nodes = nodes_
+        self.updated: list = []
 
     def nodes(self) -> list:
         return self._nodes
+
+    def update_node(self, node_id: str, version: int, spec: dict) -> None:
+        self.updated.append((node_id, spec["Availability"]))
 
 
 class FakeClient:
@@ -317,7 +321,8 @@ def _node(host: str, role: str = "worker", state: str = "ready", label: str = ""
     return {"ID": host + "-id", "Description": {"Hostname": host},
             "Spec": {"Role": role, "Availability": availability,
                      "Labels": {"cdsw.cluster": label} if label else {}},
-            "Status": {"State": state}}
+            "Status": {"State": state, "Addr": "10.1.0.%d" % (len(host) + 1)},
+            "Version": {"Index": 1}}
 
 
 def test_joined_needs_ready_active_and_the_label() -> None:
@@ -342,3 +347,14 @@ def test_a_swarm_that_advertises_a_loopback_address_is_refused() -> None:
     for addr in ("127.0.0.1:2377", "[::1]:2377"):
         with pytest.raises(UserError, match="advertises %s.*swarm leave --force" % re.escape(addr)):
             nodes.refuse_loopback_swarm(FakeClient([], managers=(addr,)), "unix:///d.sock")
+
+
+def test_an_unreachable_host_is_found_by_name_or_address_and_drained() -> None:
+    client = FakeClient([_node("h1", role="manager"), _node("gw7", label="PROD"), _node("other")])
+    assert nodes.drain_unreachable(client, "gw7") == ["gw7-id"]
+    assert client.api.updated == [("gw7-id", "drain")]
+    assert nodes.drain_unreachable(client, "10.1.0.4") == ["gw7-id"]  # its address
+    with pytest.raises(UserError, match="no swarm node is named nowhere"):
+        nodes.drain_unreachable(client, "nowhere")
+    with pytest.raises(UserError, match="swarm manager"):
+        nodes.drain_unreachable(client, "h1")
