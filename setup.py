@@ -12,7 +12,10 @@ LOCAL_ENGINE = ["jupyter_server>=2.10", "ipykernel>=6.25", "terminado>=0.18", "m
                 "pandas>=1.5",
                 # interactive plots, drawn by the plotly.js that web/package.json pins: the
                 # version the image's plotly (images/recipe.py) bundles
-                "plotly==7.1.0"]
+                "plotly==7.1.0",
+                # a session's web apps under proxy/PORT/ (4.1.1 closed an unauthenticated
+                # websocket path; the image pins its version)
+                "jupyter-server-proxy>=4.1.1"]
 
 setup(
     name="cdsw-agent",

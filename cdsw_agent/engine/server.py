@@ -188,6 +188,11 @@ def config() -> Config:
     c.ServerApp.identity_provider_class = EngineIdentityProvider
     c.ServerApp.kernel_spec_manager_class = EngineKernelSpecManager
     c.ServerApp.terminado_settings = {"shell_command": shell_command()}
+    # a session's web apps: proxy/PORT/ (HTTP and websockets) to 127.0.0.1:PORT in the engine,
+    # after the same token check as every engine request; nothing else it can start or reach
+    c.ServerApp.jpserver_extensions = {"jupyter_server_proxy": True}
+    c.ServerProxy.host_allowlist = ["localhost", "127.0.0.1"]
+    c.ServerProxy.servers = {}
     return c
 
 

@@ -42,7 +42,8 @@ PRELOAD = ("cdsw_agent.engine.server", "cdsw_agent.engine.early_kernel",
            "cdsw_agent.engine.terminal", "cdsw_agent.engine.spark_ui",
            "jupyter_server_terminals", "jupyterlab", "jupyter_lsp", "notebook_shim",
            "jupyter_server.services.contents.largefilemanager",
-           "jupyter_server.services.kernels.websocket", "terminado")
+           "jupyter_server.services.kernels.websocket", "terminado",
+           "jupyter_server_proxy", "jupyter_server_proxy.handlers")
 
 
 class Claim(Exception):

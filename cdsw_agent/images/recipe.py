@@ -14,8 +14,9 @@ from typing import Dict, List, Tuple
 from .. import __version__
 from ..errors import UserError
 
-# 2: the engine user's home is USER_HOME; 3: no setuid programs; 4: git through GIT_GUARD
-RECIPE_VERSION = "4"
+# 2: the engine user's home is USER_HOME; 3: no setuid programs; 4: git through GIT_GUARD;
+# 5: jupyter-server-proxy (a session's web apps)
+RECIPE_VERSION = "5"
 
 # Where images live locally; a registry (settings.engine_registry) is prefixed when pushing.
 REPOSITORY = "cdsw/engine"
@@ -74,6 +75,9 @@ BASE_REQUIREMENTS: Tuple[str, ...] = (
     # MLFLOW_TRACKING_URI, a short-lived token and the project's experiment
     # (experiments/mlflow_engine.py); the client only, no MLflow server
     "mlflow-skinny==3.18.0",
+    # a session's web apps (Dash, Streamlit, Shiny, TensorBoard...) on CDSW_APP_PORT, served by
+    # the engine's jupyter_server under proxy/PORT/ (HTTP and websockets), behind its token check
+    "jupyter-server-proxy==4.6.0",
 )
 JUPYTERLAB_REQUIREMENTS: Tuple[str, ...] = ("jupyterlab==4.6.6",)
 
@@ -131,7 +135,7 @@ class Recipe:
     def python_imports(self) -> List[str]:
         """Modules a finished image must import (checked before it is imported into Docker)."""
         mods = ["jupyter_server", "ipykernel", "terminado", "pandas", "matplotlib", "plotly",
-                "mlflow", "cdsw_agent.engine",
+                "mlflow", "jupyter_server_proxy", "cdsw_agent.engine",
                 "cdsw"]
         return mods + (["jupyterlab"] if self.with_jupyterlab else []) \
             + (["cdsw_agent.engine.scala_kernel"] if self.with_scala else [])

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from .warm_pool import WarmEngine, WarmPool
 
 ENGINE_PORT = 8888  # jupyter_server's port inside the container (the image EXPOSEs it)
+# where a session's web app listens (CDSW_APP_PORT); each engine container has its own network,
+# so every session may use it (on the local backend sessions share the host's ports)
+APP_PORT = 8100
 # an image engine's command (-I: nothing from the project: working directory, PYTHON* variables,
 # user site); warm engines run it too (warm_pool.py)
 ENGINE_COMMAND = (VENV + "/bin/python", "-I", "-m", "cdsw_agent.engine")
@@ -51,6 +54,12 @@ def base_path(session_id: int) -> str:
     """Where the master's router serves the engine; jupyter_server runs under the same prefix
     so its links and redirects stay valid through the proxy."""
     return "/api/v1/sessions/%d/engine/" % session_id
+
+
+def app_path(session_id: int, port: int = APP_PORT) -> str:
+    """Where a web app listening on port in the session's engine is served (jupyter-server-proxy
+    under the engine's base path; the app sees the path below it)."""
+    return "%sproxy/%d/" % (base_path(session_id), port)
 
 
 def local_has_jupyterlab() -> bool:
@@ -136,6 +145,8 @@ def engine_env(settings: Settings, orchestrator: Orchestrator, session: EngineSe
     env = {DIGEST_VARIABLE: token_digest(token), "CDSW_ENGINE_PORT": str(container_port),
            "CDSW_ENGINE_BASE_URL": base_path(session.id), "CDSW_SESSION_ID": str(session.id),
            "CDSW_KERNEL": session.kernel,
+           # a web app the session serves there is at APP_PATH on the engine origin
+           "CDSW_APP_PORT": str(APP_PORT), "CDSW_APP_PATH": app_path(session.id),
            PRESTART_VARIABLE: session.kernelspec}  # started before the server listens
     if orchestrator.name == "local":
         # a plain process: /home/cdsw does not exist, so the server shows the project folder

@@ -16,6 +16,7 @@ from playwright.sync_api import Page, expect
 
 from .conftest import VIEWPORT, Console, Server, screenshot, sign_in, start_server
 from .test_journeys import new_project, write_file
+from .test_workloads import run_in_console
 
 pytestmark = pytest.mark.timeout(600)
 ENGINE_START_MS = 120000  # an engine process with jupyter_server on a busy 2-core machine
@@ -133,6 +134,37 @@ def test_jupyterlab_runs_a_cell_on_the_engine_origin(page: Page, server: Server)
     assert lab.evaluate("() => location.origin") == server.engine_url
     assert "cdsw_session" not in lab.evaluate("() => document.cookie")
     lab.close()
+
+
+WEB_APP = ("import http.server, os, threading\n"
+           "class H(http.server.BaseHTTPRequestHandler):\n"
+           "    def do_GET(self):\n"
+           "        body = b'<h1>dash-like app at ' + self.path.encode() + b'</h1>'\n"
+           "        self.send_response(200); self.send_header('Content-Type', 'text/html')\n"
+           "        self.send_header('Content-Length', str(len(body))); self.end_headers()\n"
+           "        self.wfile.write(body)\n"
+           "srv = http.server.ThreadingHTTPServer(('127.0.0.1', int(os.environ['CDSW_APP_PORT'])), H)\n"
+           "threading.Thread(target=srv.serve_forever, daemon=True).start()\n"
+           "print('app on', os.environ['CDSW_APP_PORT'])")
+
+
+def test_the_web_app_button_opens_what_the_session_serves(page: Page, server: Server) -> None:
+    """A web app run in the session on CDSW_APP_PORT opens from the session page's "Web app"
+    on the engine origin (the local backend's sessions share the host's ports: the test's
+    server is the only one on it)."""
+    sign_in(page, "alice")
+    sid = start_session(page, new_project(page))
+    run_in_console(page, WEB_APP)
+    expect(page.locator("#console-output .cell").last).to_contain_text("app on 8100",
+                                                                        timeout=60000)
+    with page.context.expect_page() as opened:
+        page.get_by_role("link", name="Web app").click()
+    app = opened.value
+    app.wait_for_url(re.compile(re.escape(server.engine_url)
+                                + "/api/v1/sessions/%d/engine/proxy/8100/$" % sid), timeout=60000)
+    expect(app.locator("h1")).to_have_text("dash-like app at /")
+    assert app.evaluate("() => location.origin") == server.engine_url
+    app.close()
 
 
 def test_saving_a_jobs_script_in_jupyterlab_approves_the_owners_own_version(

@@ -294,6 +294,69 @@ def test_api_keys_still_reach_the_engine_on_the_workbench_origin(port_world: Wor
     assert r.status_code == 200 and "kernels" in r.json(), r.text
 
 
+APP_CODE = """
+import asyncio, os, socket, threading
+import tornado.web, tornado.websocket
+
+class Page(tornado.web.RequestHandler):
+    def get(self, rest):
+        self.write("web app sees /%s" % rest)
+
+class Echo(tornado.websocket.WebSocketHandler):
+    def on_message(self, message):
+        self.write_message("echo: " + message)
+
+s = socket.socket(); s.bind(("127.0.0.1", 0)); APP = s.getsockname()[1]; s.close()
+ready = threading.Event()
+
+def serve():
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    tornado.web.Application([(r"/ws", Echo), (r"/(.*)", Page)]).listen(APP, "127.0.0.1")
+    ready.set()
+    asyncio.get_event_loop().run_forever()
+
+threading.Thread(target=serve, daemon=True).start()
+ready.wait(10)
+print("app", APP, os.environ["CDSW_APP_PORT"], os.environ["CDSW_APP_PATH"])
+"""
+
+
+def test_a_web_app_the_session_serves_is_reached_on_the_engine_origin(port_world: World,
+                                                                      port_session: int) -> None:
+    """A web app in the session (here on a free port: local engines share the host's ports;
+    in a container it is CDSW_APP_PORT) is served under proxy/PORT/, HTTP and websockets, to
+    the engine credential or an API key of someone who may use the session, never without."""
+    out = port_world.execute(port_session, APP_CODE)
+    text = "".join(e.get("text", "") for e in out if e.get("type") == "stream")
+    _, app, app_port, app_path = text.split()
+    base = "/api/v1/sessions/%d/engine/" % port_session
+    assert (app_port, app_path) == ("8100", base + "proxy/8100/"), text
+    proxied = base + "proxy/%s/" % app
+
+    # a script with an API key, on the workbench's address
+    r = port_world.c["owner"].get(proxied + "plots/1?x=2")
+    assert r.status_code == 200 and r.text == "web app sees /plots/1", r.text
+    # the browser: "Web app" opens it on the engine origin with the engine cookie
+    owner = Browser(port_world.api, port_world.owner)
+    origin, launch = owner.open_engine(port_session, "proxy/%s/" % app)
+    assert launch.headers["location"] == proxied
+    r = owner.call("GET", origin + proxied, cookies=owner.engine_cookies)
+    assert r.status_code == 200 and r.text == "web app sees /", r.text
+    ws = TestClient(port_world.api.client.app)
+    with ws.websocket_connect(origin.replace("http", "ws") + proxied + "ws",
+                              headers={"Cookie": "; ".join("%s=%s" % kv for kv in
+                                                           owner.engine_cookies.items()),
+                                       "Origin": origin}) as conn:
+        conn.send_text("hello")
+        assert conn.receive_text() == "echo: hello"
+    # without a credential, or with the workbench's own sign-in, the app is not reached
+    assert owner.call("GET", origin + proxied).status_code == 401
+    assert owner.call("GET", origin + proxied, cookies={"cdsw_session": owner.workbench_cookie}
+                      ).status_code == 401
+    # a viewer of the project may not use the session, so not its app either
+    assert port_world.c["viewer"].get(proxied).status_code == 403
+
+
 # --- subdomain mode ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -247,6 +247,36 @@ def test_engines_are_isolated_hardened_and_run_nothing_planted(master: SwarmMast
     master.client.delete("/api/v1/projects/%d/env/PYTHONSTARTUP" % master.project_id)
 
 
+APP_SERVER = """
+import os, pathlib, socket, subprocess, sys, time
+site = pathlib.Path("/tmp/site"); site.mkdir(exist_ok=True)
+(site / "index.html").write_text("served from " + os.environ["CDSW_APP_PATH"])
+subprocess.Popen([sys.executable, "-m", "http.server", os.environ["CDSW_APP_PORT"], "--bind",
+                  "127.0.0.1", "--directory", str(site)], stdout=subprocess.DEVNULL,
+                 stderr=subprocess.DEVNULL, start_new_session=True)
+for _ in range(100):
+    try:
+        socket.create_connection(("127.0.0.1", int(os.environ["CDSW_APP_PORT"])), 1).close()
+        break
+    except OSError:
+        time.sleep(0.1)
+print(os.environ["CDSW_APP_PORT"])
+"""
+
+
+def test_a_web_app_on_cdsw_app_port_is_served_through_the_engine(master: SwarmMaster) -> None:
+    """The engine image's jupyter_server serves what the session runs on CDSW_APP_PORT under
+    proxy/PORT/ (jupyter-server-proxy), reached through the master like every engine path."""
+    s = master.start()
+    assert master.wait(s["id"], "running", "failed")["status"] == "running"
+    out = "".join(e.get("text", "") for e in master.execute(s["id"], APP_SERVER))
+    assert out.strip() == "8100", out
+    app = "/api/v1/sessions/%d/engine/proxy/8100/" % s["id"]
+    r = master.client.get(app)
+    assert r.status_code == 200 and r.text == "served from " + app, r.text
+    master.client.post("/api/v1/sessions/%d/stop" % s["id"])
+
+
 GIT_SHELL = ("import subprocess\n"
              "r = subprocess.run('mkdir -p repo && cd repo && ' + %r, shell=True, "
              "capture_output=True, text=True)\n"

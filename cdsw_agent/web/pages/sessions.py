@@ -21,6 +21,7 @@ from ...server.routes.projects import list_collaborators
 from ...server.routes.sessions import get_session, list_sessions, list_shares
 from ...server.schemas import Id
 from ...server.state import ServerState
+from ...sessions.launch import APP_PORT
 from .. import assets
 from ..render import CSP_INLINE_STYLES, page
 from .common import page_router, project_context
@@ -86,5 +87,5 @@ def session_page(request: Request, project_id: Id, session_id: Id,
                 modes=modes, editor_modes_json=json.dumps(
                     {ext: spec for ext, (script, spec) in assets.EDITOR_MODES.items()
                      if script in modes}),
-                filename=PurePosixPath(path).name if path else "",
+                filename=PurePosixPath(path).name if path else "", app_port=APP_PORT,
                 editor_missing=bool(assets.missing_vendor_files()), **ctx)

@@ -154,7 +154,7 @@
     document.querySelectorAll("#run-file, #run-selection, #console-prompt button, #console-input, #tab-terminal, [data-session-action]")
       .forEach((el) => { el.disabled = !live && !(s === "starting" && el.dataset.sessionAction === "stop"); });
     if (input) input.placeholder = live ? "Enter runs, Shift+Enter adds a line" : "the session is " + s;
-    for (const id of ["open-lab", "open-spark-ui"]) {
+    for (const id of ["open-lab", "open-spark-ui", "open-web-app"]) {
       const link = document.getElementById(id);
       if (link) link.hidden = !live;
     }
