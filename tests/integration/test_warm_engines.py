@@ -157,6 +157,9 @@ def test_two_users_take_two_warm_engines_each_with_only_their_own(master: SwarmM
     assert "admins-file.txt" in admin["files"] and "bobs-file.txt" not in admin["files"]
     assert "bobs-file.txt" in bob_facts["files"] and "admins-file.txt" not in bob_facts["files"]
     assert WARM_VARIABLE not in bob_facts["env"] and WARM_VARIABLE not in admin["env"]
+    # the session's own web app path (CDSW_APP_PATH names its session), taken at the claim
+    assert bob_facts["env"]["CDSW_APP_PATH"] == "/api/v1/sessions/%d/engine/proxy/8100/" % bob_sid
+    assert bob_facts["env"]["CDSW_APP_PORT"] == "8100"
     assert not [k for k, v in bob_facts["env"].items() if "admin" in v.lower()], bob_facts["env"]
     # each session's engine carries its own labels now, and its own mounts only
     for sid, wl, user in ((admin_sid, admin_wl, "admin"), (bob_sid, bob_wl, "bob")):
