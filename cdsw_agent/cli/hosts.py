@@ -70,6 +70,18 @@ def _wheelhouse(path: str) -> Tuple[Path, str, str, set]:
     return d, version, build, install.wheelhouse_pythons(p.name for p in d.glob("*.whl"))
 
 
+def _cluster_secret(settings: Any) -> str:
+    """The secret this master's workers join with, read, never made here: a new one would
+    not be the running master's (a CLI reading another data directory)."""
+    if settings.cluster_secret:
+        return str(settings.cluster_secret)
+    path = Path(settings.data_dir) / "cluster-secret"
+    if not path.is_file():
+        raise UserError("no cluster secret in %s: run this on the master, with its settings (the "
+                        "master must have started once), or set cdsw.cluster.secret" % path)
+    return path.read_text().strip()
+
+
 def _no_wheelhouse() -> Optional[Path]:
     """Without --wheelhouse: the source checkout to build one from, once the remote's Python
     is known; refused before the remote is touched where there is none."""
@@ -108,7 +120,7 @@ def add_cmd(ctx: CliContext, host: str, cluster: str, ssh_user: str, ssh_port: i
             assignments: Tuple[str, ...], timeout: float) -> None:
     """Make HOST a worker gateway: install the agent over SSH, start CDSW_DOCKER and
     CDSW_WORKER as services, wait until its node joined the swarm (with its cluster label)."""
-    from ..roles import master, swarm
+    from ..roles import swarm
 
     echo = click.echo
     # everything that can be refused here is, before the remote is touched
@@ -123,8 +135,8 @@ def add_cmd(ctx: CliContext, host: str, cluster: str, ssh_user: str, ssh_port: i
         wheel_dir, version, build, wheel_pythons = _wheelhouse(wheelhouse)
     else:
         checkout, wheel_pythons = _no_wheelhouse(), set()
-    settings = master.ensure_cluster_secret(ctx.settings)
-    properties = install.worker_properties(settings, settings.cluster_secret, label, extra)
+    settings = ctx.settings
+    properties = install.worker_properties(settings, _cluster_secret(settings), label, extra)
     client = swarm.connect(settings)  # the master's Docker: where the node will show up
     nodes.refuse_loopback_swarm(client, settings.docker_host)
 

@@ -358,3 +358,17 @@ def test_an_unreachable_host_is_found_by_name_or_address_and_drained() -> None:
         nodes.drain_unreachable(client, "nowhere")
     with pytest.raises(UserError, match="swarm manager"):
         nodes.drain_unreachable(client, "h1")
+
+
+def test_the_cluster_secret_is_read_never_made(tmp_path: Path) -> None:
+    from cdsw_agent.cli.hosts import _cluster_secret
+
+    data = tmp_path / "data"
+    data.mkdir()
+    s = settings(tmp_path, CDSW_DATA_DIR=str(data))
+    with pytest.raises(UserError, match="no cluster secret in .*run this on the master"):
+        _cluster_secret(s)
+    assert not (data / "cluster-secret").exists()  # a new one would not be the master's
+    (data / "cluster-secret").write_text("the-masters\n")
+    assert _cluster_secret(s) == "the-masters"
+    assert _cluster_secret(settings(tmp_path, CDSW_CLUSTER_SECRET="set")) == "set"
