@@ -300,7 +300,11 @@ import tornado.web, tornado.websocket
 
 class Page(tornado.web.RequestHandler):
     def get(self, rest):
-        self.write("web app sees /%s" % rest)
+        credentials = [h for h in ("Authorization", "Cookie") if h in self.request.headers]
+        self.write("web app sees /%s%s" % (rest, " and %s" % credentials if credentials else ""))
+
+    def post(self, rest):
+        self.write("posted " + self.request.body.decode())
 
 class Echo(tornado.websocket.WebSocketHandler):
     def on_message(self, message):
@@ -325,7 +329,8 @@ def test_a_web_app_the_session_serves_is_reached_on_the_engine_origin(port_world
                                                                       port_session: int) -> None:
     """A web app in the session (here on a free port: local engines share the host's ports;
     in a container it is CDSW_APP_PORT) is served under proxy/PORT/, HTTP and websockets, to
-    the engine credential or an API key of someone who may use the session, never without."""
+    the engine credential or an API key of someone who may use the session, never without; the
+    app itself is handed none of these credentials, nor the engine's own token."""
     out = port_world.execute(port_session, APP_CODE)
     text = "".join(e.get("text", "") for e in out if e.get("type") == "stream")
     _, app, app_port, app_path = text.split()
@@ -336,6 +341,8 @@ def test_a_web_app_the_session_serves_is_reached_on_the_engine_origin(port_world
     # a script with an API key, on the workbench's address
     r = port_world.c["owner"].get(proxied + "plots/1?x=2")
     assert r.status_code == 200 and r.text == "web app sees /plots/1", r.text
+    r = port_world.c["owner"].post(proxied + "form", content=b"x=1")
+    assert r.status_code == 200 and r.text == "posted x=1", r.text
     # the browser: "Web app" opens it on the engine origin with the engine cookie
     owner = Browser(port_world.api, port_world.owner)
     origin, launch = owner.open_engine(port_session, "proxy/%s/" % app)
