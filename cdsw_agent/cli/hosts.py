@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Tuple
 
 import click
 
@@ -82,7 +82,7 @@ def _cluster_secret(settings: Any) -> str:
     return path.read_text().strip()
 
 
-def _no_wheelhouse() -> Optional[Path]:
+def _no_wheelhouse() -> Path:
     """Without --wheelhouse: the source checkout to build one from, once the remote's Python
     is known; refused before the remote is touched where there is none."""
     root = wheels.checkout_root()
